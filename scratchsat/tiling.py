@@ -1,0 +1,317 @@
+"""``scratchsat tile``: scenes + labels → a patch store with statistics, splits and an index.
+
+One pass over each scene, one strip of windows at a time (parallel over ``workers``
+processes): read the strip once, bring the labels onto it, keep the windows with enough valid
+and labelled pixels, and stream the patches into the store. Splits are then assigned by spatial
+block, and windows that would overlap a window of another split are dropped.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from . import store
+from .errors import BandError, InputError, NoPatchesError
+from .labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
+from .raster import (
+    GDAL_ENV,
+    Grid,
+    atomic_output,
+    band_names,
+    check_output,
+    open_raster,
+    read,
+    reads_mask_band,
+    select_band_indexes,
+    valid_mask,
+)
+from .stats import BandStats
+from .windows import assign_splits, grid_offsets, split_border
+
+TASKS = ("segmentation", "classification")
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class TileOptions:
+    """How to cut patches. ``stride`` defaults to ``patch_size``; ``block_size`` (the side of
+    a spatial split block, in pixels) to 8 patches."""
+
+    patch_size: int = 64
+    stride: int | None = None
+    min_valid: float = 0.5
+    min_labeled: float = 0.0
+    bands: tuple[str, ...] | None = None
+    task: str = "segmentation"
+    val: float = 0.2
+    test: float = 0.1
+    seed: int = 0
+    block_size: int | None = None
+    chips: bool = False
+    workers: int = 1
+
+    def check(self) -> None:
+        if self.task not in TASKS:
+            raise InputError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.patch_size < 4:
+            raise InputError(f"--patch-size must be at least 4, got {self.patch_size}")
+        if self.stride is not None and self.stride < 1:
+            raise InputError(f"--stride must be at least 1, got {self.stride}")
+        for name in ("min_valid", "min_labeled", "val", "test"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise InputError(
+                    f"--{name.replace('_', '-')} must lie in [0, 1], got {getattr(self, name)}"
+                )
+        if self.val + self.test >= 1:
+            raise InputError(
+                f"--val {self.val} + --test {self.test} leave no training patches; "
+                "keep their sum below 1"
+            )
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One input scene as the tiler sees it."""
+
+    path: Path
+    grid: Grid
+    band_indexes: tuple[int, ...]
+    bands: tuple[str, ...]
+    dtype: str
+    nodata: float | None
+    uses_mask: bool
+
+
+@dataclass
+class Strip:
+    """What one strip of windows yields: kept patches and counts of skipped windows."""
+
+    images: np.ndarray  # (k, C, P, P)
+    masks: np.ndarray  # (k, P, P) uint8 class ids, IGNORE_INDEX = ignore
+    xs: np.ndarray  # (k,) column offsets
+    ys: np.ndarray  # (k,) row offsets
+    class_counts: np.ndarray  # (k, K) pixels per class
+    stats: BandStats
+    skipped: Counter = field(default_factory=Counter)
+    windows: int = 0
+
+
+def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scene:
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise InputError(f"{path}: has no CRS; tile needs a georeferenced scene")
+        names = band_names(src)
+        indexes = select_band_indexes(path, names, bands)
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+        return Scene(
+            Path(path),
+            grid,
+            tuple(indexes),
+            tuple(names[i - 1] for i in indexes),
+            src.dtypes[indexes[0] - 1],
+            src.nodata,
+            reads_mask_band(src, indexes),
+        )
+
+
+def tile_strip(
+    scene: Scene, spec: LabelSpec, classes: Sequence[ClassInfo], options: TileOptions, row: int
+) -> Strip:
+    """Cut the windows whose top edge is ``row``; runs in a worker process."""
+    size, stride = options.patch_size, options.stride or options.patch_size
+    window = Window(0, row, scene.grid.width, size)
+    with rasterio.Env(**GDAL_ENV), open_raster(scene.path) as src:
+        data = read(src, scene.band_indexes, window)  # (C, P, W)
+        mask = src.dataset_mask(window=window) if scene.uses_mask else None
+    valid = valid_mask(data, scene.nodata, mask)  # (P, W)
+    ids = read_ids(spec, scene.grid, window, classes)
+    ids[~valid] = IGNORE_INDEX
+    xs = grid_offsets(scene.grid.width, size, stride)
+    strip = Strip(
+        np.empty((0, *data.shape[:1], size, size), data.dtype),
+        np.empty((0, size, size), np.uint8),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty((0, len(classes)), np.int64),
+        BandStats.empty(len(data), data.dtype),
+        windows=len(xs),
+    )
+    kept = []
+    for x in xs:
+        patch_valid, patch_ids = valid[:, x : x + size], ids[:, x : x + size]
+        labelled = int((patch_ids != IGNORE_INDEX).sum())
+        if patch_valid.mean() < options.min_valid:
+            strip.skipped["nodata"] += 1
+        elif labelled == 0 or labelled / size**2 < options.min_labeled:
+            strip.skipped["unlabeled"] += 1
+        else:
+            kept.append(x)
+    if not kept:
+        return strip
+    rng = np.random.default_rng([options.seed, row])
+    for x in kept:
+        strip.stats.add(data[:, :, x : x + size][:, valid[:, x : x + size]], rng)  # (C, n valid)
+    strip.images = np.stack([data[:, :, x : x + size] for x in kept])
+    strip.masks = np.stack([ids[:, x : x + size] for x in kept])
+    strip.xs = np.array(kept, dtype=np.int64)
+    strip.ys = np.full(len(kept), row, dtype=np.int64)
+    strip.class_counts = np.stack(
+        [np.bincount(m[m != IGNORE_INDEX], minlength=len(classes)) for m in strip.masks]
+    ).astype(np.int64)
+    return strip
+
+
+def _run_strip(args) -> Strip:
+    return tile_strip(*args)
+
+
+def iter_strips(tasks: Sequence[tuple], workers: int) -> Iterable[Strip]:
+    """Strips in task order, computed in ``workers`` processes (inline for one)."""
+    if workers <= 1:
+        yield from map(_run_strip, tasks)
+        return
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(_run_strip, tasks, chunksize=1)
+
+
+def tile(
+    scenes: Sequence[str | os.PathLike],
+    labels: str | os.PathLike | None,
+    out: str | os.PathLike | None = None,
+    *,
+    label_field: str | None = None,
+    background: str | None = None,
+    options: TileOptions | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Cut ``scenes`` and their ``labels`` into a patch store at ``out`` (default
+    ``tiles/<first scene's name>``); returns the folder."""
+    options = options or TileOptions()
+    options.check()
+    if not scenes:
+        raise InputError("tile needs at least one scene")
+    out = Path(out) if out else Path("tiles") / Path(scenes[0]).stem
+    check_output(out, overwrite)
+    if labels is None:
+        if len(scenes) == 1 and Path(scenes[0]).is_dir():
+            from .chipfolder import tile_chip_folder
+
+            return tile_chip_folder(Path(scenes[0]), out, options, overwrite, progress)
+        raise InputError(
+            "tile needs --labels (a label raster or vector file), or a folder of "
+            "class folders of chips (CLASS/*.tif) as its only input"
+        )
+    infos = [describe_scene(p, options.bands) for p in scenes]
+    _check_same_bands(infos)
+    spec = LabelSpec(Path(labels), label_field, background)
+    classes = label_classes(spec, [s.grid for s in infos])
+    with atomic_output(out, overwrite) as tmp:
+        tmp.mkdir()
+        _write_store(tmp, infos, spec, classes, options, progress)
+    return out
+
+
+def _check_same_bands(infos: Sequence[Scene]) -> None:
+    first = infos[0]
+    for info in infos[1:]:
+        if info.bands != first.bands or info.dtype != first.dtype:
+            raise BandError(
+                f"{info.path} has bands {', '.join(info.bands)} ({info.dtype}) but "
+                f"{first.path} has {', '.join(first.bands)} ({first.dtype}); scenes tiled "
+                "together need the same bands in the same order"
+            )
+
+
+def _write_store(
+    folder: Path,
+    infos: Sequence[Scene],
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    progress: Progress | None,
+) -> None:
+    size, stride = options.patch_size, options.stride or options.patch_size
+    tasks = [
+        (info, spec, classes, options, int(row))
+        for info in infos
+        for row in grid_offsets(info.grid.height, size, stride)
+    ]
+    bands = len(infos[0].bands)
+    images = store.NpyWriter(folder / "images.npy", infos[0].dtype, (bands, size, size))
+    masks = store.NpyWriter(folder / "masks.npy", np.uint8, (size, size))
+    stats, skipped = BandStats.empty(bands, infos[0].dtype), Counter()
+    windows, counts, total = [], [], 0
+    scene_of_task = [infos.index(t[0]) for t in tasks]
+    try:
+        for done, (strip, scene) in enumerate(
+            zip(iter_strips(tasks, options.workers), scene_of_task, strict=True), 1
+        ):
+            images.append(strip.images)
+            masks.append(strip.masks)
+            stats.update(strip.stats)
+            skipped.update(strip.skipped)
+            total += strip.windows
+            windows.append(np.stack([np.full(len(strip.xs), scene), strip.xs, strip.ys], 1))
+            counts.append(strip.class_counts)
+            if progress:
+                progress(done, len(tasks))
+    finally:
+        images.close()
+        masks.close()
+    windows_arr = np.concatenate(windows).reshape(-1, 3)
+    if not len(windows_arr):
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        raise NoPatchesError(
+            f"all {total} windows of {size}×{size} px were skipped ({reasons}); lower "
+            f"--min-valid (now {options.min_valid}) or --min-labeled (now "
+            f"{options.min_labeled}), use a smaller --patch-size, or check that the labels "
+            "cover valid pixels of the scene"
+        )
+    counts_arr = np.concatenate(counts)
+    splits = _assign(windows_arr, options)
+    keep = splits != 255
+    skipped["split_border"] = int((~keep).sum())
+    for name in ("images", "masks"):
+        store.keep_rows(folder / f"{name}.npy", keep)
+    windows_arr, counts_arr, splits = windows_arr[keep], counts_arr[keep], splits[keep]
+    labels = counts_arr.argmax(axis=1).astype(np.uint8)  # majority class; ties → lowest id
+    np.save(folder / "windows.npy", windows_arr)
+    np.save(folder / "splits.npy", splits)
+    np.save(folder / "labels.npy", labels)
+    if options.task == "classification":
+        (folder / "masks.npy").unlink()
+    from .index import write_chips, write_dataset_json, write_index
+
+    write_index(
+        folder / "index.geojson", infos, windows_arr, splits, labels, counts_arr, classes, size
+    )
+    if options.chips:
+        write_chips(folder, infos, windows_arr, size, options.task)
+    write_dataset_json(
+        folder, infos, spec, classes, options, stats, skipped, total, splits, labels, counts_arr
+    )
+
+
+def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
+    """Split code per window (255 = dropped at a split border)."""
+    block = options.block_size or 8 * options.patch_size
+    scene, xs, ys = windows[:, 0], windows[:, 1], windows[:, 2]
+    centre = options.patch_size // 2
+    block_ids = (scene << 40) + (((ys + centre) // block) << 20) + (xs + centre) // block
+    splits = assign_splits(block_ids, options.val, options.test, options.seed)
+    for s in np.unique(scene):
+        here = scene == s
+        drop = split_border(xs[here], ys[here], splits[here], options.patch_size)
+        splits[np.flatnonzero(here)[drop]] = 255
+    return splits
