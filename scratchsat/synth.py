@@ -121,7 +121,7 @@ def synth_arrays(
     image = np.clip(values, 1, 65_535).astype(np.uint16)
 
     edge = (0.04 + 0.03 * np.sin(np.linspace(0, 3 * np.pi, height))) * width
-    valid = xx >= edge[:, None].astype(int)
+    valid = xx >= np.maximum(1, edge[:, None].astype(int))
     image[:, ~valid] = NODATA
     return image, labels, valid
 

@@ -1,0 +1,3 @@
+from scratchsat.cli import main
+
+main()

@@ -1,0 +1,261 @@
+"""The ``scratchsat`` command line: parses options and calls the library, nothing more.
+
+A :class:`ScratchsatError` becomes ``Error: …`` on stderr and exit code 1; any other exception
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import __version__
+from .errors import ScratchsatError
+
+app = typer.Typer(
+    name="scratchsat",
+    help="Train CNNs from scratch on multi-band satellite imagery; predict to GeoTIFF.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+stderr = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+state = {"quiet": False}
+
+
+def handle_errors(command: F) -> F:
+    """Turn a ScratchsatError into ``Error: …`` and exit 1, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ScratchsatError as exc:
+            stderr.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr, fed by ``callback(done, total)``; None when quiet.
+
+    The bar appears at the first callback, so a command refused up front prints only its error.
+    """
+    if state["quiet"]:
+        yield None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    bar = Progress(*columns, console=stderr)
+    task = bar.add_task(description, total=None)
+
+    def callback(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield callback
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"scratchsat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")
+    ] = False,
+) -> None:
+    """Train CNNs from scratch on multi-band satellite imagery; predict to GeoTIFF."""
+    state["quiet"] = quiet
+
+
+def _split_list(text: str | None) -> tuple[str, ...] | None:
+    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else None
+
+
+def say(message: str) -> None:
+    if not state["quiet"]:
+        stderr.print(message, highlight=False)
+
+
+@app.command()
+@handle_errors
+def stack(
+    files: Annotated[
+        list[Path], typer.Argument(help="Input rasters, one or more bands each, in band order.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output GeoTIFF.")],
+    resolution: Annotated[
+        float | None,
+        typer.Option(help="Output pixel size in CRS units (default: the finest input's)."),
+    ] = None,
+    band_names: Annotated[
+        str | None, typer.Option(help="Comma-separated band names (default: from the file names).")
+    ] = None,
+    resampling: Annotated[
+        str,
+        typer.Option(
+            help="nearest, bilinear (default, for continuous data), cubic, average or mode."
+        ),
+    ] = "bilinear",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Stack per-band files into one multi-band GeoTIFF on one grid.
+
+    Example: scratchsat stack T33UUU_*_B0[1-8].jp2 --out scene.tif
+    """
+    from .stack import stack as run_stack
+
+    with progress_bar("stack") as callback:
+        path = run_stack(
+            files,
+            out,
+            resolution=resolution,
+            band_names=_split_list(band_names),
+            resampling=resampling,
+            overwrite=overwrite,
+            progress=callback,
+        )
+    say(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
+def tile(
+    scenes: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Scene GeoTIFFs (same bands), or one folder of class folders of chips."
+        ),
+    ],
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            "--labels", "-l", help="Label raster, or vector file (GeoJSON, GeoPackage, Shapefile)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: tiles/<scene name>)."),
+    ] = None,
+    label_field: Annotated[
+        str | None,
+        typer.Option(help="Attribute of vector labels holding the class (text or integer)."),
+    ] = None,
+    background: Annotated[
+        str | None,
+        typer.Option(help="Name a class for pixels no polygon covers (default: they are ignored)."),
+    ] = None,
+    patch_size: Annotated[int, typer.Option(help="Patch side in pixels.")] = 64,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            help="Step between windows in pixels (default: the patch size; smaller overlaps)."
+        ),
+    ] = None,
+    min_valid: Annotated[
+        float,
+        typer.Option(help="Skip windows with a smaller fraction of valid (not nodata) pixels."),
+    ] = 0.5,
+    min_labeled: Annotated[
+        float,
+        typer.Option(
+            help="Skip windows with a smaller fraction of labelled pixels (0: at least one)."
+        ),
+    ] = 0.0,
+    bands: Annotated[
+        str | None, typer.Option(help="Band subset by name or 1-based number, comma-separated.")
+    ] = None,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="segmentation (a class per pixel) or classification (a class per patch)."
+        ),
+    ] = "segmentation",
+    val: Annotated[float, typer.Option(help="Fraction of patches for validation.")] = 0.2,
+    test: Annotated[float, typer.Option(help="Fraction of patches for testing.")] = 0.1,
+    seed: Annotated[int, typer.Option(help="Seed of the split.")] = 0,
+    block_size: Annotated[
+        int | None,
+        typer.Option(help="Side of a spatial split block in pixels (default: 8 patches)."),
+    ] = None,
+    chips: Annotated[
+        bool, typer.Option(help="Also write each patch as a georeferenced GeoTIFF under chips/.")
+    ] = False,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Cut scenes and labels into patches with statistics, spatial splits and an index.
+
+    Example: scratchsat tile scene.tif --labels landuse.gpkg --label-field fclass
+    --patch-size 32 --out tiles/brandenburg
+    """
+    from .tiling import TileOptions
+    from .tiling import tile as run_tile
+
+    options = TileOptions(
+        patch_size=patch_size,
+        stride=stride,
+        min_valid=min_valid,
+        min_labeled=min_labeled,
+        bands=_split_list(bands),
+        task=task,
+        val=val,
+        test=test,
+        seed=seed,
+        block_size=block_size,
+        chips=chips,
+        workers=workers,
+    )
+    with progress_bar("tile") as callback:
+        folder = run_tile(
+            scenes,
+            labels,
+            out,
+            label_field=label_field,
+            background=background,
+            options=options,
+            overwrite=overwrite,
+            progress=callback,
+        )
+    from .index import read_dataset_json
+
+    info = read_dataset_json(folder)
+    splits = ", ".join(f"{n} {name}" for name, n in info["splits"].items())
+    skipped = ", ".join(f"{n} {why}" for why, n in info["skipped"].items() if n) or "none"
+    say(f"wrote {info['patches']} patches ({splits}; skipped: {skipped}) to {folder}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="scratchsat")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Fixtures: small GeoTIFFs written with rasterio, with known CRS, transform, nodata and labels."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+ORIGIN = (500_000.0, 5_800_000.0)
+
+
+def write_raster(path: Path, data: np.ndarray, *, crs="EPSG:32633", res=10.0, origin=ORIGIN,
+                 nodata=None, driver="GTiff", descriptions=None, **extra) -> Path:
+    """Write (C, H, W) or (H, W) ``data`` to ``path``."""
+    data = data[None] if data.ndim == 2 else data
+    with rasterio.open(path, "w", driver=driver, width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype=data.dtype, crs=crs,
+                       transform=from_origin(origin[0], origin[1], res, res), nodata=nodata,
+                       **extra) as dst:
+        dst.write(data)
+        if descriptions:
+            dst.descriptions = tuple(descriptions)
+    return path
+
+
+def gdalinfo(path: Path) -> dict:
+    """``gdalinfo -json`` of ``path``: an independent check of what we wrote."""
+    if shutil.which("gdalinfo") is None:
+        pytest.skip("GDAL's command-line tools are not installed (apt-get install gdal-bin)")
+    out = subprocess.run(["gdalinfo", "-json", "-mm", str(path)], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+@pytest.fixture
+def tiny_scene(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
+    """A 2-band 40×40 uint16 scene (nodata 0) and a label raster with codes 3 and 7.
+
+    Patches of 10 px give a 4×4 window grid a person can count:
+    - window (row 0, col 0) is all nodata in the scene → skipped as nodata;
+    - window (row 3, col 3) is all label nodata (0) → skipped as unlabeled;
+    - label code 3 on the left half, 7 on the right half;
+    - one pixel at (row 15, col 15) is nodata in band 2 only → ignore (255) in its mask.
+    """
+    image = np.zeros((2, 40, 40), dtype=np.uint16)
+    image[0] = np.arange(40 * 40, dtype=np.uint16).reshape(40, 40) % 97 + 1
+    image[1] = 1000 + np.arange(40, dtype=np.uint16)[None, :].repeat(40, 0)
+    image[:, :10, :10] = 0
+    image[1, 15, 15] = 0
+    labels = np.full((40, 40), 3, dtype=np.uint8)
+    labels[:, 20:] = 7
+    labels[30:, 30:] = 0
+    scene = write_raster(tmp_path / "scene.tif", image, nodata=0, descriptions=["red", "nir"])
+    label_path = write_raster(tmp_path / "labels.tif", labels, nodata=0)
+    return scene, label_path, image, labels

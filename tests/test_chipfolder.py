@@ -1,0 +1,50 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import write_raster
+
+from scratchsat.errors import InputError
+from scratchsat.tiling import TileOptions, tile
+
+
+@pytest.fixture
+def chip_folder(tmp_path):
+    """EuroSAT's layout: CLASS/*.tif, 4 bands, 8×8 px; 5 Forest chips and 5 River chips."""
+    root = tmp_path / "eurosat"
+    for k, name in enumerate(("River", "Forest")):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            data = np.full((4, 8, 8), 100 * (k + 1) + i, dtype=np.uint16)
+            write_raster(root / name / f"{name}_{i}.tif", data, origin=(500_000 + 1000 * i,
+                                                                         5_800_000))
+    return root
+
+
+def test_chip_folder_becomes_classification_store(chip_folder, tmp_path):
+    out = tile([chip_folder], None, tmp_path / "t",
+               options=TileOptions(task="classification", val=0.2, test=0.2))
+    info = json.loads((out / "dataset.json").read_text())
+    assert [(c["id"], c["code"], c["name"], c["patches"]) for c in info["classes"]] == [
+        (0, 1, "Forest", 5), (1, 2, "River", 5)]
+    assert info["patch_size"] == 8 and info["task"] == "classification"
+    assert info["splits"] == {"train": 6, "val": 2, "test": 2}  # 1 val + 1 test per class
+    images, labels = np.load(out / "images.npy"), np.load(out / "labels.npy")
+    assert images.shape == (10, 4, 8, 8)
+    # Forest chips (value 200 + i) are listed first, with class id 0.
+    np.testing.assert_array_equal(labels, [0] * 5 + [1] * 5)
+    assert images[0, 0, 0, 0] == 200 and images[5, 0, 0, 0] == 100
+    index = json.loads((out / "index.geojson").read_text())
+    lon, lat = index["features"][0]["geometry"]["coordinates"][0][0]
+    assert 14 < lon < 16 and 52 < lat < 53  # UTM 33N chips placed in WGS 84
+
+
+def test_chip_folder_errors(chip_folder, tmp_path):
+    with pytest.raises(InputError, match=r"only suits --task classification"):
+        tile([chip_folder], None, tmp_path / "t")
+    write_raster(chip_folder / "River" / "odd.tif", np.ones((4, 16, 16), np.uint16))
+    with pytest.raises(InputError, match=r"odd\.tif: 16×16 px, 4 bands, uint16, but .* is "
+                                         r"8×8 px"):
+        tile([chip_folder], None, tmp_path / "t", options=TileOptions(task="classification"))
+    with pytest.raises(InputError, match=r"tile needs --labels"):
+        tile([chip_folder / "River" / "odd.tif"], None, tmp_path / "t")

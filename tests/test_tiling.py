@@ -1,0 +1,320 @@
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import gdalinfo, write_raster
+from rasterio.warp import transform_geom
+
+from scratchsat.errors import (
+    BandError,
+    LabelError,
+    NoOverlapError,
+    NoPatchesError,
+    OutputExistsError,
+    RasterReadError,
+)
+from scratchsat.labels import IGNORE_INDEX
+from scratchsat.synth import write_scene
+from scratchsat.tiling import TileOptions, tile
+
+ALL_TRAIN = TileOptions(patch_size=10, val=0.0, test=0.0)
+
+
+def load(folder, name):
+    return np.load(folder / f"{name}.npy")
+
+
+def test_counts_classes_and_statistics_by_hand(tiny_scene, tmp_path):
+    scene, labels, image, label_codes = tiny_scene
+    out = tile([scene], labels, tmp_path / "tiles", options=ALL_TRAIN)
+    info = json.loads((out / "dataset.json").read_text())
+    # 16 windows: (0, 0) is nodata, (30, 30) is unlabelled, 14 are kept.
+    assert info["windows"] == 16 and info["patches"] == 14
+    assert info["skipped"] == {"nodata": 1, "split_border": 0, "unlabeled": 1}
+    assert info["splits"] == {"train": 14, "val": 0, "test": 0}
+    # The user's codes stay codes; ids are their order.
+    assert [(c["id"], c["code"], c["name"]) for c in info["classes"]] == [(0, 3, "3"),
+                                                                         (1, 7, "7")]
+    # Code 3: 40×20 px minus the nodata window and the one nodata pixel; code 7: 40×20 minus
+    # the unlabelled 10×10 corner.
+    assert [c["pixels"] for c in info["classes"]] == [40 * 20 - 100 - 1, 40 * 20 - 100]
+    assert [b["name"] for b in info["bands"]] == ["red", "nir"]
+    assert info["dtype"] == "uint16" and info["nodata"] == 0
+    # Statistics over the valid pixels of the kept patches, computed independently.
+    kept = np.ones((40, 40), bool)
+    kept[:10, :10] = kept[30:, 30:] = False
+    kept[15, 15] = False
+    for band, row in zip(image, info["bands"], strict=True):
+        values = band[kept].astype(float)
+        assert row["mean"] == pytest.approx(values.mean())
+        assert row["std"] == pytest.approx(values.std())
+        assert row["p2"] == pytest.approx(np.percentile(values, 2))
+        assert row["p98"] == pytest.approx(np.percentile(values, 98))
+
+
+def test_patches_hold_scene_pixels_and_ignore_invalid(tiny_scene, tmp_path):
+    scene, labels, image, label_codes = tiny_scene
+    out = tile([scene], labels, tmp_path / "tiles", options=ALL_TRAIN)
+    images, masks, windows = load(out, "images"), load(out, "masks"), load(out, "windows")
+    assert images.shape == (14, 2, 10, 10) and images.dtype == np.uint16
+    assert masks.shape == (14, 10, 10) and masks.dtype == np.uint8
+    code_to_id = {3: 0, 7: 1, 0: IGNORE_INDEX}
+    for patch, mask, (scene_index, col, row) in zip(images, masks, windows, strict=True):
+        assert scene_index == 0
+        np.testing.assert_array_equal(patch, image[:, row:row + 10, col:col + 10])
+        expected = np.vectorize(code_to_id.get)(label_codes[row:row + 10, col:col + 10])
+        if (row, col) == (10, 10):
+            expected[5, 5] = IGNORE_INDEX  # band 2 is nodata at scene pixel (15, 15)
+        np.testing.assert_array_equal(mask, expected)
+    assert np.load(out / "images.npy", mmap_mode="r").shape == (14, 2, 10, 10)
+
+
+def test_classification_gives_majority_class_per_patch(tiny_scene, tmp_path):
+    scene, labels, *_ = tiny_scene
+    out = tile([scene], labels, tmp_path / "t",
+               options=TileOptions(patch_size=20, val=0, test=0, task="classification"))
+    assert not (out / "masks.npy").exists()
+    # Windows at (0,0), (0,20), (20,0), (20,20): left ones are code 3 (id 0), right ones 7.
+    windows, classes = load(out, "windows"), load(out, "labels")
+    assert {(int(c), int(r)): int(k) for (_, c, r), k in zip(windows, classes, strict=True)} \
+        == {(0, 0): 0, (20, 0): 1, (0, 20): 0, (20, 20): 1}
+
+
+def test_min_valid_and_band_subset(tiny_scene, tmp_path):
+    scene, labels, image, _ = tiny_scene
+    out = tile([scene], labels, tmp_path / "t",
+               options=TileOptions(patch_size=20, val=0, test=0, min_valid=0.8, bands=("nir",)))
+    info = json.loads((out / "dataset.json").read_text())
+    # The top-left 20 px window is 25% nodata: below 0.8 valid.
+    assert info["skipped"]["nodata"] == 1 and info["patches"] == 3
+    assert [b["name"] for b in info["bands"]] == ["nir"] and info["bands"][0]["index"] == 2
+    assert load(out, "images").shape == (3, 1, 20, 20)
+    out2 = tile([scene], labels, tmp_path / "t2", options=TileOptions(
+        patch_size=20, val=0, test=0, bands=("2", "1")))
+    info2 = json.loads((out2 / "dataset.json").read_text())
+    assert [b["name"] for b in info2["bands"]] == ["nir", "red"]
+
+
+def test_label_raster_in_slightly_different_crs_on_identical_grid(tiny_scene, tmp_path):
+    scene, _, _, label_codes = tiny_scene
+    # ETRS89 / UTM 33N instead of WGS 84 / UTM 33N: another datum realisation, same grid.
+    etrs = write_raster(tmp_path / "etrs.tif", label_codes, crs="EPSG:25833", nodata=0)
+    a = tile([scene], tmp_path / "labels.tif", tmp_path / "a", options=ALL_TRAIN)
+    b = tile([scene], etrs, tmp_path / "b", options=ALL_TRAIN)
+    np.testing.assert_array_equal(load(a, "masks"), load(b, "masks"))
+
+
+def test_label_raster_on_coarser_grid_uses_nearest(tiny_scene, tmp_path):
+    scene, *_ = tiny_scene
+    coarse = np.arange(400, dtype=np.int32).reshape(20, 20) % 5 + 1  # 20 m, codes 1..5
+    path = write_raster(tmp_path / "coarse.tif", coarse, res=20.0)
+    out = tile([scene], path, tmp_path / "t", options=ALL_TRAIN)
+    info = json.loads((out / "dataset.json").read_text())
+    assert [c["code"] for c in info["classes"]] == [1, 2, 3, 4, 5]
+    masks, windows = load(out, "masks"), load(out, "windows")
+    fine = np.repeat(np.repeat(coarse, 2, 0), 2, 1) - 1  # codes 1..5 → ids 0..4
+    for mask, (_, col, row) in zip(masks, windows, strict=True):
+        expected = fine[row:row + 10, col:col + 10].copy()
+        if (row, col) == (10, 10):
+            expected[5, 5] = IGNORE_INDEX
+        np.testing.assert_array_equal(mask, expected)
+
+
+def polygon(x0, y0, x1, y1):
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1],
+                                                [x0, y0]]]}
+
+
+def write_geojson(path, features, crs="EPSG:4326", src_crs="EPSG:32633"):
+    items = [{"type": "Feature", "properties": props,
+              "geometry": transform_geom(src_crs, crs, geom)} for geom, props in features]
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    return path
+
+
+def test_vector_labels_with_string_field_partial_cover_and_overlap(tiny_scene, tmp_path):
+    scene, *_ = tiny_scene
+    x0, y0 = 500_000, 5_800_000  # scene's top-left; 10 m pixels, 40×40
+    forest = polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100)  # cols 10–29, rows 10–29
+    pond = polygon(x0 + 150, y0 - 250, x0 + 250, y0 - 150)  # cols 15–24, rows 15–24
+    labels = write_geojson(tmp_path / "labels.geojson", [
+        (pond, {"kind": "water", "osm": 1}), (forest, {"kind": "forest", "osm": 2})])
+    out = tile([scene], labels, tmp_path / "t", label_field="kind",
+               options=TileOptions(patch_size=10, stride=5, val=0, test=0))
+    info = json.loads((out / "dataset.json").read_text())
+    assert [(c["id"], c["code"], c["name"]) for c in info["classes"]] == [
+        (0, 1, "forest"), (1, 2, "water")]
+    masks, windows = load(out, "masks"), load(out, "windows")
+    scene_ids = np.full((40, 40), -1)
+    for mask, (_, col, row) in zip(masks, windows, strict=True):
+        scene_ids[row:row + 10, col:col + 10] = mask
+    # The smaller polygon wins where they overlap, whatever the file order.
+    assert (scene_ids[16:24, 16:24] == 1).all()
+    assert scene_ids[12, 12] == 0 and scene_ids[27, 20] == 0
+    # Outside every polygon: ignored; windows with no labelled pixel are skipped.
+    assert scene_ids[5, 35] in (-1, IGNORE_INDEX)
+    assert info["skipped"]["unlabeled"] > 0
+    assert info["classes"][1]["pixels"] > 0
+
+
+def test_vector_labels_background_class(tiny_scene, tmp_path):
+    scene, *_ = tiny_scene
+    x0, y0 = 500_000, 5_800_000
+    labels = write_geojson(tmp_path / "l.geojson", [
+        (polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest"})])
+    out = tile([scene], labels, tmp_path / "t", label_field="kind", background="other",
+               options=ALL_TRAIN)
+    info = json.loads((out / "dataset.json").read_text())
+    assert [(c["code"], c["name"]) for c in info["classes"]] == [(0, "other"), (1, "forest")]
+    assert info["patches"] == 15  # only the nodata window is skipped
+
+
+def test_vector_labels_errors(tiny_scene, tmp_path):
+    scene, *_ = tiny_scene
+    x0, y0 = 500_000, 5_800_000
+    labels = write_geojson(tmp_path / "l.geojson", [
+        (polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest", "code": 4})])
+    with pytest.raises(LabelError, match=r"l\.geojson has no field 'knd'; its fields are: "
+                                         r"kind, code"):
+        tile([scene], labels, tmp_path / "t", label_field="knd")
+    with pytest.raises(LabelError, match=r"needs --label-field; its fields are: kind, code"):
+        tile([scene], labels, tmp_path / "t")
+    far = write_geojson(tmp_path / "far.geojson", [
+        (polygon(x0 + 9000, y0 - 9000, x0 + 9500, y0 - 8500), {"kind": "forest"})])
+    with pytest.raises(NoOverlapError, match=r"far\.geojson does not overlap the scene"):
+        tile([scene], far, tmp_path / "t", label_field="kind")
+    assert not (tmp_path / "t").exists()
+
+
+def test_integer_vector_field_keeps_codes(tiny_scene, tmp_path):
+    scene, *_ = tiny_scene
+    x0, y0 = 500_000, 5_800_000
+    labels = write_geojson(tmp_path / "l.gpkg.geojson", [
+        (polygon(x0, y0 - 400, x0 + 200, y0), {"code": 11}),
+        (polygon(x0 + 200, y0 - 400, x0 + 400, y0), {"code": 42})])
+    out = tile([scene], labels, tmp_path / "t", label_field="code", options=ALL_TRAIN)
+    info = json.loads((out / "dataset.json").read_text())
+    assert [(c["code"], c["name"]) for c in info["classes"]] == [(11, "11"), (42, "42")]
+
+
+def test_label_raster_errors(tiny_scene, tmp_path):
+    scene, labels, _, label_codes = tiny_scene
+    far = write_raster(tmp_path / "far.tif", label_codes, origin=(900_000, 1_000_000))
+    with pytest.raises(NoOverlapError, match=r"far\.tif does not overlap the scene"):
+        tile([scene], far, tmp_path / "t")
+    empty = write_raster(tmp_path / "empty.tif", np.zeros((40, 40), np.uint8), nodata=0)
+    with pytest.raises(LabelError, match=r"empty\.tif: no labelled pixel over the scene"):
+        tile([scene], empty, tmp_path / "t")
+    fractional = write_raster(tmp_path / "frac.tif", np.full((40, 40), 1.5, np.float32))
+    with pytest.raises(LabelError, match=r"non-integer values such as 1\.5"):
+        tile([scene], fractional, tmp_path / "t")
+
+
+def test_scene_errors(tiny_scene, tmp_path):
+    scene, labels, *_ = tiny_scene
+    with pytest.raises(BandError, match=r"band 'swir' is not in the scene, which has 2 bands "
+                                        r"\(red, nir\)"):
+        tile([scene], labels, tmp_path / "t", options=TileOptions(bands=("swir",)))
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(scene.read_bytes()[:300])
+    with pytest.raises(RasterReadError, match=r"corrupt\.tif"):
+        tile([corrupt], labels, tmp_path / "t")
+    blank = write_raster(tmp_path / "blank.tif", np.zeros((2, 40, 40), np.uint16), nodata=0)
+    with pytest.raises(NoPatchesError, match=r"all 16 windows of 10×10 px were skipped "
+                                             r"\(16 nodata\)"):
+        tile([blank], labels, tmp_path / "t", options=ALL_TRAIN)
+    assert not (tmp_path / "t").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_output_not_overwritten_without_flag(tiny_scene, tmp_path):
+    scene, labels, *_ = tiny_scene
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "mine.txt").write_text("x")
+    with pytest.raises(OutputExistsError, match=r"t exists already; pass --overwrite"):
+        tile([scene], labels, out, options=ALL_TRAIN)
+    assert (out / "mine.txt").exists()
+    tile([scene], labels, out, options=ALL_TRAIN, overwrite=True)
+    assert (out / "dataset.json").exists() and not (out / "mine.txt").exists()
+
+
+@pytest.fixture
+def synth_scene(tmp_path):
+    return write_scene(tmp_path / "s.tif", tmp_path / "s_labels.tif", width=200, height=180,
+                       count=4, seed=3)
+
+
+def test_spatial_split_never_overlaps_across_splits(synth_scene, tmp_path):
+    options = TileOptions(patch_size=16, stride=8, block_size=48, val=0.25, test=0.25, seed=1)
+    out = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "t", options=options)
+    splits, windows = load(out, "splits"), load(out, "windows")
+    info = json.loads((out / "dataset.json").read_text())
+    assert all(info["splits"][k] > 0 for k in ("train", "val", "test"))
+    assert info["skipped"]["split_border"] > 0
+    xs, ys = windows[:, 1], windows[:, 2]
+    for i in range(len(splits)):
+        overlap = (np.abs(xs - xs[i]) < 16) & (np.abs(ys - ys[i]) < 16)
+        assert (splits[overlap] == splits[i]).all()
+    # Arrays stay aligned after the border windows are dropped.
+    assert len(load(out, "images")) == len(load(out, "masks")) == len(splits) == info["patches"]
+    again = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "t2", options=options)
+    np.testing.assert_array_equal(load(again, "splits"), splits)
+
+
+def test_workers_give_the_same_store(synth_scene, tmp_path):
+    options = TileOptions(patch_size=32, val=0.2, test=0.1)
+    one = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "one", options=options)
+    two = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "two",
+               options=TileOptions(patch_size=32, val=0.2, test=0.1, workers=2))
+    for name in ("images", "masks", "splits", "windows", "labels"):
+        np.testing.assert_array_equal(load(one, name), load(two, name))
+    assert (one / "dataset.json").read_text() == (two / "dataset.json").read_text()
+
+
+def test_index_geojson_footprints_lie_inside_the_scene(synth_scene, tmp_path):
+    out = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "t",
+               options=TileOptions(patch_size=32))
+    index = json.loads((out / "index.geojson").read_text())
+    assert index["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
+    with rasterio.open(synth_scene.path) as src:
+        west, south, east, north = src.bounds
+    splits = load(out, "splits")
+    assert len(index["features"]) == len(splits)
+    for feature, split in zip(index["features"], splits, strict=True):
+        ring = np.array(feature["geometry"]["coordinates"][0])
+        assert (ring[:, 0] >= west).all() and (ring[:, 0] <= east).all()
+        assert (ring[:, 1] >= south).all() and (ring[:, 1] <= north).all()
+        assert np.ptp(ring[:, 0]) == np.ptp(ring[:, 1]) == 320  # 32 px of 10 m
+        assert feature["properties"]["split"] == ("train", "val", "test")[split]
+
+
+def test_chips_are_georeferenced(tiny_scene, tmp_path):
+    scene, labels, image, _ = tiny_scene
+    out = tile([scene], labels, tmp_path / "t",
+               options=TileOptions(patch_size=10, val=0, test=0, chips=True))
+    windows = load(out, "windows")
+    _, col, row = windows[3]
+    info = gdalinfo(out / "chips" / "000003.tif")
+    assert info["size"] == [10, 10]
+    assert info["geoTransform"] == [500_000 + 10 * col, 10.0, 0.0, 5_800_000 - 10 * row, 0.0,
+                                    -10.0]
+    assert [b["description"] for b in info["bands"]] == ["red", "nir"]
+    with rasterio.open(out / "chips" / "000003.tif") as src:
+        np.testing.assert_array_equal(src.read(), image[:, row:row + 10, col:col + 10])
+    assert gdalinfo(out / "chips" / "000003_labels.tif")["bands"][0]["noDataValue"] == 255
+
+
+def test_real_like_scene_across_two_scenes(tmp_path):
+    a = write_scene(tmp_path / "a.tif", tmp_path / "a_l.tif", width=128, height=128, count=13,
+                    seed=1)
+    b = write_scene(tmp_path / "b.tif", tmp_path / "b_l.tif", width=128, height=128, count=13,
+                    seed=2)
+    out = tile([a.path, b.path], a.labels_path, tmp_path / "t",
+               options=TileOptions(patch_size=32, val=0, test=0))
+    windows = load(out, "windows")
+    info = json.loads((out / "dataset.json").read_text())
+    assert set(windows[:, 0].tolist()) == {0, 1}
+    assert [s["path"] for s in info["sources"]] == [str(a.path), str(b.path)]
+    assert [b["name"] for b in info["bands"]][:3] == ["B01", "B02", "B03"]
