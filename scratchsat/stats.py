@@ -1,8 +1,9 @@
 """Per-band statistics over valid pixels, mergeable across strips and worker processes.
 
-Mean and standard deviation are merged with Chan's parallel formula (no catastrophic
-cancellation). Percentiles are exact for 8- and 16-bit integer data (full histograms) and come
-from a seeded sample of at most ``SAMPLE_PER_PATCH`` values per band and patch otherwise.
+For 8- and 16-bit integer data everything comes from exact per-band histograms. Otherwise mean
+and standard deviation are merged with Chan's parallel formula (no catastrophic cancellation)
+and percentiles come from a seeded sample of at most ``SAMPLE_PER_PATCH`` values per band and
+patch.
 """
 
 from __future__ import annotations
@@ -46,26 +47,20 @@ class BandStats:
         n = values.shape[1]
         if n == 0:
             return
+        if self.hist is not None:
+            # Integer data: the histogram is exact; mean and spread come from it in summary().
+            for band, row in zip(values, self.hist, strict=True):
+                shifted = band if self.offset == 0 else band.astype(np.int32) + self.offset
+                row += np.bincount(shifted, minlength=len(row))
+            return
         as_float = values.astype(np.float64)
         mean = as_float.mean(axis=1)
         m2 = ((as_float - mean[:, None]) ** 2).sum(axis=1)
         self._merge(np.full(len(mean), float(n)), mean, m2)
-        if self.hist is not None:
-            shifted = values.astype(np.int64) + self.offset
-            for band in range(len(shifted)):
-                self.hist[band] += np.bincount(shifted[band], minlength=self.hist.shape[1])
-        else:
-            pick = (
-                values
-                if n <= SAMPLE_PER_PATCH
-                else values[
-                    :,
-                    np.sort(
-                        (rng or np.random.default_rng(0)).choice(n, SAMPLE_PER_PATCH, replace=False)
-                    ),
-                ]
-            )
-            self.samples.append(pick.astype(np.float64))
+        pick = values if n <= SAMPLE_PER_PATCH else values[
+            :, np.sort((rng or np.random.default_rng(0)).choice(n, SAMPLE_PER_PATCH,
+                                                                replace=False))]
+        self.samples.append(pick.astype(np.float64))
 
     def _merge(self, count, mean, m2) -> None:
         total = self.count + count
@@ -77,10 +72,22 @@ class BandStats:
 
     def update(self, other: BandStats) -> None:
         """Merge another BandStats of the same bands into this one."""
-        self._merge(other.count, other.mean, other.m2)
         if self.hist is not None and other.hist is not None:
             self.hist += other.hist
+            return
+        self._merge(other.count, other.mean, other.m2)
         self.samples.extend(other.samples)
+
+    def moments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(count, mean, std) per band."""
+        if self.hist is None:
+            return self.count, self.mean, np.sqrt(self.m2 / np.maximum(self.count, 1))
+        values = np.arange(self.hist.shape[1], dtype=np.float64) - self.offset
+        count = self.hist.sum(axis=1).astype(np.float64)
+        safe = np.maximum(count, 1)
+        mean = (self.hist @ values) / safe
+        var = (self.hist * (values[None, :] - mean[:, None]) ** 2).sum(axis=1) / safe
+        return count, mean, np.sqrt(var)
 
     def percentile(self, q: float) -> np.ndarray:
         """Per-band ``q``-th percentile, as numpy's default (linear) method gives it."""
@@ -90,15 +97,10 @@ class BandStats:
         return np.percentile(values, q, axis=1)
 
     def summary(self) -> dict[str, list[float]]:
-        std = np.sqrt(self.m2 / np.maximum(self.count, 1))
+        count, mean, std = self.moments()
         p2, p98 = self.percentile(2), self.percentile(98)
-        return {
-            "mean": self.mean.tolist(),
-            "std": std.tolist(),
-            "p2": p2.tolist(),
-            "p98": p98.tolist(),
-            "count": self.count.astype(int).tolist(),
-        }
+        return {"mean": mean.tolist(), "std": std.tolist(), "p2": p2.tolist(),
+                "p98": p98.tolist(), "count": count.astype(int).tolist()}
 
 
 def _hist_percentile(hist: np.ndarray, q: float) -> float:

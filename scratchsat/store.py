@@ -48,7 +48,8 @@ class NpyWriter:
         rows = np.ascontiguousarray(rows, dtype=self.dtype)
         if rows.shape[1:] != self.row_shape:
             raise ValueError(f"rows of shape {rows.shape[1:]} do not fit {self.row_shape}")
-        self._file.write(rows.tobytes())
+        if rows.size:
+            self._file.write(memoryview(rows).cast("B"))  # no copy
         self.count += len(rows)
 
     def close(self) -> None:

@@ -160,7 +160,9 @@ def tile_strip(
         return strip
     rng = np.random.default_rng([options.seed, row])
     for x in kept:
-        strip.stats.add(data[:, :, x : x + size][:, valid[:, x : x + size]], rng)  # (C, n valid)
+        patch, patch_valid = data[:, :, x : x + size], valid[:, x : x + size]
+        values = patch.reshape(len(patch), -1) if patch_valid.all() else patch[:, patch_valid]
+        strip.stats.add(values, rng)  # (C, n valid)
     strip.images = np.stack([data[:, :, x : x + size] for x in kept])
     strip.masks = np.stack([ids[:, x : x + size] for x in kept])
     strip.xs = np.array(kept, dtype=np.int64)

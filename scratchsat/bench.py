@@ -1,0 +1,145 @@
+"""Tile throughput against the bound of the same file, measured in the same run.
+
+``python -m scratchsat.bench [SCENE] [--labels L] [--patch-size P] [--workers N]``
+
+The bound is one plain full read of the scene with GDAL's decoding threads on (all cores); the
+tiler's rate is MB/s of raw band data (width × height × bands × bytes per sample) from the
+start of ``tile`` to a finished folder. Without a scene, a synthetic 13-band uint16 scene
+(DEFLATE, 512 px blocks) is written first. This joins ``scratchsat bench`` later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from .raster import GDAL_ENV, geotiff_profile
+from .synth import write_scene
+from .tiling import TileOptions, tile
+
+
+def raw_megabytes(path: Path) -> float:
+    with rasterio.open(path) as src:
+        return src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize / 1e6
+
+
+def best_full_read(path: Path, repeats: int = 3) -> float:
+    """Seconds of the fastest of ``repeats`` full reads with GDAL's decoding threads on."""
+    best = float("inf")
+    for _ in range(repeats):
+        with rasterio.Env(**GDAL_ENV), rasterio.open(path) as src:
+            start = time.perf_counter()
+            src.read()
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def constant_labels(scene: Path, out: Path) -> Path:
+    """A label raster of one class on the scene's grid, for scenes that come without labels."""
+    with rasterio.open(scene) as src:
+        profile = geotiff_profile(
+            width=src.width,
+            height=src.height,
+            count=1,
+            dtype="uint8",
+            crs=src.crs,
+            transform=src.transform,
+            nodata=None,
+        )
+    with rasterio.open(out, "w", **profile) as dst:
+        for _, window in dst.block_windows(1):
+            dst.write(np.ones((int(window.height), int(window.width)), np.uint8), 1, window=window)
+    return out
+
+
+def bench_tile(
+    scene: Path | None = None,
+    labels: Path | None = None,
+    *,
+    patch_size: int = 256,
+    workers: int | None = None,
+    size: int = 2048,
+    repeats: int = 2,
+) -> dict:
+    """Measure tile MB/s against the full-read bound; returns the figures."""
+    workers = workers or os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if scene is None:
+            made = write_scene(
+                tmp / "scene.tif", tmp / "labels.tif", width=size, height=size, count=13, seed=0
+            )
+            _retile(made.path, tmp / "scene512.tif")
+            scene, labels = tmp / "scene512.tif", made.labels_path
+        labels = labels or constant_labels(scene, tmp / "labels.tif")
+        megabytes = raw_megabytes(scene)
+        read_s = best_full_read(scene)
+        tile_s = float("inf")
+        for k in range(repeats):
+            start = time.perf_counter()
+            out = tile(
+                [scene],
+                labels,
+                tmp / f"tiles{k}",
+                options=TileOptions(patch_size=patch_size, workers=workers, min_valid=0.0),
+            )
+            tile_s = min(tile_s, time.perf_counter() - start)
+        patches = len(np.load(out / "splits.npy"))
+    return {
+        "scene": str(scene),
+        "megabytes": megabytes,
+        "patches": patches,
+        "workers": workers,
+        "read_mb_s": megabytes / read_s,
+        "tile_mb_s": megabytes / tile_s,
+        "tile_patches_s": patches / tile_s,
+        "ratio": read_s / tile_s,
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+    }
+
+
+def _retile(src_path: Path, dst_path: Path) -> None:
+    with rasterio.open(src_path) as src:
+        profile = {
+            **src.profile,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "compress": "deflate",
+            "predictor": 2,
+        }
+        with rasterio.open(dst_path, "w", **profile) as dst:
+            dst.write(src.read())
+            dst.descriptions = src.descriptions
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scene", nargs="?", type=Path)
+    parser.add_argument("--labels", type=Path)
+    parser.add_argument("--patch-size", type=int, default=256)
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--size", type=int, default=2048, help="side of the synthetic scene")
+    args = parser.parse_args()
+    r = bench_tile(
+        args.scene, args.labels, patch_size=args.patch_size, workers=args.workers, size=args.size
+    )
+    print(f"scene      {r['scene']} ({r['megabytes']:.0f} MB raw, {r['patches']} patches)")
+    print(f"hardware   {r['cpu']}, {r['cores']} cores; tile with {r['workers']} workers")
+    print(f"full read  {r['read_mb_s']:8.1f} MB/s   (bound)")
+    print(
+        f"tile       {r['tile_mb_s']:8.1f} MB/s   {r['tile_patches_s']:.0f} patches/s   "
+        f"ratio {r['ratio']:.2f} of the bound"
+    )
+
+
+if __name__ == "__main__":
+    main()
