@@ -181,9 +181,15 @@ def _vector_fields(path: Path) -> tuple[list[dict], str, list[str]]:
     return features, crs_wkt, fields
 
 
-@functools.lru_cache(maxsize=4)
 def read_shapes(spec: LabelSpec, crs_wkt: str) -> Shapes:
-    """Read vector labels, check the class field and reproject them to ``crs_wkt``."""
+    """Read vector labels, check the class field and reproject them to ``crs_wkt`` (cached
+    per process while the file is unchanged)."""
+    stat = spec.path.stat() if spec.path.exists() else None
+    return _read_shapes(spec, crs_wkt, stat and (stat.st_mtime_ns, stat.st_size))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_shapes(spec: LabelSpec, crs_wkt: str, version: tuple | None) -> Shapes:
     features, src_wkt, fields = _vector_fields(spec.path)
     if spec.field is None or spec.field not in fields:
         what = "needs --label-field" if spec.field is None else f"has no field {spec.field!r}"

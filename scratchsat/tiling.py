@@ -244,17 +244,16 @@ def _write_store(
     progress: Progress | None,
 ) -> None:
     size, stride = options.patch_size, options.stride or options.patch_size
-    tasks = [
-        (info, spec, classes, options, int(row))
-        for info in infos
-        for row in grid_offsets(info.grid.height, size, stride)
-    ]
+    tasks, scene_of_task = [], []
+    for index, info in enumerate(infos):
+        for row in grid_offsets(info.grid.height, size, stride):
+            tasks.append((info, spec, classes, options, int(row)))
+            scene_of_task.append(index)
     bands = len(infos[0].bands)
     images = store.NpyWriter(folder / "images.npy", infos[0].dtype, (bands, size, size))
     masks = store.NpyWriter(folder / "masks.npy", np.uint8, (size, size))
     stats, skipped = BandStats.empty(bands, infos[0].dtype), Counter()
     windows, counts, total = [], [], 0
-    scene_of_task = [infos.index(t[0]) for t in tasks]
     try:
         for done, (strip, scene) in enumerate(
             zip(iter_strips(tasks, options.workers), scene_of_task, strict=True), 1
