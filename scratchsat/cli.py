@@ -56,8 +56,12 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None
     if state["quiet"]:
         yield None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     bar = Progress(*columns, console=stderr)
     task = bar.add_task(description, total=None)
 

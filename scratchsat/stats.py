@@ -57,9 +57,16 @@ class BandStats:
         mean = as_float.mean(axis=1)
         m2 = ((as_float - mean[:, None]) ** 2).sum(axis=1)
         self._merge(np.full(len(mean), float(n)), mean, m2)
-        pick = values if n <= SAMPLE_PER_PATCH else values[
-            :, np.sort((rng or np.random.default_rng(0)).choice(n, SAMPLE_PER_PATCH,
-                                                                replace=False))]
+        pick = (
+            values
+            if n <= SAMPLE_PER_PATCH
+            else values[
+                :,
+                np.sort(
+                    (rng or np.random.default_rng(0)).choice(n, SAMPLE_PER_PATCH, replace=False)
+                ),
+            ]
+        )
         self.samples.append(pick.astype(np.float64))
 
     def _merge(self, count, mean, m2) -> None:
@@ -99,8 +106,13 @@ class BandStats:
     def summary(self) -> dict[str, list[float]]:
         count, mean, std = self.moments()
         p2, p98 = self.percentile(2), self.percentile(98)
-        return {"mean": mean.tolist(), "std": std.tolist(), "p2": p2.tolist(),
-                "p98": p98.tolist(), "count": count.astype(int).tolist()}
+        return {
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "p2": p2.tolist(),
+            "p98": p98.tolist(),
+            "count": count.astype(int).tolist(),
+        }
 
 
 def _hist_percentile(hist: np.ndarray, q: float) -> float:

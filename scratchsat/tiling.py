@@ -90,6 +90,7 @@ class Scene:
     dtype: str
     nodata: float | None
     uses_mask: bool
+    block_height: int = 1
 
 
 @dataclass
@@ -121,55 +122,67 @@ def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scen
             src.dtypes[indexes[0] - 1],
             src.nodata,
             reads_mask_band(src, indexes),
+            src.block_shapes[indexes[0] - 1][0],
         )
 
 
 def tile_strip(
-    scene: Scene, spec: LabelSpec, classes: Sequence[ClassInfo], options: TileOptions, row: int
+    scene: Scene,
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    rows: tuple[int, ...],
 ) -> Strip:
-    """Cut the windows whose top edge is ``row``; runs in a worker process."""
+    """Cut the windows whose top edges are ``rows``: consecutive window rows, read as one strip
+    so each block of the file is decoded once. Runs in a worker process."""
     size, stride = options.patch_size, options.stride or options.patch_size
-    window = Window(0, row, scene.grid.width, size)
+    top = rows[0]
+    window = Window(0, top, scene.grid.width, rows[-1] + size - top)
     with rasterio.Env(**GDAL_ENV), open_raster(scene.path) as src:
-        data = read(src, scene.band_indexes, window)  # (C, P, W)
+        data = read(src, scene.band_indexes, window)  # (C, strip height, W)
         mask = src.dataset_mask(window=window) if scene.uses_mask else None
-    valid = valid_mask(data, scene.nodata, mask)  # (P, W)
+    valid = valid_mask(data, scene.nodata, mask)  # (strip height, W)
     ids = read_ids(spec, scene.grid, window, classes)
     ids[~valid] = IGNORE_INDEX
     xs = grid_offsets(scene.grid.width, size, stride)
     strip = Strip(
-        np.empty((0, *data.shape[:1], size, size), data.dtype),
+        np.empty((0, len(data), size, size), data.dtype),
         np.empty((0, size, size), np.uint8),
         np.empty(0, np.int64),
         np.empty(0, np.int64),
         np.empty((0, len(classes)), np.int64),
         BandStats.empty(len(data), data.dtype),
-        windows=len(xs),
+        windows=len(xs) * len(rows),
     )
-    kept = []
-    for x in xs:
-        patch_valid, patch_ids = valid[:, x : x + size], ids[:, x : x + size]
-        labelled = int((patch_ids != IGNORE_INDEX).sum())
-        if patch_valid.mean() < options.min_valid:
-            strip.skipped["nodata"] += 1
-        elif labelled == 0 or labelled / size**2 < options.min_labeled:
-            strip.skipped["unlabeled"] += 1
-        else:
-            kept.append(x)
-    if not kept:
-        return strip
-    rng = np.random.default_rng([options.seed, row])
-    for x in kept:
-        patch, patch_valid = data[:, :, x : x + size], valid[:, x : x + size]
-        values = patch.reshape(len(patch), -1) if patch_valid.all() else patch[:, patch_valid]
-        strip.stats.add(values, rng)  # (C, n valid)
-    strip.images = np.stack([data[:, :, x : x + size] for x in kept])
-    strip.masks = np.stack([ids[:, x : x + size] for x in kept])
-    strip.xs = np.array(kept, dtype=np.int64)
-    strip.ys = np.full(len(kept), row, dtype=np.int64)
-    strip.class_counts = np.stack(
-        [np.bincount(m[m != IGNORE_INDEX], minlength=len(classes)) for m in strip.masks]
-    ).astype(np.int64)
+    images, masks, kept_xs, kept_ys = [], [], [], []
+    for row in rows:
+        rng = np.random.default_rng([options.seed, row])
+        r = row - top
+        for x in xs:
+            patch_valid, patch_ids = (
+                valid[r : r + size, x : x + size],
+                ids[r : r + size, x : x + size],
+            )
+            labelled = int((patch_ids != IGNORE_INDEX).sum())
+            if patch_valid.mean() < options.min_valid:
+                strip.skipped["nodata"] += 1
+                continue
+            if labelled == 0 or labelled / size**2 < options.min_labeled:
+                strip.skipped["unlabeled"] += 1
+                continue
+            patch = data[:, r : r + size, x : x + size]
+            values = patch.reshape(len(patch), -1) if patch_valid.all() else patch[:, patch_valid]
+            strip.stats.add(values, rng)  # (C, n valid)
+            images.append(patch)
+            masks.append(patch_ids)
+            kept_xs.append(x)
+            kept_ys.append(row)
+    if images:
+        strip.images, strip.masks = np.stack(images), np.stack(masks)
+        strip.xs, strip.ys = np.array(kept_xs, np.int64), np.array(kept_ys, np.int64)
+        strip.class_counts = np.stack(
+            [np.bincount(m[m != IGNORE_INDEX], minlength=len(classes)) for m in masks]
+        ).astype(np.int64)
     return strip
 
 
@@ -246,8 +259,10 @@ def _write_store(
     size, stride = options.patch_size, options.stride or options.patch_size
     tasks, scene_of_task = [], []
     for index, info in enumerate(infos):
-        for row in grid_offsets(info.grid.height, size, stride):
-            tasks.append((info, spec, classes, options, int(row)))
+        rows = grid_offsets(info.grid.height, size, stride).tolist()
+        per_task = max(1, info.block_height // stride)  # window rows sharing file blocks
+        for k in range(0, len(rows), per_task):
+            tasks.append((info, spec, classes, options, tuple(rows[k : k + per_task])))
             scene_of_task.append(index)
     bands = len(infos[0].bands)
     images = store.NpyWriter(folder / "images.npy", infos[0].dtype, (bands, size, size))
