@@ -318,3 +318,23 @@ def test_real_like_scene_across_two_scenes(tmp_path):
     assert set(windows[:, 0].tolist()) == {0, 1}
     assert [s["path"] for s in info["sources"]] == [str(a.path), str(b.path)]
     assert [b["name"] for b in info["bands"]][:3] == ["B01", "B02", "B03"]
+
+
+@pytest.mark.parametrize("driver, suffix", [("GPKG", ".gpkg"), ("ESRI Shapefile", ".shp")])
+def test_geopackage_and_shapefile_labels_match_geojson(tiny_scene, tmp_path, driver, suffix):
+    import fiona
+
+    scene, *_ = tiny_scene
+    x0, y0 = 500_000, 5_800_000
+    shapes = [(polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest"}),
+              (polygon(x0 + 150, y0 - 250, x0 + 250, y0 - 150), {"kind": "water"})]
+    reference = tile([scene], write_geojson(tmp_path / "l.geojson", shapes), tmp_path / "a",
+                     label_field="kind", options=ALL_TRAIN)
+    schema = {"geometry": "Polygon", "properties": {"kind": "str"}}
+    path = tmp_path / f"labels{suffix}"
+    with fiona.open(path, "w", driver=driver, crs="EPSG:32633", schema=schema) as dst:
+        for geometry, properties in shapes:
+            dst.write({"geometry": geometry, "properties": properties})
+    other = tile([scene], path, tmp_path / "b", label_field="kind", options=ALL_TRAIN)
+    np.testing.assert_array_equal(load(reference, "masks"), load(other, "masks"))
+    assert (load(other, "masks") == 1).sum() > 0
