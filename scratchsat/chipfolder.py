@@ -17,7 +17,15 @@ from . import store
 from .errors import InputError
 from .index import footprint, write_dataset_json, write_json
 from .labels import LabelSpec, build_classes
-from .raster import Grid, band_names, open_raster, read, select_band_indexes, valid_mask
+from .raster import (
+    Grid,
+    atomic_output,
+    band_names,
+    open_raster,
+    read,
+    select_band_indexes,
+    valid_mask,
+)
 from .stats import BandStats
 from .tiling import Progress, Scene, TileOptions
 from .windows import SPLITS
@@ -45,8 +53,6 @@ def tile_chip_folder(
     folder: Path, out: Path, options: TileOptions, overwrite: bool, progress: Progress | None
 ) -> Path:
     """Convert ``folder`` into a classification patch store at ``out``."""
-    from .raster import atomic_output
-
     if options.task != "classification":
         raise InputError(
             f"{folder} is a folder of class chips, which only suits --task classification"

@@ -22,6 +22,7 @@ from rasterio.windows import Window
 
 from . import store
 from .errors import BandError, InputError, NoPatchesError
+from .index import write_chips, write_dataset_json, write_index
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
 from .raster import (
     GDAL_ENV,
@@ -307,8 +308,6 @@ def _write_store(
     np.save(folder / "labels.npy", labels)
     if options.task == "classification":
         (folder / "masks.npy").unlink()
-    from .index import write_chips, write_dataset_json, write_index
-
     write_index(
         folder / "index.geojson", infos, windows_arr, splits, labels, counts_arr, classes, size
     )
