@@ -25,7 +25,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from .errors import LabelError, NoOverlapError, VectorReadError
-from .raster import Grid, open_raster, read_on_grid
+from .raster import Grid, disjoint, open_raster, read_on_grid
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # ids 0..254; 255 is the ignore index
@@ -327,10 +327,8 @@ def read_ids(
 
 
 def check_overlap(spec: LabelSpec, box: Sequence[float], grid: Grid) -> None:
-    west, south, east, north = rasterio.transform.array_bounds(
-        grid.height, grid.width, grid.transform
-    )
-    if box[0] >= east or box[2] <= west or box[1] >= north or box[3] <= south:
+    west, south, east, north = grid.bounds
+    if disjoint(box, grid.bounds):
         raise NoOverlapError(
             f"{spec.path} does not overlap the scene: labels cover "
             f"({box[0]:.1f}, {box[1]:.1f}, {box[2]:.1f}, {box[3]:.1f}), the scene "

@@ -125,6 +125,16 @@ class Grid:
     width: int
     height: int
 
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in the grid's CRS."""
+        return rasterio.transform.array_bounds(self.height, self.width, self.transform)
+
+
+def disjoint(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether two (west, south, east, north) boxes share no area."""
+    return a[0] >= b[2] or a[2] <= b[0] or a[1] >= b[3] or a[3] <= b[1]
+
 
 def read_on_grid(
     src: rasterio.DatasetReader,
@@ -170,9 +180,7 @@ def same_coordinates(grid: Grid, crs) -> bool:
     """Whether ``crs`` gives the corners of ``grid`` the same coordinates (to 1/1000 pixel)."""
     if crs is None or grid.crs is None:
         return crs is None and grid.crs is None
-    west, south, east, north = rasterio.transform.array_bounds(
-        grid.height, grid.width, grid.transform
-    )
+    west, south, east, north = grid.bounds
     xs, ys = [west, east, west, east], [north, north, south, south]
     try:
         tx, ty = transform(grid.crs, crs, xs, ys)

@@ -28,6 +28,7 @@ from .raster import (
     Grid,
     atomic_output,
     check_output,
+    disjoint,
     geotiff_profile,
     open_raster,
     read_on_grid,
@@ -95,7 +96,7 @@ def target_grid(inputs: Sequence[_Input], resolution: float | None) -> Grid:
     west, south, east, north = _bounds_in(reference, crs)
     for item in inputs:
         box = _bounds_in(item, crs)
-        if box[0] >= east or box[2] <= west or box[1] >= north or box[3] <= south:
+        if disjoint(box, (west, south, east, north)):
             raise NoOverlapError(
                 f"{item.path} does not overlap {reference.path} (bounds {_fmt(box)} vs "
                 f"{_fmt((west, south, east, north))} in {crs.to_string()}); "
@@ -143,9 +144,7 @@ def common_nodata(inputs: Sequence[_Input], dtype: str, grid: Grid) -> float | N
 def _covers(item: _Input, grid: Grid) -> bool:
     """Whether ``item`` reaches every edge of ``grid`` (within half a grid pixel)."""
     west, south, east, north = _bounds_in(item, grid.crs)
-    g_west, g_south, g_east, g_north = rasterio.transform.array_bounds(
-        grid.height, grid.width, grid.transform
-    )
+    g_west, g_south, g_east, g_north = grid.bounds
     half = abs(grid.transform.a) / 2
     return (
         west <= g_west + half
