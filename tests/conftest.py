@@ -62,3 +62,26 @@ def tiny_scene(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     scene = write_raster(tmp_path / "scene.tif", image, nodata=0, descriptions=["red", "nir"])
     label_path = write_raster(tmp_path / "labels.tif", labels, nodata=0)
     return scene, label_path, image, labels
+
+
+def make_tiles(folder: Path, *, size: int = 320, count: int = 6, patch_size: int = 32,
+               task: str = "segmentation", seed: int = 0) -> Path:
+    """Tile a synthetic scene (4 classes, nodata edge) into ``folder`` with 64 px split blocks."""
+    from scratchsat import TileOptions, tile, write_scene
+
+    scene = write_scene(folder / "scene.tif", folder / "labels.tif", width=size, height=size,
+                        count=count, seed=seed)
+    options = TileOptions(patch_size=patch_size, block_size=64, task=task, seed=seed)
+    return tile([scene.path], scene.labels_path, folder / "tiles", options=options)
+
+
+@pytest.fixture(scope="session")
+def seg_tiles(tmp_path_factory) -> Path:
+    """Segmentation tiles of a 320×320 6-band synthetic scene, 32 px patches."""
+    return make_tiles(tmp_path_factory.mktemp("seg"))
+
+
+@pytest.fixture(scope="session")
+def cls_tiles(tmp_path_factory) -> Path:
+    """Classification tiles (majority class per 16 px patch) of a synthetic scene."""
+    return make_tiles(tmp_path_factory.mktemp("cls"), patch_size=16, task="classification")

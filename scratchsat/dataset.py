@@ -1,0 +1,214 @@
+"""Read a tiles folder for training: checked metadata and a memory-mapped ``PatchDataset``."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .augment import AugmentSpec, build_augment
+from .errors import DatasetError, InputError
+from .labels import IGNORE_INDEX
+from .windows import SPLITS
+
+ARRAYS = {
+    "segmentation": ("images", "masks", "labels", "splits", "windows"),
+    "classification": ("images", "labels", "splits", "windows"),
+}
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """What ``dataset.json`` says about a tiles folder, checked against its arrays."""
+
+    folder: Path
+    task: str
+    patch_size: int
+    bands: tuple[str, ...]
+    mean: np.ndarray  # (C,) float32
+    std: np.ndarray  # (C,) float32
+    dtype: str
+    nodata: float | None
+    classes: tuple[dict, ...]
+    splits: dict[str, int]
+    info: dict = field(repr=False)  # the whole dataset.json
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_tiles(folder: str | os.PathLike) -> Tiles:
+    """Read and check a tiles folder written by ``scratchsat tile``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"tiles folder {folder} does not exist; make one with `scratchsat tile SCENE "
+            f"--labels LABELS --out {folder}`"
+        )
+    path = folder / "dataset.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{folder} has no dataset.json, so it is not a tiles folder (or tiling did not "
+            "finish); run `scratchsat tile` again with --overwrite"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} cannot be read as JSON ({exc}); tile again") from None
+    task = info.get("task")
+    if info.get("format") != "scratchsat-tiles" or task not in ARRAYS:
+        raise DatasetError(f"{path} is not a scratchsat dataset.json (format or task missing)")
+    check_arrays(folder, ARRAYS[task], info["patches"])
+    bands = info["bands"]
+    return Tiles(
+        folder=folder,
+        task=task,
+        patch_size=int(info["patch_size"]),
+        bands=tuple(b["name"] for b in bands),
+        mean=np.array([b["mean"] for b in bands], np.float32),
+        std=np.array([max(b["std"], 1e-6) for b in bands], np.float32),
+        dtype=info["dtype"],
+        nodata=float("nan") if info.get("nodata_is_nan") else info.get("nodata"),
+        classes=tuple(info["classes"]),
+        splits=dict(info["splits"]),
+        info=info,
+    )
+
+
+def check_arrays(folder: Path, names: tuple[str, ...], count: int) -> None:
+    """Each array exists and has ``count`` rows."""
+    for name in names:
+        path = folder / f"{name}.npy"
+        try:
+            rows = len(np.load(path, mmap_mode="r"))
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{folder} is incomplete: {path.name} is missing; run `scratchsat tile` again "
+                "with --overwrite"
+            ) from None
+        except ValueError as exc:
+            raise DatasetError(f"{path} is not a readable .npy array ({exc}); tile again") from None
+        if rows != count:
+            raise DatasetError(
+                f"{path} has {rows} rows but dataset.json says {count} patches; the folder is "
+                "inconsistent, run `scratchsat tile` again with --overwrite"
+            )
+
+
+def normalise(
+    image: np.ndarray, mean: np.ndarray, std: np.ndarray, nodata: float | None
+) -> np.ndarray:
+    """(C, H, W) raw patch → float32 ``(x - mean) / std`` per band; pixels where any band is
+    nodata or NaN become 0 in every band (the mean, so invalid pixels carry no signal)."""
+    x = image.astype(np.float32)
+    invalid = np.isnan(x).any(axis=0)  # (H, W)
+    if nodata is not None and not np.isnan(nodata):
+        invalid |= (image == nodata).any(axis=0)
+    x -= mean[:, None, None]
+    x /= std[:, None, None]
+    x[:, invalid] = 0.0
+    return x
+
+
+class PatchDataset(Dataset):
+    """Patches of one split as (float32 image (C, P, P), int64 mask (P, P) or class id).
+
+    Images are normalised with the folder's per-band statistics, then augmented. Arrays are
+    memory-mapped on first use in each process, so the dataset is cheap to send to
+    DataLoader workers. An item may be asked for as ``index`` or ``(index, seed)``; with a seed
+    its augmentation is reproducible whatever worker computes it.
+    """
+
+    def __init__(
+        self,
+        tiles: str | os.PathLike | Tiles,
+        split: str | None = "train",
+        augment: AugmentSpec = None,
+    ) -> None:
+        self.tiles = tiles if isinstance(tiles, Tiles) else read_tiles(tiles)
+        if split is not None and split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.split = split
+        self.augment = build_augment(augment)
+        splits = np.load(self.tiles.folder / "splits.npy")
+        if split is None:
+            self.indices = np.arange(len(splits))
+        else:
+            self.indices = np.flatnonzero(splits == SPLITS.index(split))
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            target = "masks" if self.tiles.task == "segmentation" else "labels"
+            folder, names = self.tiles.folder, ("images", target)
+            self._arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+        return self._arrays
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}  # workers map the files themselves
+
+    def targets(self) -> np.ndarray:
+        """Class id per patch (classification) or mask per patch (segmentation) of this split."""
+        name = "masks" if self.tiles.task == "segmentation" else "labels"
+        return np.load(self.tiles.folder / f"{name}.npy", mmap_mode="r")[self.indices]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        row = int(self.indices[index])
+        arrays, tiles = self.arrays(), self.tiles
+        image = normalise(arrays["images"][row], tiles.mean, tiles.std, tiles.nodata)
+        if tiles.task == "segmentation":
+            mask = np.array(arrays["masks"][row])  # (P, P) uint8, 255 = ignore
+            if self.augment is not None:
+                image, mask = self.augment(image, mask, seed)
+            return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+        if self.augment is not None:
+            image, _ = self.augment(image, None, seed)
+        return torch.from_numpy(image), torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
+
+
+__all__ = ["IGNORE_INDEX", "PatchDataset", "Tiles", "normalise", "read_tiles"]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled ``(index, seed)`` pairs: the order and each item's augmentation seed are drawn
+    here, once, from ``seed`` and the epoch, so an epoch replays exactly (on resume too).
+
+    ``start`` skips items already seen (resuming mid-epoch); ``rank`` and ``world_size`` give
+    each distributed process its own share, padded to equal length.
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def items(self) -> list[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(2**31 - 1, (self.size,), generator=generator).tolist()
+        pairs = list(zip(order, seeds, strict=True))
+        per_rank = -(-self.size // self.world_size)
+        pairs += pairs[: per_rank * self.world_size - self.size]  # pad so ranks stay in step
+        return pairs[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.items()[self.start :])
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size) - self.start

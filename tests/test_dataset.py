@@ -1,0 +1,121 @@
+"""PatchDataset: normalisation from dataset.json, invalid pixels at 0, splits, workers, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from scratchsat.dataset import EpochSampler, PatchDataset, normalise, read_tiles
+from scratchsat.errors import DatasetError, InputError
+from scratchsat.windows import SPLITS
+
+
+def test_items_are_normalised_with_the_folder_statistics(seg_tiles):
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    dataset = PatchDataset(seg_tiles, "train")
+    assert len(dataset) == info["splits"]["train"]
+    image, mask = dataset[0]
+    assert image.dtype == torch.float32 and image.shape == (6, 32, 32)
+    assert mask.dtype == torch.int64 and mask.shape == (32, 32)
+    row = dataset.indices[0]
+    raw = np.load(seg_tiles / "images.npy")[row].astype(np.float64)
+    band = info["bands"][2]
+    valid = (raw != 0).all(axis=0)
+    expected = (raw[2][valid] - band["mean"]) / band["std"]
+    np.testing.assert_allclose(image[2].numpy()[valid], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(mask.numpy(), np.load(seg_tiles / "masks.npy")[row])
+
+
+def test_all_train_pixels_have_mean_0_and_std_1(seg_tiles):
+    """Statistics are over every kept patch; the train split alone comes out close to them."""
+    dataset = PatchDataset(seg_tiles, None)
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])  # (N, C, P, P)
+    masks = torch.stack([dataset[i][1] for i in range(len(dataset))])
+    raw = np.load(seg_tiles / "images.npy")
+    valid = torch.from_numpy((raw != 0).all(axis=1))  # (N, P, P)
+    values = images.permute(1, 0, 2, 3)[:, valid]  # (C, valid pixels)
+    np.testing.assert_allclose(values.mean(1).numpy(), 0, atol=1e-3)
+    np.testing.assert_allclose(values.std(1).numpy(), 1, atol=1e-3)
+    assert (masks[~valid] == 255).all()
+
+
+def test_invalid_pixels_become_zero_in_every_band():
+    image = np.array([[[0, 10], [20, 30]], [[5, 0], [7, 9]]], np.uint16)  # (2, 2, 2)
+    out = normalise(image, np.array([10.0, 5.0], np.float32), np.array([10.0, 2.0], np.float32), 0)
+    np.testing.assert_allclose(out[:, 0, 0], 0)  # band 1 nodata
+    np.testing.assert_allclose(out[:, 0, 1], 0)  # band 2 nodata
+    np.testing.assert_allclose(out[:, 1, 1], [2.0, 2.0])
+    floats = np.array([[[np.nan, 1.0]]], np.float32)
+    np.testing.assert_allclose(normalise(floats, np.zeros(1, np.float32),
+                                         np.ones(1, np.float32), None), [[[0.0, 1.0]]])
+
+
+def test_splits_partition_the_store(seg_tiles):
+    splits = np.load(seg_tiles / "splits.npy")
+    sets = [set(PatchDataset(seg_tiles, name).indices) for name in SPLITS]
+    assert sum(map(len, sets)) == len(splits)
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    with pytest.raises(InputError, match="unknown split 'validation'; choose one of train, val"):
+        PatchDataset(seg_tiles, "validation")
+
+
+def test_classification_items_are_class_ids(cls_tiles):
+    dataset = PatchDataset(cls_tiles, "val")
+    labels = np.load(cls_tiles / "labels.npy")[dataset.indices]
+    got = [int(dataset[i][1]) for i in range(len(dataset))]
+    assert got == labels.tolist()
+    assert dataset[0][1].shape == () and dataset[0][1].dtype == torch.int64
+
+
+def test_seeded_items_replay_and_workers_give_the_same_batches(seg_tiles):
+    dataset = PatchDataset(seg_tiles, "train", augment="geo")
+    a, b = dataset[(3, 99)], dataset[(3, 99)]
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    sampler = EpochSampler(len(dataset), seed=5)
+    sampler.set_epoch(2)
+    inline = list(DataLoader(dataset, batch_size=16, sampler=sampler))
+    workers = list(DataLoader(dataset, batch_size=16, sampler=sampler, num_workers=2))
+    assert len(inline) == len(workers)
+    for (x1, y1), (x2, y2) in zip(inline, workers, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_epoch_sampler_orders_resumes_and_shards():
+    sampler = EpochSampler(10, seed=1)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    assert sorted(i for i, _ in full) == list(range(10))
+    sampler.set_epoch(3, start=4)
+    assert list(sampler) == full[4:] and len(sampler) == 6
+    sampler.set_epoch(4)
+    assert list(sampler) != full
+    shards = [EpochSampler(10, seed=1, rank=r, world_size=3) for r in range(3)]
+    for s in shards:
+        s.set_epoch(3)
+    items = [list(s) for s in shards]
+    assert all(len(i) == 4 for i in items)  # 10 padded to 12
+    assert {i for shard in items for i, _ in shard} == set(range(10))
+
+
+def test_missing_and_incomplete_tiles_folders(tmp_path, seg_tiles):
+    with pytest.raises(DatasetError, match="nowhere does not exist; make one with `scratchsat"):
+        read_tiles(tmp_path / "nowhere")
+    with pytest.raises(DatasetError, match="has no dataset.json, so it is not a tiles folder"):
+        read_tiles(tmp_path)
+    broken = tmp_path / "broken"
+    shutil.copytree(seg_tiles, broken)
+    (broken / "masks.npy").unlink()
+    with pytest.raises(DatasetError, match="incomplete: masks.npy is missing"):
+        read_tiles(broken)
+    shutil.copy(seg_tiles / "masks.npy", broken / "masks.npy")
+    np.save(broken / "labels.npy", np.zeros(3, np.uint8))
+    with pytest.raises(DatasetError, match="labels.npy has 3 rows but dataset.json says"):
+        read_tiles(broken)
+    (broken / "dataset.json").write_text("{not json")
+    with pytest.raises(DatasetError, match="cannot be read as JSON"):
+        read_tiles(broken)
