@@ -48,10 +48,11 @@ def handle_errors(command: F) -> F:
 
 
 @contextlib.contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A rich progress bar on stderr, fed by ``callback(done, total)``; None when quiet.
+def progress_bar(description: str) -> Iterator[Callable[..., None] | None]:
+    """A rich progress bar on stderr, fed by ``callback(done, total, **fields)``; None when quiet.
 
-    The bar appears at the first callback, so a command refused up front prints only its error.
+    Fields (``epoch``, ``loss``, ``rate``) show beside the bar. The bar appears at the first
+    callback, so a command refused up front prints only its error.
     """
     if state["quiet"]:
         yield None
@@ -61,20 +62,32 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None] | None
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
     )
-    bar = Progress(*columns, console=stderr)
-    task = bar.add_task(description, total=None)
+    bar = Progress(*columns, console=stderr, transient=True)
+    task = bar.add_task(description, total=None, status="")
 
-    def callback(done: int, total: int) -> None:
+    def callback(done: int, total: int, **fields) -> None:
         if not bar.live.is_started:
             bar.start()
-        bar.update(task, completed=done, total=total)
+        bar.update(task, completed=done, total=total, status=format_fields(fields))
 
     try:
         yield callback
     finally:
         if bar.live.is_started:
             bar.stop()
+
+
+def format_fields(fields: dict) -> str:
+    parts = []
+    if "epoch" in fields:
+        parts.append(f"epoch {fields['epoch']}")
+    if "loss" in fields:
+        parts.append(f"loss {fields['loss']:.4f}")
+    if "rate" in fields:
+        parts.append(f"{fields['rate']:,.0f} samples/s")
+    return "  ".join(parts)
 
 
 def _version(value: bool) -> None:
@@ -105,7 +118,7 @@ def _split_list(text: str | None) -> tuple[str, ...] | None:
 
 def say(message: str) -> None:
     if not state["quiet"]:
-        stderr.print(message, highlight=False)
+        stderr.print(message, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -254,6 +267,111 @@ def tile(
     splits = ", ".join(f"{n} {name}" for name, n in info["splits"].items())
     skipped = ", ".join(f"{n} {why}" for why, n in info["skipped"].items() if n) or "none"
     say(f"wrote {info['patches']} patches ({splits}; skipped: {skipped}) to {folder}")
+
+
+@app.command()
+@handle_errors
+def train(
+    tiles: Annotated[Path, typer.Argument(help="Tiles folder written by `scratchsat tile`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    model: Annotated[
+        str,
+        typer.Option(
+            help="auto (unet for segmentation, resnet18 for classification), simple, resnet18, "
+            "resnet34, resnet50, unet, resnet18-unet, resnet34-unet or resnet50-unet."
+        ),
+    ] = "auto",
+    epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
+    weight_decay: Annotated[
+        float, typer.Option(help="Weight decay (not on biases and norms).")
+    ] = 1e-2,
+    optimizer: Annotated[str, typer.Option(help="adamw or sgd (Nesterov momentum 0.9).")] = "adamw",
+    schedule: Annotated[
+        str, typer.Option(help="onecycle, cosine (with warm-up) or none, stepped per batch.")
+    ] = "onecycle",
+    aug: Annotated[
+        str,
+        typer.Option(
+            help="none; d4 (flips and 90° rotations, exact); geo (d4, small rotations, per-band "
+            "jitter and noise)."
+        ),
+    ] = "d4",
+    class_weights: Annotated[
+        str, typer.Option(help="Loss weights per class: none, inverse or sqrt-inverse frequency.")
+    ] = "none",
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing in [0, 1).")] = 0.0,
+    amp: Annotated[
+        bool | None,
+        typer.Option("--amp/--no-amp", help="Mixed precision (default: on for CUDA, bf16)."),
+    ] = None,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last", help="NHWC memory layout (default: on for CUDA)."
+        ),
+    ] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    workers: Annotated[
+        int | None,
+        typer.Option(help="DataLoader worker processes (default: 0 on the CPU, up to 8 on a GPU)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights, batch order and augmentation.")] = 0,
+    patience: Annotated[
+        int | None,
+        typer.Option(help="Stop after this many epochs without a better validation score."),
+    ] = None,
+    width: Annotated[int, typer.Option(help="simple/unet: channels of the first block.")] = 32,
+    depth: Annotated[
+        int | None, typer.Option(help="simple: blocks (3); unet: poolings (4).")
+    ] = None,
+    activation: Annotated[
+        str, typer.Option(help="simple/unet/resnet: relu, gelu, elu or silu.")
+    ] = "relu",
+    norm: Annotated[str, typer.Option(help="batch, group or none.")] = "batch",
+    init: Annotated[str, typer.Option(help="kaiming, xavier or orthogonal.")] = "kaiming",
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --out from its checkpoint, same settings.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in --out.")] = False,
+) -> None:
+    """Train a network from random weights on a tiles folder.
+
+    Writes into --out: the model bundle (model.safetensors + model.json), last.safetensors,
+    checkpoint.pt, metrics.csv, report.json, curves.png and confusion.png.
+
+    Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
+    """
+    from .train import TrainConfig, TrainingInterrupted
+    from .train import train as run_train
+
+    config = TrainConfig(
+        model=model, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        optimizer=optimizer, schedule=schedule, aug=aug, class_weights=class_weights,
+        label_smoothing=label_smoothing, amp=amp, channels_last=channels_last, compile=compile,
+        device=device, workers=workers, seed=seed, patience=patience, width=width, depth=depth,
+        activation=activation, norm=norm, init=init,
+    )  # fmt: skip
+    try:
+        with progress_bar("train") as callback:
+            report = run_train(tiles, out, config, resume=resume, overwrite=overwrite,
+                               progress=callback, log=say)  # fmt: skip
+    except TrainingInterrupted as stop:
+        stderr.print(
+            f"Interrupted at epoch {stop.epoch}, step {stop.step}; a checkpoint is saved in "
+            f"{stop.folder}. Continue with: scratchsat train {tiles} --out {out} --resume",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
+    final = report["test"] or report["val"]
+    split = "test" if report["test"] else "validation"
+    metric = report["metric"]
+    say(
+        f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
+        f"{metric.replace('_', ' ')} {final[metric]:.3f}; model bundle in {out}"
+    )
 
 
 def main() -> None:

@@ -1,0 +1,133 @@
+"""Model bundles (safetensors weights + ``model.json``) and resumable training checkpoints.
+
+A bundle loads without executing anything from the file: weights are safetensors, everything
+else is JSON. Checkpoints (which also hold optimizer state) are torch files, written and read
+only inside a run folder by ``train --resume``, and read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .errors import InputError, ScratchsatError
+from .models import ModelConfig, build_model
+
+FORMAT = "scratchsat-model"
+FORMAT_VERSION = 1
+BUNDLE_FILES = ("model.json", "model.safetensors")
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
+class BundleError(ScratchsatError, OSError):
+    """A model bundle is missing, incomplete or not one of ours."""
+
+
+def replace_atomically(path: Path, write) -> None:
+    """Call ``write(tmp)`` on a sibling temporary name, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~UMASK)  # some writers (safetensors) create files owner-only
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous weights of ``model`` (unwrapping torch.compile and DDP)."""
+    model = getattr(model, "_orig_mod", model)
+    model = getattr(model, "module", model)
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    weights = state_dict(model)
+    replace_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def save_bundle(folder: Path, model: nn.Module, meta: dict) -> None:
+    """Write ``model.safetensors`` then ``model.json`` (which names it) into ``folder``."""
+    save_weights(model, folder / "model.safetensors", {"format": FORMAT})
+    write_json(
+        folder / "model.json",
+        {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "scratchsat_version": __version__,
+            **meta,
+            "weights": "model.safetensors",
+        },
+    )
+
+
+@dataclass
+class Bundle:
+    """A loaded model with its ``model.json``."""
+
+    model: nn.Module
+    meta: dict
+    path: Path
+
+    @property
+    def config(self) -> ModelConfig:
+        return ModelConfig.from_dict(self.meta["model"])
+
+
+def find_bundle(path: str | os.PathLike) -> Path:
+    """``model.json`` of a run folder, a ``model.json`` path or a weights file beside one."""
+    path = Path(path)
+    candidate = path / "model.json" if path.is_dir() else path.with_name("model.json")
+    if path.suffix == ".json":
+        candidate = path
+    if not candidate.exists():
+        raise BundleError(
+            f"no model bundle at {path}: expected a run folder written by `scratchsat train` "
+            "(with model.json and model.safetensors), or the path of its model.json"
+        )
+    return candidate
+
+
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
+    """Rebuild the network of a bundle and load its weights (nothing is unpickled)."""
+    meta_path = find_bundle(path)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except ValueError as exc:
+        raise BundleError(f"{meta_path} is not valid JSON ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise BundleError(f"{meta_path} is not a scratchsat model.json (no format {FORMAT!r})")
+    weights = meta_path.with_name(meta.get("weights", "model.safetensors"))
+    try:
+        config = ModelConfig.from_dict(meta["model"])
+        model = build_model(config)
+        model.load_state_dict(load_file(str(weights), device=str(device)))
+    except FileNotFoundError:
+        raise BundleError(f"{weights} is missing: the bundle {meta_path} is incomplete") from None
+    except (SafetensorError, RuntimeError, KeyError, TypeError, InputError) as exc:
+        raise BundleError(f"{weights} does not fit {meta_path}: {exc}") from None
+    return Bundle(model.to(device).eval(), meta, meta_path)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A run's own resumable checkpoint; ``weights_only`` refuses anything but tensors and
+    plain containers, so even a tampered file cannot run code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
