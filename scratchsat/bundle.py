@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
-from .errors import InputError, ScratchsatError
+from .errors import BundleError, InputError
 from .models import ModelConfig, build_model
 
 FORMAT = "scratchsat-model"
@@ -26,10 +26,6 @@ FORMAT_VERSION = 1
 BUNDLE_FILES = ("model.json", "model.safetensors")
 UMASK = os.umask(0o022)
 os.umask(UMASK)
-
-
-class BundleError(ScratchsatError, OSError):
-    """A model bundle is missing, incomplete or not one of ours."""
 
 
 def replace_atomically(path: Path, write) -> None:

@@ -344,7 +344,8 @@ def train(
 
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
     """
-    from .train import TrainConfig, TrainingInterrupted
+    from .errors import TrainingInterrupted
+    from .train import TrainConfig
     from .train import train as run_train
 
     config = TrainConfig(

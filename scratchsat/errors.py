@@ -6,6 +6,8 @@ elsewhere. Messages say what is wrong, where, what was expected and found, and h
 The CLI prints them as ``Error: …`` and exits 1; anything else is a bug and keeps its traceback.
 """
 
+from pathlib import Path
+
 
 class ScratchsatError(Exception):
     """Root of all errors scratchsat raises on purpose."""
@@ -45,3 +47,20 @@ class NoPatchesError(InputError):
 
 class DatasetError(ScratchsatError, OSError):
     """A tiles folder is missing, incomplete or inconsistent."""
+
+
+class BundleError(ScratchsatError, OSError):
+    """A model bundle is missing, incomplete or not one of ours."""
+
+
+class DivergedError(ScratchsatError, FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; a resumable checkpoint was saved first. Not a ScratchsatError:
+    an interrupt is not a mistake in the input, and the CLI exits 130 for it."""
+
+    def __init__(self, folder: Path, epoch: int, step: int) -> None:
+        super().__init__(f"interrupted at epoch {epoch}, step {step}")
+        self.folder, self.epoch, self.step = folder, epoch, step

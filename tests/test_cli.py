@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_help_lists_commands_and_version():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("stack", "tile"):
+    for command in ("stack", "tile", "train"):
         assert command in result.output
     result = runner.invoke(app, ["--version"])
     assert result.output.strip() == f"scratchsat {__version__}"
@@ -51,3 +51,57 @@ def test_errors_exit_1_without_traceback(tiny_scene, tmp_path):
                            "--out", str(tmp_path / "o.tif")], capture_output=True, text=True)
     assert proc.returncode == 1 and "no.tif: no such file" in proc.stderr
     assert not (tmp_path / "o.tif").exists()
+
+
+def test_train_through_the_cli(seg_tiles, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(out), "--epochs", "2",
+                                 "--batch-size", "8", "--width", "8", "--aug", "geo"])
+    assert result.exit_code == 0, result.output
+    assert "epoch   1/2" in result.output and "epoch   2/2" in result.output
+    assert "best epoch" in result.output and str(out) in result.output
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["training"]["aug"] == "geo" and meta["model"]["width"] == 8
+
+
+def run_cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "scratchsat", *map(str, args)],
+                          capture_output=True, text=True)
+
+
+def test_train_errors_exit_1_without_traceback(seg_tiles, tmp_path):
+    cases = [
+        ((tmp_path / "nope", "--out", tmp_path / "r"), "does not exist; make one with"),
+        ((seg_tiles, "--out", tmp_path / "r", "--model", "vgg"), "known models: simple"),
+        ((seg_tiles, "--out", tmp_path / "r", "--model", "simple"),
+         "simple is a classification model but"),
+        ((seg_tiles, "--out", tmp_path / "r", "--device", "tpu"), "unknown device 'tpu'"),
+    ]
+    for args, message in cases:
+        proc = run_cli("train", *args)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stderr.startswith("Error: ") and message in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_during_training_saves_a_checkpoint_and_exits_130(seg_tiles, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "scratchsat", "train", str(seg_tiles),
+                             "--out", str(out), "--epochs", "500", "--batch-size", "8",
+                             "--width", "8"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Interrupted at epoch" in stderr and "--resume" in stderr
+    assert "Traceback" not in stderr
+    import torch
+
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] >= 1 and state["config"]["epochs"] == 500

@@ -11,11 +11,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from scratchsat.bundle import BundleError, load_bundle
+from scratchsat.bundle import load_bundle
 from scratchsat.dataset import PatchDataset
-from scratchsat.errors import DatasetError, InputError, OutputExistsError
+from scratchsat.errors import (
+    BundleError,
+    DatasetError,
+    DivergedError,
+    InputError,
+    OutputExistsError,
+    TrainingInterrupted,
+)
 from scratchsat.optim import class_weights, lr_factor
-from scratchsat.train import DivergedError, TrainConfig, TrainingInterrupted, train
+from scratchsat.train import TrainConfig, train
 
 FAST = TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3)
 

@@ -1,0 +1,341 @@
+"""A training run: its settings (:class:`TrainConfig`), everything it works with (:class:`Run`),
+how it is set up from a tiles folder, and what its folder and checkpoints hold."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .bundle import load_checkpoint, state_dict
+from .dataset import EpochSampler, PatchDataset, Tiles, read_tiles
+from .errors import DatasetError, InputError, OutputExistsError
+from .labels import IGNORE_INDEX
+from .models import MODELS, ModelConfig, build_model, check_config, models_for
+from .optim import build_optimizer, build_schedule, class_weights
+
+RUN_FILES = (
+    "model.json",
+    "model.safetensors",
+    "last.safetensors",
+    "checkpoint.pt",
+    "metrics.csv",
+    "report.json",
+    "curves.png",
+    "confusion.png",
+)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; saved in the checkpoint and in ``model.json``."""
+
+    model: str = "auto"  # auto: unet for segmentation, resnet18 for classification
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 1e-2
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    aug: str = "d4"
+    class_weights: str = "none"
+    label_smoothing: float = 0.0
+    amp: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    device: str = "auto"
+    workers: int | None = None  # None: 0 on the CPU, up to 8 with a GPU
+    seed: int = 0
+    patience: int | None = None  # stop after this many epochs without a better val score
+    width: int = 32
+    depth: int | None = None
+    activation: str = "relu"
+    norm: str = "batch"
+    init: str = "kaiming"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Run:
+    """Everything one training run works with."""
+
+    folder: Path
+    config: TrainConfig
+    tiles: Tiles
+    model_config: ModelConfig
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    sampler: EpochSampler
+    loaders: dict[str, DataLoader]
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    data_hash: str
+    history: list[dict] = field(default_factory=list)
+    best: float = -math.inf
+    best_epoch: int = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.tiles.classes]
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA, else Apple's MPS, else the CPU; a named one must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            f"--device {name} asked for, but PyTorch sees no CUDA GPU (torch {torch.__version__},"
+            f" CUDA build {torch.version.cuda}); use --device cpu or auto"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps asked for, but PyTorch sees no Apple GPU; use cpu or auto")
+    return torch.device(name)
+
+
+def data_hash(folder: Path) -> str:
+    """A BLAKE2b hash of the tiles folder's dataset.json and arrays, in a fixed order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in ["dataset.json", *sorted(p.name for p in folder.glob("*.npy"))]:
+        with open(folder / name, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return "blake2b:" + digest.hexdigest()
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Numbers that cannot work (names are checked where they are used)."""
+    if config.epochs < 1 or config.batch_size < 1:
+        raise InputError(
+            f"--epochs and --batch-size must be at least 1, not {config.epochs} "
+            f"and {config.batch_size}"
+        )
+    if not config.lr > 0 or config.weight_decay < 0:
+        raise InputError(
+            f"--lr must be positive and --weight-decay not negative, not "
+            f"{config.lr:g} and {config.weight_decay:g}"
+        )
+    if not 0 <= config.label_smoothing < 1:
+        raise InputError(f"--label-smoothing must be in [0, 1), not {config.label_smoothing:g}")
+    if config.patience is not None and config.patience < 1:
+        raise InputError(f"--patience must be at least 1 epoch, not {config.patience}")
+
+
+def check_tiles(tiles: Tiles) -> None:
+    if tiles.splits.get("val", 0) == 0:
+        splits = ", ".join(f"{k} {v}" for k, v in tiles.splits.items())
+        raise DatasetError(
+            f"{tiles.folder} has no validation patches ({splits}); tile again with a larger "
+            "--val, a smaller --block-size or a larger scene"
+        )
+
+
+def prepare_folder(folder: Path, resume: bool, overwrite: bool) -> None:
+    """Create the run folder; refuse to mix with an earlier run unless asked."""
+    existing = [n for n in RUN_FILES if (folder / n).exists()]
+    if existing and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{folder} already holds a training run ({', '.join(existing)}); pass --overwrite "
+            "to replace it, --resume to continue it, or choose another --out"
+        )
+    if overwrite and not resume:
+        for name in existing:
+            (folder / name).unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def build_loaders(
+    config: TrainConfig, tiles: Tiles, augment, device: torch.device
+) -> dict[str, DataLoader]:
+    """Training batches in the order an :class:`EpochSampler` draws; val and test in order."""
+    workers = config.workers
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+    common = {
+        "batch_size": config.batch_size,
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": workers > 0,
+    }
+    train_set = PatchDataset(tiles, "train", augment if augment is not None else config.aug)
+    sampler = EpochSampler(len(train_set), config.seed)
+    loaders = {
+        "train": DataLoader(
+            train_set, sampler=sampler, drop_last=len(train_set) > config.batch_size, **common
+        )
+    }
+    for split in ("val", "test"):
+        if tiles.splits.get(split, 0):
+            loaders[split] = DataLoader(PatchDataset(tiles, split), **common)
+    return loaders
+
+
+def setup(
+    tiles_folder, folder: Path, config: TrainConfig, resume: bool, overwrite: bool, augment
+) -> tuple[Run, dict | None]:
+    """Check everything that can be wrong before writing anything, then build the run."""
+    check_settings(config)
+    checkpoint = None
+    if resume:
+        path = folder / "checkpoint.pt"
+        if not path.exists():
+            raise InputError(f"nothing to resume: {path} does not exist; train without --resume")
+        checkpoint = load_checkpoint(path)
+        config = TrainConfig.from_dict(checkpoint["config"])
+    tiles = read_tiles(tiles_folder)
+    check_tiles(tiles)
+    model_config = model_config_for(config, tiles)
+    device = pick_device(config.device)
+    digest = data_hash(tiles.folder)
+    if checkpoint is not None and checkpoint["data_hash"] != digest:
+        raise InputError(
+            f"{tiles.folder} changed since the run in {folder} started; "
+            "resume with the same tiles, or start a new run"
+        )
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp = config.amp if config.amp is not None else device.type == "cuda"
+    amp_dtype = None
+    if amp:
+        bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
+        amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    loaders = build_loaders(config, tiles, augment, device)
+    sampler = loaders["train"].sampler
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    schedule = build_schedule(optimizer, config.schedule, config.epochs * len(loaders["train"]))
+    weights = class_weights(train_counts(tiles, loaders["train"].dataset), config.class_weights)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=torch.from_numpy(weights).to(device) if weights is not None else None,
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=config.label_smoothing,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    prepare_folder(folder, resume, overwrite)
+    if config.compile:
+        model = torch.compile(model)
+    run = Run(
+        folder,
+        config,
+        tiles,
+        model_config,
+        device,
+        model,
+        optimizer,
+        schedule,
+        scaler,
+        loss_fn,
+        sampler,
+        loaders,
+        amp_dtype,
+        channels_last,
+        digest,
+    )
+    if checkpoint is not None:
+        restore(run, checkpoint)
+    return run, checkpoint
+
+
+def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
+    """The architecture for these tiles: bands in, classes out, the tiles' task."""
+    kind = MODELS.get(config.model)
+    if kind is not None and kind != tiles.task:
+        raise InputError(
+            f"{config.model} is a {kind} model but {tiles.folder} holds {tiles.task} tiles; "
+            f"choose one of {', '.join(models_for(tiles.task))}, or tile again with "
+            f"--task {kind}"
+        )
+    return check_config(
+        ModelConfig(
+            config.model,
+            tiles.in_channels,
+            tiles.num_classes,
+            tiles.task,
+            width=config.width,
+            depth=config.depth,
+            activation=config.activation,
+            norm=config.norm,
+            init=config.init,
+            small_stem=tiles.patch_size <= 64,
+        )
+    )
+
+
+def train_counts(tiles: Tiles, train_set: PatchDataset) -> np.ndarray:
+    """Pixels (segmentation) or patches (classification) per class in the training split."""
+    if tiles.task == "segmentation":
+        return np.array([c["pixels_by_split"]["train"] for c in tiles.classes])
+    return np.bincount(train_set.targets(), minlength=tiles.num_classes)
+
+
+def restore(run: Run, checkpoint: dict) -> None:
+    model = getattr(run.model, "_orig_mod", run.model)
+    model.load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.schedule.load_state_dict(checkpoint["schedule"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.history = list(checkpoint["history"])
+    run.best, run.best_epoch = checkpoint["best"], checkpoint["best_epoch"]
+
+
+def checkpoint_state(run: Run, epoch: int, step: int, partial: tuple[float, int]) -> dict:
+    """Resume point: ``epoch`` (1-based) with ``step`` of its batches done."""
+    return {
+        "model": state_dict(run.model),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "config": asdict(run.config),
+        "data_hash": run.data_hash,
+        "epoch": epoch,
+        "step": step,
+        "partial_loss": partial,
+        "history": run.history,
+        "best": run.best,
+        "best_epoch": run.best_epoch,
+    }
+
+
+def bundle_meta(run: Run) -> dict:
+    """model.json: architecture, band contract, classes and how the model was trained."""
+    info = run.tiles.info
+    best = run.history[run.best_epoch - 1] if run.best_epoch else {}
+    return {
+        "model": run.model_config.to_dict(),
+        "task": run.tiles.task,
+        "patch_size": run.tiles.patch_size,
+        "bands": info["bands"],
+        "dtype": info["dtype"],
+        "nodata": info["nodata"],
+        "nodata_is_nan": info.get("nodata_is_nan", False),
+        "ignore_index": IGNORE_INDEX,
+        "classes": [{k: c[k] for k in ("id", "code", "name", "colour")} for c in run.tiles.classes],
+        "training": asdict(run.config),
+        "data": {"tiles": str(run.tiles.folder.resolve()), "hash": run.data_hash},
+        "epoch": run.best_epoch,
+        "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
+    }
