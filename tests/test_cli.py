@@ -78,11 +78,13 @@ def test_train_errors_exit_1_without_traceback(seg_tiles, tmp_path):
         ((seg_tiles, "--out", tmp_path / "r", "--device", "tpu"), "unknown device 'tpu'"),
     ]
     for args, message in cases:
-        proc = run_cli("train", *args)
-        assert proc.returncode == 1, proc.stderr
-        assert proc.stderr.startswith("Error: ") and message in proc.stderr
-        assert "Traceback" not in proc.stderr
+        result = runner.invoke(app, ["train", *map(str, args)])
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert result.output.startswith("Error: ") and message in result.output
     assert not (tmp_path / "r").exists()
+    proc = run_cli("train", seg_tiles, "--out", tmp_path / "r", "--model", "vgg")
+    assert proc.returncode == 1 and proc.stderr.startswith("Error: unknown model 'vgg'")
+    assert "Traceback" not in proc.stderr
 
 
 def test_ctrl_c_during_training_saves_a_checkpoint_and_exits_130(seg_tiles, tmp_path):
