@@ -345,8 +345,8 @@ def train(
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
     """
     from .errors import TrainingInterrupted
-    from .train import TrainConfig
-    from .train import train as run_train
+    from .training import TrainConfig
+    from .training import train as run_train
 
     config = TrainConfig(
         model=model, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,

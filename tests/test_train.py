@@ -22,7 +22,7 @@ from scratchsat.errors import (
     TrainingInterrupted,
 )
 from scratchsat.optim import class_weights, lr_factor
-from scratchsat.train import TrainConfig, train
+from scratchsat.training import TrainConfig, train
 
 FAST = TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3)
 
@@ -120,7 +120,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_same_schedule(seg_ti
         if epoch == 2 and done == 5:
             raise KeyboardInterrupt
 
-    import scratchsat.train as train_module
+    import scratchsat.training as train_module
 
     refresh = train_module.REFRESH_STEPS
     train_module.REFRESH_STEPS = 1  # call the progress callback at every step
