@@ -54,7 +54,7 @@ def progress_bar(description: str) -> Iterator[Callable[..., None] | None]:
     Fields (``epoch``, ``loss``, ``rate``) show beside the bar. The bar appears at the first
     callback, so a command refused up front prints only its error.
     """
-    if state["quiet"]:
+    if state["quiet"] or not stderr.is_terminal:  # no bars in logs and pipes
         yield None
         return
     columns = (
@@ -87,6 +87,8 @@ def format_fields(fields: dict) -> str:
         parts.append(f"loss {fields['loss']:.4f}")
     if "rate" in fields:
         parts.append(f"{fields['rate']:,.0f} samples/s")
+    if "mpx" in fields:
+        parts.append(f"{fields['mpx']:,.1f} Mpx/s")
     return "  ".join(parts)
 
 
@@ -354,11 +356,11 @@ def train(
         label_smoothing=label_smoothing, amp=amp, channels_last=channels_last, compile=compile,
         device=device, workers=workers, seed=seed, patience=patience, width=width, depth=depth,
         activation=activation, norm=norm, init=init,
-    )  # fmt: skip
+    )
     try:
         with progress_bar("train") as callback:
             report = run_train(tiles, out, config, resume=resume, overwrite=overwrite,
-                               progress=callback, log=say)  # fmt: skip
+                               progress=callback, log=say)
     except TrainingInterrupted as stop:
         stderr.print(
             f"Interrupted at epoch {stop.epoch}, step {stop.step}; a checkpoint is saved in "
@@ -373,6 +375,84 @@ def train(
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
         f"{metric.replace('_', ' ')} {final[metric]:.3f}; model bundle in {out}"
     )
+
+
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """Show the library's warnings as ``Warning: …`` lines (not Python's warning format)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        stderr.print(f"[yellow]Warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
+
+
+@app.command()
+@handle_errors
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
+    scenes: Annotated[list[Path], typer.Argument(help="Scenes to predict (GeoTIFFs).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Class-map GeoTIFF for one scene, or a folder for several."
+        ),
+    ],
+    probabilities: Annotated[
+        Path | None,
+        typer.Option(help="Also write per-class probabilities here (a .tif, or a folder)."),
+    ] = None,
+    float_probabilities: Annotated[
+        bool, typer.Option("--float", help="Probabilities as float32 (default: uint8 0–255).")
+    ] = False,
+    overlap: Annotated[
+        float, typer.Option(help="Fraction of a window shared with its neighbour.")
+    ] = 0.25,
+    patch_size: Annotated[
+        int | None, typer.Option(help="Window side in pixels (default: the training patch size).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Windows per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    amp: Annotated[
+        bool | None, typer.Option("--amp/--no-amp", help="bf16 autocast (default: on for CUDA).")
+    ] = None,
+    cog: Annotated[
+        bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs with overviews.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Predict scenes to class-map GeoTIFFs on their exact grids, with a legend.
+
+    Example: scratchsat predict runs/brandenburg brandenburg.tif --out brandenburg_classes.tif
+    """
+    from .prediction import PredictOptions
+    from .prediction import predict as run_predict
+
+    options = PredictOptions(
+        patch_size=patch_size,
+        overlap=overlap,
+        batch_size=batch_size,
+        device=device,
+        amp=amp,
+        cog=cog,
+        float_probabilities=float_probabilities,
+    )
+    with warnings_to_stderr(), progress_bar("predict") as callback:
+        paths = run_predict(
+            run,
+            scenes,
+            out,
+            probabilities=probabilities,
+            options=options,
+            overwrite=overwrite,
+            progress=callback,
+        )
+    for path in paths:
+        say(f"wrote {path}")
 
 
 def main() -> None:

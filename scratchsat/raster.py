@@ -28,7 +28,10 @@ from rasterio.windows import Window
 from .errors import BandError, OutputExistsError, RasterReadError
 
 # GDAL decodes compressed blocks with this many threads; "ALL_CPUS" is GDAL's own spelling.
-GDAL_ENV = {"GDAL_NUM_THREADS": "ALL_CPUS", "GDAL_CACHEMAX": 512}
+# The block cache is 512 MB unless the user set GDAL_CACHEMAX (GDAL reads that itself).
+GDAL_ENV: dict = {"GDAL_NUM_THREADS": "ALL_CPUS"}
+if "GDAL_CACHEMAX" not in os.environ:
+    GDAL_ENV["GDAL_CACHEMAX"] = 512
 
 
 @contextlib.contextmanager
@@ -323,6 +326,7 @@ def geotiff_profile(
         "compress": "deflate",
         "predictor": 3 if np.dtype(dtype).kind == "f" else 2,
         "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",  # GDAL compresses blocks in parallel
         "interleave": "pixel" if count <= 4 else "band",
     }
     if blocksize:

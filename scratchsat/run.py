@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from .bundle import load_checkpoint, state_dict
 from .dataset import EpochSampler, PatchDataset, Tiles, read_tiles
+from .device import autocast_dtype, pick_device
 from .errors import DatasetError, InputError, OutputExistsError
 from .labels import IGNORE_INDEX
 from .models import MODELS, ModelConfig, build_model, check_config, models_for
@@ -92,25 +93,6 @@ class Run:
     @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.tiles.classes]
-
-
-def pick_device(name: str) -> torch.device:
-    """``auto`` → CUDA, else Apple's MPS, else the CPU; a named one must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(
-            f"--device {name} asked for, but PyTorch sees no CUDA GPU (torch {torch.__version__},"
-            f" CUDA build {torch.version.cuda}); use --device cpu or auto"
-        )
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise InputError("--device mps asked for, but PyTorch sees no Apple GPU; use cpu or auto")
-    return torch.device(name)
 
 
 def data_hash(folder: Path) -> str:
@@ -219,11 +201,7 @@ def setup(
         channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp = config.amp if config.amp is not None else device.type == "cuda"
-    amp_dtype = None
-    if amp:
-        bf16 = device.type != "cuda" or torch.cuda.is_bf16_supported()
-        amp_dtype = torch.bfloat16 if bf16 else torch.float16
+    amp_dtype = autocast_dtype(device, config.amp)
     loaders = build_loaders(config, tiles, augment, device)
     sampler = loaders["train"].sampler
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)

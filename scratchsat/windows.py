@@ -71,3 +71,20 @@ def split_border(xs: np.ndarray, ys: np.ndarray, splits: np.ndarray, patch_size:
             )
             drop[i] = bool((splits[near_arr[overlap]] < splits[i]).any())
     return drop
+
+
+def cover_offsets(length: int, patch_size: int, stride: int) -> np.ndarray:
+    """Offsets of windows that cover an axis completely: :func:`grid_offsets`, or a single
+    window at 0 (reaching past the end) when the axis is shorter than one patch."""
+    if length <= patch_size:
+        return np.zeros(1, dtype=np.int64)
+    return grid_offsets(length, patch_size, stride)
+
+
+def blend_weight(patch_size: int, floor: float = 1e-3) -> np.ndarray:
+    """(P, P) float32 weight for blending overlapping window predictions: a separable sine
+    bump, high in the middle where a window sees most context, small but never 0 at the edges
+    (so pixels that only one window covers keep that window's prediction)."""
+    ramp = np.sin(np.pi * (np.arange(patch_size) + 0.5) / patch_size)
+    ramp = np.maximum(ramp, floor)
+    return np.outer(ramp, ramp).astype(np.float32)

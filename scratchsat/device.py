@@ -1,0 +1,38 @@
+"""Which device to run on, and which precision autocast should use there."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` → CUDA, else Apple's MPS, else the CPU; a named one must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    if name.split(":")[0] not in ("cpu", "cuda", "mps"):
+        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(
+            f"--device {name} asked for, but PyTorch sees no CUDA GPU (torch {torch.__version__},"
+            f" CUDA build {torch.version.cuda}); use --device cpu or auto"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise InputError("--device mps asked for, but PyTorch sees no Apple GPU; use cpu or auto")
+    return torch.device(name)
+
+
+def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """bf16 where autocast is asked for (default: on CUDA), fp16 on GPUs without bf16, None
+    for full precision."""
+    if amp is None:
+        amp = device.type == "cuda"
+    if not amp:
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16

@@ -1,0 +1,360 @@
+"""Predict a scene to a class-map GeoTIFF on its exact grid (``scratchsat predict``).
+
+Segmentation: windows of ``patch_size`` slide over the scene with ``overlap``; edge windows
+shift inward so every pixel is covered. Each window's class probabilities are weighted by a
+smooth bump (:func:`windows.blend_weight`) and summed on the device into a band of rows as high
+as one window; rows no later window can touch are divided by their summed weight, turned into
+class codes and handed to a writer. Memory is therefore one band of rows, whatever the
+scene's height. A reader thread fetches the next band of rows while the model runs, and a
+writer thread compresses and writes finished rows, so reading, inference and writing overlap.
+
+Classification: one output cell per window; cells are ``stride`` pixels wide and each window is
+centred on its cell, so the cell grid is the scene's grid scaled by the stride.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from .bundle import load_bundle
+from .device import autocast_dtype, pick_device
+from .errors import BandError, InputError
+from .raster import GDAL_ENV, band_names, open_raster, read, reads_mask_band, valid_mask
+from .windows import blend_weight, cover_offsets
+from .writers import ClassMapSink, Outputs, outputs_for
+
+Progress = Callable[..., None]
+
+
+class DriftWarning(UserWarning):
+    """A scene's dtype or band statistics differ from the training data's."""
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict; every field has a default that works."""
+
+    patch_size: int | None = None  # window side; default: the training patch size
+    overlap: float = 0.25  # fraction of a window shared with its neighbour
+    batch_size: int = 32
+    device: str = "auto"
+    amp: bool | None = None  # None: bf16 autocast on CUDA
+    cog: bool = False  # write Cloud-Optimized GeoTIFFs with overviews
+    float_probabilities: bool = False  # float32 probabilities instead of uint8 0–255
+    min_valid: float = 0.5  # classification: cells whose window is less valid are nodata
+
+
+class Predictor:
+    """A loaded model with its band contract: normalises on the device and returns
+    class probabilities per window."""
+
+    def __init__(
+        self, model: torch.nn.Module, meta: dict, device: torch.device, amp: bool | None = None
+    ) -> None:
+        self.model, self.meta, self.device = model.to(device).eval(), meta, device
+        self.task = meta["task"]
+        self.classes = meta["classes"]
+        bands = meta["bands"]
+        self.mean = torch.tensor([b["mean"] for b in bands], device=device).view(-1, 1, 1)
+        self.std = torch.tensor([max(b["std"], 1e-6) for b in bands], device=device).view(-1, 1, 1)
+        self.amp_dtype = autocast_dtype(device, amp)
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def normalise(self, raw: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+        """(C, H, W) raw values → float32 ``(x - mean) / std`` on the device, 0 where invalid."""
+        x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(self.device)
+        ok = torch.from_numpy(valid).to(self.device)
+        return torch.where(ok, (x - self.mean) / self.std, 0.0)
+
+    @torch.no_grad()
+    def probabilities(self, windows: torch.Tensor) -> torch.Tensor:
+        """(N, C, P, P) normalised → (N, K, P, P) or (N, K) float32 softmax probabilities."""
+        if self.channels_last:
+            windows = windows.contiguous(memory_format=torch.channels_last)
+        context = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else contextlib.nullcontext()
+        )
+        with context:
+            logits = self.model(windows)
+        return torch.softmax(logits.float(), dim=1)
+
+
+def scene_indexes(path: Path, src, meta: dict) -> list[int]:
+    """The scene's bands in the model's order: all of them when the counts match, else the
+    bands whose descriptions carry the trained names; otherwise a BandError."""
+    trained = [b["name"] for b in meta["bands"]]
+    if src.count == len(trained):
+        return list(range(1, src.count + 1))
+    names = band_names(src)
+    if set(trained) <= set(names):
+        return [names.index(n) + 1 for n in trained]
+    shown = ", ".join(trained) if len(trained) <= 6 else f"{trained[0]} … {trained[-1]}"
+    raise BandError(
+        f"{path} has {src.count} bands but the model was trained on {len(trained)} ({shown}); "
+        f"pass a {len(trained)}-band scene with the same bands in the same order"
+    )
+
+
+class Drift:
+    """Running per-band means of the valid pixels, compared with training at the end."""
+
+    def __init__(self, bands: int) -> None:
+        self.sums, self.count = np.zeros(bands), 0
+
+    def add(self, raw: np.ndarray, valid: np.ndarray) -> None:
+        if valid.any():
+            self.sums += raw[:, valid].sum(axis=1, dtype=np.float64)
+            self.count += int(valid.sum())
+
+    def check(self, path: Path, meta: dict) -> None:
+        if not self.count:
+            return
+        means = self.sums / self.count
+        off = [
+            f"{b['name']} {m:.4g} (trained {b['mean']:.4g} ± {b['std']:.3g})"
+            for b, m in zip(meta["bands"], means, strict=True)
+            if abs(m - b["mean"]) > 3 * max(b["std"], 1e-6)
+        ]
+        if off:
+            warnings.warn(
+                f"{path}: band means far from the training data's: {'; '.join(off)}. Check that "
+                "the scene is the same product, processing level and scaling as the training "
+                "scenes",
+                DriftWarning,
+                stacklevel=2,
+            )
+
+
+@dataclass
+class SceneReader:
+    """Reads padded row bands of a scene (out-of-scene pixels invalid), with validity."""
+
+    path: Path
+    indexes: list[int]
+    nodata: float | None
+    uses_mask: bool
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[SceneReader]:
+        with rasterio.Env(**GDAL_ENV), open_raster(self.path) as src:
+            self.src = src
+            yield self
+
+    def read(self, row: int, height: int, col: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C, height, width) raw values and (height, width) validity; padding is invalid."""
+        src = self.src
+        r0, r1 = max(row, 0), min(row + height, src.height)
+        c0, c1 = max(col, 0), min(col + width, src.width)
+        data = np.zeros((len(self.indexes), height, width), dtype=src.dtypes[0])
+        valid = np.zeros((height, width), dtype=bool)
+        if r1 > r0 and c1 > c0:
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            part = read(src, self.indexes, window)
+            mask = src.dataset_mask(window=window) if self.uses_mask else None
+            data[:, r0 - row : r1 - row, c0 - col : c1 - col] = part
+            valid[r0 - row : r1 - row, c0 - col : c1 - col] = valid_mask(part, self.nodata, mask)
+        return data, valid
+
+
+class Blender:
+    """Weighted sum of window probabilities over a band of rows on the device."""
+
+    def __init__(self, classes: int, size: int, width: int, device: torch.device) -> None:
+        self.acc = torch.zeros(classes, size, width, device=device)  # (K, P, W)
+        self.weights = torch.zeros(size, width, device=device)  # (P, W)
+        self.weight = torch.from_numpy(blend_weight(size)).to(device)  # (P, P)
+        self.size, self.top = size, 0
+
+    def add(self, probs: torch.Tensor, row: int, cols: Sequence[int]) -> None:
+        """Add (N, K, P, P) window probabilities whose top-left corners are (col, row)."""
+        r, p = row - self.top, self.size
+        for window, col in zip(probs, cols, strict=True):
+            self.acc[:, r : r + p, col : col + p] += window * self.weight
+            self.weights[r : r + p, col : col + p] += self.weight
+
+    def finish(self, row: int) -> torch.Tensor:
+        """Blended probabilities (K, row - top, W) of the rows above ``row``; they are final."""
+        n = row - self.top
+        done = self.acc[:, :n] / self.weights[:n].clamp_min(1e-12)
+        self.acc = torch.cat([self.acc[:, n:], torch.zeros_like(self.acc[:, :n])], dim=1)
+        self.weights = torch.cat([self.weights[n:], torch.zeros_like(self.weights[:n])])
+        self.top = row
+        return done
+
+
+def batched(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def predict_segmentation(
+    predictor: Predictor,
+    reader: SceneReader,
+    sink: ClassMapSink,
+    options: PredictOptions,
+    size: int,
+    drift: Drift,
+    tick: Callable[[int], None],
+) -> None:
+    """Slide, blend and hand finished rows to ``sink``."""
+    height, width = reader.src.height, reader.src.width
+    stride = max(1, round(size * (1 - options.overlap)))
+    rows = cover_offsets(height, size, stride).tolist()
+    cols = cover_offsets(width, size, stride).tolist()
+    blender = Blender(predictor.num_classes, size, max(width, size), predictor.device)
+
+    def fetch(r: int):
+        raw, valid = reader.read(rows[r], size, 0, max(width, size))
+        end = rows[r + 1] if r + 1 < len(rows) else height
+        drift.add(raw[:, : end - rows[r], :width], valid[: end - rows[r], :width])
+        return raw, valid
+
+    with ThreadPoolExecutor(1, thread_name_prefix="read") as pool:
+        pending = pool.submit(fetch, 0)
+        for r, row in enumerate(rows):
+            raw, valid = pending.result()
+            if r + 1 < len(rows):
+                pending = pool.submit(fetch, r + 1)  # read ahead while the model runs
+            strip = predictor.normalise(raw, valid)  # (C, P, W)
+            for group in batched(cols, options.batch_size):
+                windows = torch.stack([strip[:, :, c : c + size] for c in group])
+                blender.add(predictor.probabilities(windows), row, group)
+            end = rows[r + 1] if r + 1 < len(rows) else height
+            probs = blender.finish(end)[:, :, :width]  # (K, end - row, W)
+            sink.add(probs, valid[: end - row, :width])
+            tick((end - row) * width)
+
+
+def predict_classification(
+    predictor: Predictor,
+    reader: SceneReader,
+    sink: ClassMapSink,
+    options: PredictOptions,
+    size: int,
+    drift: Drift,
+    tick: Callable[[int], None],
+) -> None:
+    """One cell per window; cells of ``stride`` pixels, each window centred on its cell."""
+    height, width = reader.src.height, reader.src.width
+    cell = max(1, round(size * (1 - options.overlap)))
+    n_rows, n_cols = math.ceil(height / cell), math.ceil(width / cell)
+    margin = (size - cell) // 2  # window = cell grown by this on the top/left side
+    for i in range(n_rows):
+        raw, valid = reader.read(i * cell - margin, size, -margin, n_cols * cell + size - cell)
+        drift.add(
+            raw[:, margin : margin + cell, margin : margin + width],
+            valid[margin : margin + cell, margin : margin + width],
+        )
+        strip = predictor.normalise(raw, valid)
+        probs, cell_valid = [], []
+        for group in batched(range(n_cols), options.batch_size):
+            windows = torch.stack([strip[:, :, j * cell : j * cell + size] for j in group])
+            probs.append(predictor.probabilities(windows))  # (n, K)
+            cell_valid += [
+                valid[:, j * cell : j * cell + size].mean() >= options.min_valid for j in group
+            ]
+        sink.add(torch.cat(probs).T[:, None, :], np.array(cell_valid)[None, :])  # (K, 1, n_cols)
+        tick(min(cell, height - i * cell) * width)
+
+
+def predict_scene(
+    predictor: Predictor,
+    scene: str | os.PathLike,
+    outputs: Outputs,
+    options: PredictOptions = PredictOptions(),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Predict one scene with a loaded :class:`Predictor` into ``outputs``."""
+    scene = Path(scene)
+    size = options.patch_size or predictor.meta["patch_size"]
+    with open_raster(scene) as src:
+        indexes = scene_indexes(scene, src, predictor.meta)
+        if src.dtypes[0] != predictor.meta["dtype"]:
+            warnings.warn(
+                f"{scene} is {src.dtypes[0]} but the model was trained on "
+                f"{predictor.meta['dtype']} data",
+                DriftWarning,
+                stacklevel=2,
+            )
+        reader = SceneReader(scene, indexes, src.nodata, reads_mask_band(src, indexes))
+        grid = (src.crs, src.transform, src.width, src.height)
+    drift = Drift(len(indexes))
+    total, done, begin = grid[2] * grid[3], 0, time.perf_counter()
+
+    def tick(pixels: int) -> None:
+        nonlocal done
+        done += pixels
+        if progress is not None:
+            mpx = done / 1e6 / max(time.perf_counter() - begin, 1e-9)
+            progress(done, total, mpx=mpx)
+
+    classification = predictor.task == "classification"
+    cell = max(1, round(size * (1 - options.overlap))) if classification else 1
+    with reader.open(), outputs.open(predictor, grid, cell, options, overwrite) as sink:
+        run = predict_classification if classification else predict_segmentation
+        run(predictor, reader, sink, options, size, drift, tick)
+    drift.check(scene, predictor.meta)
+    return outputs.classes
+
+
+def predict(
+    bundle: str | os.PathLike,
+    scenes: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    probabilities: str | os.PathLike | None = None,
+    options: PredictOptions = PredictOptions(),
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Predict scenes with a model bundle; returns the class-map paths written.
+
+    ``out`` is a ``.tif`` path for one scene, or a folder (one ``<scene name>.tif`` each);
+    ``probabilities`` likewise, for per-class probability rasters.
+    """
+    check_options(options)
+    plan = outputs_for(
+        [Path(s) for s in scenes],
+        Path(out),
+        Path(probabilities) if probabilities else None,
+        overwrite,
+    )
+    device = pick_device(options.device)
+    loaded = load_bundle(bundle, device)
+    predictor = Predictor(loaded.model, loaded.meta, device, options.amp)
+    for scene, _outputs in plan:
+        with open_raster(scene) as src:
+            scene_indexes(scene, src, loaded.meta)  # refuse every bad scene before writing
+    return [
+        predict_scene(predictor, scene, outputs, options, overwrite, progress)
+        for scene, outputs in plan
+    ]
+
+
+def check_options(options: PredictOptions) -> None:
+    if not 0 <= options.overlap < 1:
+        raise InputError(f"--overlap must be a fraction in [0, 1), not {options.overlap:g}")
+    if options.batch_size < 1 or (options.patch_size is not None and options.patch_size < 8):
+        raise InputError("--batch-size must be at least 1 and --patch-size at least 8")

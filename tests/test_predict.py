@@ -1,0 +1,261 @@
+"""predict: exact stitching, GeoTIFFs GIS tools read with a legend, COGs, errors, real models."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import gdalinfo, make_tiles, write_raster
+from typer.testing import CliRunner
+
+from scratchsat.classmap import sidecars
+from scratchsat.cli import app
+from scratchsat.errors import BandError, InputError, OutputExistsError
+from scratchsat.prediction import DriftWarning, PredictOptions, Predictor, predict, predict_scene
+from scratchsat.training import TrainConfig, train
+from scratchsat.writers import Outputs
+
+runner = CliRunner()
+CODES = [3, 7, 11, 20]
+COLOURS = ["#112233", "#445566", "#778899", "#aabbcc"]
+NODATA = -9999.0
+
+
+def identity_meta(bands: int, patch_size: int, task: str = "segmentation") -> dict:
+    """A bundle description for a model whose logits are its (normalised) input."""
+    return {
+        "task": task,
+        "patch_size": patch_size,
+        "dtype": "float32",
+        "bands": [{"name": f"B{i}", "mean": 0.0, "std": 1.0} for i in range(1, bands + 1)],
+        "classes": [{"id": i, "code": c, "name": f"class {c}", "colour": COLOURS[i]}
+                    for i, c in enumerate(CODES[:bands])],
+    }
+
+
+def random_scene(path, height, width, bands=4, seed=0):
+    """Float32 scene of random logits; a few pixels nodata in one band, a few NaN."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(0, 2, (bands, height, width)).astype(np.float32)
+    data[1, rng.integers(0, height, 5), rng.integers(0, width, 5)] = NODATA
+    data[2, rng.integers(0, height, 3), rng.integers(0, width, 3)] = np.nan
+    write_raster(path, data, nodata=NODATA)
+    return data
+
+
+def expected(data: np.ndarray):
+    invalid = (data == NODATA).any(0) | np.isnan(data).any(0)
+    clean = np.where(invalid, 0, data)
+    codes = np.array(CODES[: len(data)], np.uint8)[clean.argmax(0)]
+    codes[invalid] = 255
+    e = np.exp(clean - clean.max(0))
+    probs = e / e.sum(0)
+    probs[:, invalid] = np.nan
+    return codes, probs, invalid
+
+
+@pytest.mark.parametrize(("height", "width", "patch", "overlap"), [
+    (37, 53, 16, 0.0), (37, 53, 16, 0.25), (37, 53, 16, 0.5), (70, 100, 32, 0.3),
+    (10, 12, 16, 0.25), (33, 17, 8, 0.75),
+])
+def test_identity_model_is_reproduced_exactly(tmp_path, height, width, patch, overlap):
+    data = random_scene(tmp_path / "scene.tif", height, width)
+    predictor = Predictor(torch.nn.Identity(), identity_meta(4, patch), torch.device("cpu"))
+    options = PredictOptions(patch_size=patch, overlap=overlap, batch_size=3,
+                             float_probabilities=True)
+    outputs = Outputs(tmp_path / "pred.tif", tmp_path / "probs.tif")
+    predict_scene(predictor, tmp_path / "scene.tif", outputs, options)
+    codes, probs, invalid = expected(data)
+    with rasterio.open(tmp_path / "pred.tif") as src:
+        np.testing.assert_array_equal(src.read(1), codes)
+    with rasterio.open(tmp_path / "probs.tif") as src:
+        got = src.read()
+    np.testing.assert_allclose(got[:, ~invalid], probs[:, ~invalid], rtol=1e-5, atol=1e-6)
+    assert np.isnan(got[:, invalid]).all()
+
+
+def test_the_class_map_opens_in_gis_tools_with_a_legend(tmp_path):
+    random_scene(tmp_path / "scene.tif", 300, 520)
+    predictor = Predictor(torch.nn.Identity(), identity_meta(4, 64), torch.device("cpu"))
+    path = tmp_path / "pred.tif"
+    predict_scene(predictor, tmp_path / "scene.tif", Outputs(path, tmp_path / "p.tif"))
+    info, scene = gdalinfo(path), gdalinfo(tmp_path / "scene.tif")
+    assert info["size"] == [520, 300]
+    assert info["geoTransform"] == scene["geoTransform"]
+    assert info["coordinateSystem"]["wkt"] == scene["coordinateSystem"]["wkt"]
+    band = info["bands"][0]
+    assert band["type"] == "Byte" and band["noDataValue"] == 255
+    assert band["colorInterpretation"] == "Palette"
+    table = band["colorTable"]["entries"]
+    assert table[3] == [0x11, 0x22, 0x33, 255] and table[20] == [0xaa, 0xbb, 0xcc, 255]
+    assert table[255][3] == 0  # nodata is transparent
+    assert band["categories"][7] == "class 7" and band["categories"][20] == "class 20"
+    assert {r["f"][1] for r in info["rat"]["row"]} == {f"class {c}" for c in CODES}
+    assert info["metadata"][""]["AREA_OR_POINT"] == "Area"
+    assert json.loads(info["metadata"][""]["CLASSES"])[1]["name"] == "class 7"
+    assert 'label="class 11"' in sidecars(path)["qml"].read_text()
+    probs = gdalinfo(tmp_path / "p.tif")
+    assert [b["description"] for b in probs["bands"]] == [f"class {c}" for c in CODES]
+    assert all(b["type"] == "Byte" and b["colorInterpretation"] != "Alpha"
+               for b in probs["bands"])
+    assert probs["bands"][0]["mask"]["flags"] == ["PER_DATASET"]
+
+
+def test_cog_output_passes_a_cog_validator(tmp_path):
+    from rio_cogeo.cogeo import cog_validate
+
+    random_scene(tmp_path / "scene.tif", 1100, 900)
+    predictor = Predictor(torch.nn.Identity(), identity_meta(4, 128), torch.device("cpu"))
+    options = PredictOptions(cog=True)
+    outputs = Outputs(tmp_path / "pred.tif", tmp_path / "probs.tif")
+    predict_scene(predictor, tmp_path / "scene.tif", outputs, options)
+    for path in (tmp_path / "pred.tif", tmp_path / "probs.tif"):
+        valid, errors, _ = cog_validate(str(path))
+        assert valid, errors
+        info = gdalinfo(path)
+        assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
+        assert info["bands"][0]["overviews"]
+    assert gdalinfo(tmp_path / "pred.tif")["bands"][0]["colorTable"]["entries"][7][:3] == \
+        [0x44, 0x55, 0x66]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_classification_writes_one_cell_per_window(tmp_path):
+    """A model that averages each band over its window; cells are windows, centred."""
+
+    class WindowMean(torch.nn.Module):
+        def forward(self, x):
+            return x.mean(dim=(2, 3))
+
+    data = np.zeros((3, 40, 50), np.float32)
+    data[0, :20] = 5  # top half: class 3; bottom left: class 7; bottom right: class 11
+    data[1, 20:, :22] = 5
+    data[2, 20:, 22:] = 5
+    write_raster(tmp_path / "scene.tif", data)
+    meta = identity_meta(3, 10, task="classification")
+    predictor = Predictor(WindowMean(), meta, torch.device("cpu"))
+    predict_scene(predictor, tmp_path / "scene.tif", Outputs(tmp_path / "pred.tif"),
+                  PredictOptions(overlap=0.0))
+    with rasterio.open(tmp_path / "pred.tif") as src, \
+            rasterio.open(tmp_path / "scene.tif") as scene:
+        assert (src.width, src.height) == (5, 4)
+        assert src.transform == scene.transform * scene.transform.scale(10)
+        cells = src.read(1)
+    np.testing.assert_array_equal(cells, [[3] * 5, [3] * 5, [7, 7, 11, 11, 11],
+                                          [7, 7, 11, 11, 11]])
+
+
+def test_wrong_band_count_is_refused_and_nothing_is_written(tmp_path, trained_run):
+    run, _ = trained_run
+    write_raster(tmp_path / "four.tif", np.ones((4, 20, 20), np.uint16), nodata=0)
+    with pytest.raises(BandError, match=r"four.tif has 4 bands but the model was trained on 6 "
+                                        r"\(B1, B2, B3, B4, B5, B6\); pass a 6-band scene"):
+        predict(run, [tmp_path / "four.tif"], tmp_path / "pred.tif")
+    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "four.tif"),
+                                 "--out", str(tmp_path / "pred.tif")])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
+    assert result.output.startswith("Error: ") and "has 4 bands" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["four.tif"]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("trained")
+    tiles = make_tiles(folder, size=320)
+    run = folder / "run"
+    train(tiles, run, TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3))
+    return run, folder
+
+
+def test_a_trained_model_predicts_an_unseen_scene_through_the_cli(tmp_path, trained_run):
+    from scratchsat import write_scene
+
+    run, _ = trained_run
+    scene = write_scene(tmp_path / "other.tif", tmp_path / "truth.tif", width=260, height=190,
+                        count=6, seed=42)
+    out = tmp_path / "pred.tif"
+    result = runner.invoke(app, ["predict", str(run), str(scene.path), "--out", str(out),
+                                 "--probabilities", str(tmp_path / "probs.tif")])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as pred, rasterio.open(scene.labels_path) as truth:
+        got, want = pred.read(1), truth.read(1)
+        assert pred.transform == truth.transform and pred.crs == truth.crs
+    with rasterio.open(scene.path) as src:
+        invalid = (src.read() == 0).any(0)
+    np.testing.assert_array_equal(got == 255, invalid)
+    labelled = ~invalid & (want != 0)
+    assert (got[labelled] == want[labelled]).mean() > 0.9
+    result = runner.invoke(app, ["predict", str(run), str(scene.path), "--out", str(out)])
+    assert result.exit_code == 1 and "exists already; pass --overwrite" in result.output
+
+
+def test_several_scenes_go_into_a_folder(tmp_path, trained_run):
+    run, folder = trained_run
+    other = tmp_path / "b" / "scene2.tif"
+    other.parent.mkdir()
+    other.write_bytes((folder / "scene.tif").read_bytes())
+    with pytest.raises(InputError, match="is a file name but there are several scenes"):
+        predict(run, [folder / "scene.tif", other], tmp_path / "x.tif")
+    with pytest.raises(InputError, match="two scenes share a file name"):
+        predict(run, [folder / "scene.tif", folder / "scene.tif"], tmp_path / "preds")
+    paths = predict(run, [folder / "scene.tif", other], tmp_path / "preds")
+    assert [p.name for p in paths] == ["scene.tif", "scene2.tif"]
+    assert all(p.parent == tmp_path / "preds" and p.exists() for p in paths)
+    with pytest.raises(OutputExistsError, match="scene.tif exists already"):
+        predict(run, [folder / "scene.tif"], tmp_path / "preds")
+
+
+def test_drift_and_dtype_warnings(tmp_path, trained_run):
+    run, folder = trained_run
+    with rasterio.open(folder / "scene.tif") as src:
+        data, profile = src.read(), src.profile
+    profile.update(dtype="float32")
+    with rasterio.open(tmp_path / "bright.tif", "w", **profile) as dst:
+        dst.write(np.where(data == 0, 0, data.astype(np.float32) * 3 + 5000))
+    with pytest.warns(DriftWarning) as caught:
+        predict(run, [tmp_path / "bright.tif"], tmp_path / "pred.tif")
+    messages = [str(w.message) for w in caught]
+    assert any("is float32 but the model was trained on uint16" in m for m in messages)
+    assert any("band means far from the training data's: B1" in m for m in messages)
+
+
+def test_bad_options(tmp_path, trained_run):
+    run, folder = trained_run
+    with pytest.raises(InputError, match=r"--overlap must be a fraction in \[0, 1\)"):
+        predict(run, [folder / "scene.tif"], tmp_path / "p.tif",
+                options=PredictOptions(overlap=1.0))
+    with pytest.raises(InputError, match="is the scene itself"):
+        predict(run, [folder / "scene.tif"], folder / "scene.tif", overwrite=True)
+
+
+def test_memory_stays_flat_as_the_scene_grows(tmp_path, trained_run):
+    """Predicting a scene 10× taller raises peak memory by far less than its extra size.
+
+    One fresh process predicts the small scene, then the large one, and reports its peak
+    resident memory after each; GDAL's block cache is held at 4 MB, so what grows is ours."""
+    run, _ = trained_run
+    paths = []
+    for rows in (2048, 20480):
+        data = np.random.default_rng(0).integers(1, 3000, (6, rows, 128), dtype=np.uint16)
+        paths.append(write_raster(tmp_path / f"s{rows}.tif", data, nodata=0, tiled=True,
+                                  blockxsize=128, blockysize=128, compress="deflate"))
+    script = textwrap.dedent(f"""
+        import resource, sys
+        from scratchsat.prediction import predict, PredictOptions
+        for scene in sys.argv[1:]:
+            predict({str(run)!r}, [scene], scene + ".pred.tif",
+                    options=PredictOptions(batch_size=8))
+            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", script, *map(str, paths)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "GDAL_CACHEMAX": "4"})
+    small, large = map(float, out.stdout.split())
+    extra = 6 * 4 * 128 * (20480 - 2048) / 2**20  # the large scene's extra pixels as float32
+    assert large - small < 0.25 * extra, (small, large)
