@@ -455,6 +455,80 @@ def predict(
         say(f"wrote {path}")
 
 
+@app.command()
+@handle_errors
+def evaluate(
+    prediction: Annotated[Path, typer.Argument(help="Class map written by `scratchsat predict`.")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            "--labels", "-l", help="Label raster, or vector file (GeoJSON, GeoPackage, Shapefile)."
+        ),
+    ],
+    label_field: Annotated[
+        str | None, typer.Option(help="Attribute of vector labels holding the class.")
+    ] = None,
+    background: Annotated[
+        str | None, typer.Option(help="Class name for pixels no polygon covers (default: ignored).")
+    ] = None,
+    tiles: Annotated[
+        Path | None, typer.Option(help="Tiles folder of the scene, to score one --split only.")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="train, val or test: only the pixels of that split's patches."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
+) -> None:
+    """Score a class map against labels: accuracy, per-class IoU/F1/precision/recall, confusion.
+
+    Example: scratchsat evaluate pred.tif --labels landuse.gpkg --label-field fclass
+    --tiles tiles/brandenburg --split test --json scores.json
+    """
+    from .evaluation import evaluate as run_evaluate
+    from .raster import check_output
+
+    if json_out is not None:
+        check_output(json_out, overwrite)
+    with progress_bar("evaluate") as callback:
+        result = run_evaluate(prediction, labels, label_field=label_field, background=background,
+                              tiles=tiles, split=split, progress=callback)
+    print_scores(result)
+    if json_out is not None:
+        from .bundle import write_json
+
+        write_json(json_out, result)
+        say(f"wrote {json_out}")
+
+
+def print_scores(result: dict) -> None:
+    """The per-class table and the overall figures, on stdout."""
+    from rich.table import Table
+
+    table = Table(title=f"{result['prediction']} vs {result['labels']}", title_justify="left")
+    for column in ("code", "class", "IoU", "F1", "precision", "recall", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+
+    def number(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    for c in result["classes"]:
+        table.add_row(str(c["code"]), c["name"], number(c["iou"]), number(c["f1"]),
+                      number(c["precision"]), number(c["recall"]), f"{c['support']:,}")
+    console = Console()
+    console.print(table)
+    where = f", {result['split']} split" if result["split"] else ""
+    console.print(
+        f"overall accuracy {number(result['overall_accuracy'])}  mean IoU "
+        f"{number(result['mean_iou'])}  macro F1 {number(result['macro_f1'])}  "
+        f"({result['pixels']:,} pixels{where})",
+        highlight=False,
+    )
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="scratchsat")
