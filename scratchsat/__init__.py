@@ -1,8 +1,9 @@
 """scratchsat: train CNNs from scratch on multi-band satellite imagery.
 
 The Python API mirrors the CLI: ``stack``, ``tile`` (with ``TileOptions``), ``train`` (with
-``TrainConfig``), ``build_model``, ``load_bundle`` and the synthetic scene generator
-``write_scene``. The torch-based names load on first use, so ``import scratchsat`` stays fast.
+``TrainConfig``), ``predict`` (with ``PredictOptions``), ``evaluate``, ``build_model``,
+``register_model``, ``load_bundle`` and the synthetic scene generator ``write_scene``. The
+torch-based names load on first use, so ``import scratchsat`` stays fast.
 """
 
 __version__ = "0.1.0"
@@ -17,6 +18,10 @@ _LAZY = {
     "TrainConfig": ("run", "TrainConfig"),
     "build_model": ("models", "build_model"),
     "ModelConfig": ("models", "ModelConfig"),
+    "register_model": ("models", "register_model"),
+    "predict": ("prediction", "predict"),
+    "PredictOptions": ("prediction", "PredictOptions"),
+    "evaluate": ("evaluation", "evaluate"),
     "load_bundle": ("bundle", "load_bundle"),
     "PatchDataset": ("dataset", "PatchDataset"),
 }

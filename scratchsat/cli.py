@@ -351,16 +351,34 @@ def train(
     from .training import train as run_train
 
     config = TrainConfig(
-        model=model, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        optimizer=optimizer, schedule=schedule, aug=aug, class_weights=class_weights,
-        label_smoothing=label_smoothing, amp=amp, channels_last=channels_last, compile=compile,
-        device=device, workers=workers, seed=seed, patience=patience, width=width, depth=depth,
-        activation=activation, norm=norm, init=init,
+        model=model,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        optimizer=optimizer,
+        schedule=schedule,
+        aug=aug,
+        class_weights=class_weights,
+        label_smoothing=label_smoothing,
+        amp=amp,
+        channels_last=channels_last,
+        compile=compile,
+        device=device,
+        workers=workers,
+        seed=seed,
+        patience=patience,
+        width=width,
+        depth=depth,
+        activation=activation,
+        norm=norm,
+        init=init,
     )
     try:
         with progress_bar("train") as callback:
-            report = run_train(tiles, out, config, resume=resume, overwrite=overwrite,
-                               progress=callback, log=say)
+            report = run_train(
+                tiles, out, config, resume=resume, overwrite=overwrite, progress=callback, log=say
+            )
     except TrainingInterrupted as stop:
         stderr.print(
             f"Interrupted at epoch {stop.epoch}, step {stop.step}; a checkpoint is saved in "
@@ -494,8 +512,15 @@ def evaluate(
     if json_out is not None:
         check_output(json_out, overwrite)
     with progress_bar("evaluate") as callback:
-        result = run_evaluate(prediction, labels, label_field=label_field, background=background,
-                              tiles=tiles, split=split, progress=callback)
+        result = run_evaluate(
+            prediction,
+            labels,
+            label_field=label_field,
+            background=background,
+            tiles=tiles,
+            split=split,
+            progress=callback,
+        )
     print_scores(result)
     if json_out is not None:
         from .bundle import write_json
@@ -516,8 +541,15 @@ def print_scores(result: dict) -> None:
         return "–" if value is None else f"{value:.3f}"
 
     for c in result["classes"]:
-        table.add_row(str(c["code"]), c["name"], number(c["iou"]), number(c["f1"]),
-                      number(c["precision"]), number(c["recall"]), f"{c['support']:,}")
+        table.add_row(
+            str(c["code"]),
+            c["name"],
+            number(c["iou"]),
+            number(c["f1"]),
+            number(c["precision"]),
+            number(c["recall"]),
+            f"{c['support']:,}",
+        )
     console = Console()
     console.print(table)
     where = f", {result['split']} split" if result["split"] else ""
@@ -527,6 +559,63 @@ def print_scores(result: dict) -> None:
         f"({result['pixels']:,} pixels{where})",
         highlight=False,
     )
+
+
+@app.command()
+@handle_errors
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
+        "scratchsat-demo"
+    ),
+    epochs: Annotated[
+        int | None, typer.Option(help="Training epochs (default: 12 on the CPU, 40 on a GPU).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an earlier demo in --out.")] = False,
+) -> None:
+    """Run the whole flow on synthetic scenes: tile, train from scratch, predict, evaluate.
+
+    Leaves both scenes, the tiles, the run folder, the prediction GeoTIFF and pictures in --out.
+
+    Example: scratchsat demo --out scratchsat-demo
+    """
+    from .demo import demo as run_demo
+
+    result = run_demo(
+        out, epochs=epochs, device=device, overwrite=overwrite, bars=progress_bar, log=say
+    )
+    files = result["files"]
+    typer.echo(
+        f"Unseen scene: overall accuracy {result['overall_accuracy']:.3f}, mean IoU "
+        f"{result['mean_iou']:.3f}\n"
+        f"  prediction   {files['prediction']} (open it in QGIS: the legend names the classes)\n"
+        f"  pictures     {', '.join(files['pictures'])}\n"
+        f"  model bundle {files['run']}\n  tiles        {files['tiles']}\n"
+        f"  scenes       {', '.join(files['scenes'])}"
+    )
+
+
+@app.command()
+@handle_errors
+def info(
+    path: Annotated[Path, typer.Argument(help="A raster, a tiles folder or a run folder.")],
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+) -> None:
+    """Describe a raster, a tiles folder or a model bundle.
+
+    Example: scratchsat info tiles/brandenburg
+    """
+    import json
+
+    from .info import describe
+
+    described = describe(path)
+    if json_output:
+        typer.echo(json.dumps(described, indent=2))
+        return
+    from .info_view import show
+
+    show(described, Console())
 
 
 def main() -> None:

@@ -16,9 +16,9 @@ from .errors import DatasetError, InputError
 from .labels import IGNORE_INDEX
 from .windows import SPLITS
 
-ARRAYS = {
-    "segmentation": ("images", "masks", "labels", "splits", "windows"),
-    "classification": ("images", "labels", "splits", "windows"),
+ARRAYS = {  # what training needs (chip folders have no windows.npy: chips have no scene)
+    "segmentation": ("images", "masks", "labels", "splits"),
+    "classification": ("images", "labels", "splits"),
 }
 
 

@@ -11,6 +11,7 @@ polygons of equal area keep file order, the later one winning.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,7 +315,19 @@ def label_classes(spec: LabelSpec, grids: Sequence[Grid]) -> list[ClassInfo]:
             f"{spec.path}: no labelled pixel over the scene (all nodata); check "
             "the label raster's nodata value and extent"
         )
-    return build_classes(sorted(codes))
+    names = raster_class_names(spec.path)
+    return build_classes(sorted(codes), [names.get(c, str(c)) for c in sorted(codes)])
+
+
+def raster_class_names(path: Path) -> dict[int, str]:
+    """Class names a label raster carries in its ``CLASSES`` tag (as scratchsat's class maps
+    and synthetic scenes do), by code; empty when it has none."""
+    with open_raster(path) as src:
+        text = src.tags().get("CLASSES")
+    try:
+        return {int(c["code"]): str(c["name"]) for c in json.loads(text)} if text else {}
+    except (ValueError, TypeError, KeyError):
+        return {}
 
 
 def read_ids(

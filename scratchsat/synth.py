@@ -9,6 +9,7 @@ fine roof-and-shadow texture, so telling them apart takes spatial context, not o
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,8 +140,11 @@ def write_scene(
     origin: tuple[float, float] = (399_960.0, 5_800_020.0),
     region_scale: float | None = None,
 ) -> SynthScene:
-    """Write a synthetic scene GeoTIFF and its label raster (codes 1–4, nodata 0)."""
+    """Write a synthetic scene GeoTIFF and its label raster (codes 1–4, nodata 0; class names
+    in the raster's ``CLASSES`` tag, which ``tile`` reads)."""
     image, labels, _ = synth_arrays(width, height, count, seed, region_scale)
+    for folder in {Path(path).parent, Path(labels_path).parent}:
+        folder.mkdir(parents=True, exist_ok=True)
     names = S2_BANDS if count == len(S2_BANDS) else tuple(f"B{i}" for i in range(1, count + 1))
     transform = from_origin(origin[0], origin[1], resolution, resolution)
     common = {
@@ -158,6 +162,7 @@ def write_scene(
         labels_path, "w", count=1, dtype="uint8", nodata=LABEL_NODATA, **common
     ) as dst:
         dst.write(labels, 1)
+        dst.update_tags(CLASSES=json.dumps([{"code": c, "name": n} for c, n, _ in CLASSES]))
     return SynthScene(
         Path(path),
         Path(labels_path),

@@ -1,14 +1,60 @@
+"""Every example runs with fast settings and produces what it says."""
+
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import rasterio
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
-def test_tile_synthetic_example_runs(tmp_path):
-    proc = subprocess.run([sys.executable, str(EXAMPLES / "tile_synthetic.py"), str(tmp_path)],
-                          capture_output=True, text=True, check=True)
+def run(name: str, *args) -> str:
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def figure(pattern: str, text: str) -> float:
+    return float(re.search(pattern, text).group(1))
+
+
+def test_synthetic_flow(tmp_path):
+    out = run("synthetic_flow.py", tmp_path, 4)
+    assert figure(r"unseen scene: accuracy ([\d.]+)", out) > 0.7
+    assert "water" in out and "built-up" in out
+    with rasterio.open(tmp_path / "unseen_classes.tif") as pred, \
+            rasterio.open(tmp_path / "unseen.tif") as scene:
+        assert pred.transform == scene.transform and pred.shape == scene.shape
+
+
+def test_sentinel2_band_files(tmp_path):
+    out = run("sentinel2_bands.py", tmp_path, 3)
+    with rasterio.open(tmp_path / "bands" / "T33UUU_20170216T102101_B01.tif") as b01:
+        assert b01.res == (60.0, 60.0)
+    with rasterio.open(tmp_path / "scene.tif") as scene:
+        assert scene.count == 13 and scene.res == (10.0, 10.0) and scene.width == 480
+        assert scene.descriptions[0] == "B01" and scene.descriptions[-1] == "B12"
     info = json.loads((tmp_path / "tiles" / "dataset.json").read_text())
-    assert f"{info['patches']} patches of 32 px" in proc.stdout
-    assert [c["name"] for c in info["classes"]] == ["1", "2", "3", "4"]
+    assert [c["name"] for c in info["classes"]] == ["bare soil", "built-up", "vegetation", "water"]
+    assert figure(r"validation accuracy ([\d.]+)", out) > 0.5
+    assert "480 × 480 px" in out
+
+
+def test_chip_classification(tmp_path):
+    out = run("chip_classification.py", tmp_path, 3)
+    info = json.loads((tmp_path / "tiles" / "dataset.json").read_text())
+    assert info["task"] == "classification" and len(info["classes"]) == 4
+    assert "chips in bare-soil, built-up, vegetation, water" in out
+    assert figure(r"test accuracy ([\d.]+)", out) > 0.4  # 4 classes: chance is about 0.25
+
+
+def test_custom_model_and_augmentation(tmp_path):
+    out = run("custom_model_and_augmentation.py", tmp_path, 4)
+    assert figure(r"validation accuracy ([\d.]+)", out) > 0.6
+    assert "reloaded DilatedFCN" in out
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert meta["model"]["name"] == "dilated-fcn" and meta["model"]["in_channels"] == 8

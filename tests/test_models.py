@@ -115,3 +115,22 @@ def test_bad_choices_list_the_allowed_values():
         build_model("simple", 3, 2, "classification", activation="tanh")
     with pytest.raises(InputError, match="unknown normalisation 'layer'; choose one of batch"):
         build_model("unet", 3, 2, "segmentation", norm="layer")
+
+
+def test_a_registered_model_builds_by_name_and_random_init_applies():
+    from scratchsat.models import FACTORIES, register_model
+
+    def tiny(config):
+        return torch.nn.Conv2d(config.in_channels, config.num_classes, 1)
+
+    register_model("tiny-fcn", "segmentation", tiny)
+    try:
+        model = build_model("tiny-fcn", 5, 3, "segmentation")
+        assert model(torch.randn(1, 5, 8, 8)).shape == (1, 3, 8, 8)
+        with pytest.raises(InputError, match="tiny-fcn is a segmentation model"):
+            build_model("tiny-fcn", 5, 3, "classification")
+        with pytest.raises(InputError, match="'unet' is a built-in model"):
+            register_model("unet", "segmentation", tiny)
+    finally:
+        MODELS.pop("tiny-fcn")
+        FACTORIES.pop("tiny-fcn")

@@ -6,6 +6,7 @@ rebuilds its network without the training settings.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 from torch import nn
@@ -28,6 +29,7 @@ MODELS = {
     "resnet50-unet": "segmentation",
 }
 DEFAULT_MODEL = {"segmentation": "unet", "classification": "resnet18"}
+FACTORIES: dict[str, Callable[[ModelConfig], nn.Module]] = {}  # models added by register_model
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,21 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         return cls(**data)
+
+
+def register_model(name: str, task: str, factory: Callable[[ModelConfig], nn.Module]) -> None:
+    """Make your own network trainable and loadable by name.
+
+    ``factory(config)`` gets the :class:`ModelConfig` (``in_channels``, ``num_classes``,
+    ``width``, ``depth``, …) and returns a module mapping (N, C, H, W) to (N, K, H, W) logits
+    (segmentation) or (N, K) (classification). A bundle of such a model records only the name,
+    so the process that loads it must register the same name first.
+    """
+    check_choice("task", task, TASKS)
+    if name in MODELS and name not in FACTORIES:
+        raise InputError(f"{name!r} is a built-in model; register yours under another name")
+    MODELS[name] = task
+    FACTORIES[name] = factory
 
 
 def models_for(task: str) -> list[str]:
@@ -96,8 +113,10 @@ def build_model(
         config = ModelConfig(name, in_channels, num_classes, task, **options)
     config = check_config(config)
     c = config
-    if c.name == "simple":
-        model: nn.Module = SimpleCNN(
+    if c.name in FACTORIES:
+        model: nn.Module = FACTORIES[c.name](c)
+    elif c.name == "simple":
+        model = SimpleCNN(
             c.in_channels, c.num_classes, c.width, c.depth or 3, c.activation, c.norm
         )
     elif c.name == "unet":
@@ -119,4 +138,12 @@ def build_model(
     return model
 
 
-__all__ = ["DEPTHS", "MODELS", "ModelConfig", "build_model", "check_config", "models_for"]
+__all__ = [
+    "DEPTHS",
+    "MODELS",
+    "ModelConfig",
+    "build_model",
+    "check_config",
+    "models_for",
+    "register_model",
+]

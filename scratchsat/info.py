@@ -1,0 +1,126 @@
+"""``scratchsat info``: what a raster, a tiles folder or a model bundle holds, as a dict."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+from rasterio.enums import Resampling
+
+from .errors import InputError
+from .raster import band_names, open_raster, valid_mask
+
+SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """Describe ``path``: a tiles folder (has dataset.json), a model bundle (a run folder or a
+    model.json) or a raster; ``kind`` says which."""
+    path = Path(path)
+    if path.is_dir() and (path / "dataset.json").exists():
+        return describe_tiles(path)
+    if (path.is_dir() and (path / "model.json").exists()) or path.suffix == ".json":
+        return describe_bundle(path)
+    if path.is_dir():
+        raise InputError(
+            f"{path} is a folder without dataset.json or model.json; pass a raster, a tiles "
+            "folder from `scratchsat tile` or a run folder from `scratchsat train`"
+        )
+    return describe_raster(path)
+
+
+def describe_raster(path: Path) -> dict:
+    """Size, bands, dtype, nodata, CRS, resolution, bounds and per-band statistics of valid
+    pixels (from a read shrunk to at most SAMPLE_SIDE pixels a side, so approximate)."""
+    with open_raster(path) as src:
+        scale = max(1.0, max(src.width, src.height) / SAMPLE_SIDE)
+        shape = (src.count, max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+        valid = valid_mask(data, src.nodata)
+        bands = []
+        for name, band in zip(band_names(src), data, strict=True):
+            values = band[valid].astype(np.float64)
+            stats = (
+                {
+                    "min": values.min(),
+                    "max": values.max(),
+                    "mean": values.mean(),
+                    "std": values.std(),
+                }
+                if values.size
+                else {}
+            )
+            bands.append({"name": name, **{k: float(v) for k, v in stats.items()}})
+        return {
+            "kind": "raster",
+            "path": str(path),
+            "driver": src.driver,
+            "width": src.width,
+            "height": src.height,
+            "count": src.count,
+            "dtype": src.dtypes[0],
+            "nodata": src.nodata,
+            "crs": src.crs.to_string() if src.crs else None,
+            "resolution": list(src.res),
+            "bounds": list(src.bounds),
+            "valid_fraction": float(valid.mean()),
+            "statistics": f"valid pixels of a read shrunk by {scale:.3g}"
+            if scale > 1
+            else "valid pixels, all",
+            "bands": bands,
+            "classes": json.loads(src.tags()["CLASSES"]) if "CLASSES" in src.tags() else None,
+        }
+
+
+def describe_tiles(folder: Path) -> dict:
+    info = json.loads((folder / "dataset.json").read_text())
+    return {
+        "kind": "tiles",
+        "path": str(folder),
+        "task": info["task"],
+        "patch_size": info["patch_size"],
+        "patches": info["patches"],
+        "splits": info["splits"],
+        "dtype": info["dtype"],
+        "nodata": info["nodata"],
+        "bands": info["bands"],
+        "classes": [
+            {k: c[k] for k in ("code", "name", "pixels", "patches")} for c in info["classes"]
+        ],
+        "skipped": info["skipped"],
+        "sources": [s["path"] for s in info["sources"]],
+    }
+
+
+def describe_bundle(path: Path) -> dict:
+    from .bundle import load_bundle
+
+    bundle = load_bundle(path)
+    meta = bundle.meta
+    report_path = bundle.path.with_name("report.json")
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    scores = {}
+    for split in ("val", "test"):
+        if report and report.get(split):
+            scores[split] = {
+                k: report[split][k] for k in ("overall_accuracy", "mean_iou", "macro_f1")
+            }
+    return {
+        "kind": "model",
+        "path": str(bundle.path),
+        "model": meta["model"],
+        "parameters": sum(p.numel() for p in bundle.model.parameters()),
+        "task": meta["task"],
+        "patch_size": meta["patch_size"],
+        "bands": [{k: b[k] for k in ("name", "mean", "std")} for b in meta["bands"]],
+        "dtype": meta["dtype"],
+        "nodata": meta["nodata"],
+        "classes": meta["classes"],
+        "epoch": meta.get("epoch"),
+        "validation": meta.get("metrics"),
+        "scores": scores,
+        "training": meta.get("training"),
+        "scratchsat_version": meta.get("scratchsat_version"),
+    }

@@ -1,0 +1,151 @@
+"""Render what :mod:`scratchsat.info` found as tables on a rich console (for the CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence]) -> Table:
+    out = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        out.add_column(column, justify="left" if i < 2 else "right")
+    for row in rows:
+        out.add_row(*[cell if isinstance(cell, str) else number(cell) for cell in row])
+    return out
+
+
+def number(value: float) -> str:
+    """Whole numbers and large values with thousands separators, others to 4 digits."""
+    if float(value).is_integer() or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def show(info: dict, console: Console) -> None:
+    {"raster": show_raster, "tiles": show_tiles, "model": show_model}[info["kind"]](info, console)
+
+
+def lines(console: Console, pairs: Sequence[tuple[str, object]]) -> None:
+    for key, value in pairs:
+        console.print(f"[bold]{key:<12}[/] {value}", highlight=False)
+
+
+def show_raster(info: dict, console: Console) -> None:
+    west, south, east, north = info["bounds"]
+    lines(
+        console,
+        [
+            ("raster", f"{info['path']} ({info['driver']})"),
+            (
+                "size",
+                f"{info['width']} × {info['height']} px, {info['count']} bands of {info['dtype']}",
+            ),
+            ("nodata", info["nodata"]),
+            ("crs", info["crs"]),
+            ("resolution", " × ".join(f"{r:g}" for r in info["resolution"])),
+            ("bounds", f"west {west:.6g}, south {south:.6g}, east {east:.6g}, north {north:.6g}"),
+            ("valid", f"{info['valid_fraction']:.1%} of pixels"),
+        ],
+    )
+    rows = [
+        (
+            str(i),
+            b["name"],
+            b.get("min", "–"),
+            b.get("max", "–"),
+            b.get("mean", "–"),
+            b.get("std", "–"),
+        )
+        for i, b in enumerate(info["bands"], start=1)
+    ]
+    console.print(
+        table(
+            f"bands (statistics over {info['statistics']})",
+            ["#", "name", "min", "max", "mean", "std"],
+            rows,
+        )
+    )
+    if info["classes"]:
+        console.print(
+            table(
+                "classes (CLASSES tag)",
+                ["code", "name"],
+                [(str(c["code"]), c["name"]) for c in info["classes"]],
+            )
+        )
+
+
+def show_tiles(info: dict, console: Console) -> None:
+    splits = ", ".join(f"{n} {k}" for k, n in info["splits"].items())
+    skipped = ", ".join(f"{n} {k}" for k, n in info["skipped"].items() if n) or "none"
+    lines(
+        console,
+        [
+            ("tiles", info["path"]),
+            ("task", info["task"]),
+            ("patches", f"{info['patches']:,} of {info['patch_size']} px ({splits})"),
+            ("skipped", skipped),
+            ("data", f"{len(info['bands'])} bands of {info['dtype']}, nodata {info['nodata']}"),
+            ("sources", ", ".join(info["sources"])),
+        ],
+    )
+    console.print(
+        table(
+            "classes",
+            ["code", "name", "pixels", "patches"],
+            [(str(c["code"]), c["name"], c["pixels"], c["patches"]) for c in info["classes"]],
+        )
+    )
+    console.print(
+        table(
+            "band statistics (valid pixels)",
+            ["#", "name", "mean", "std", "p2", "p98"],
+            [
+                (str(i), b["name"], b["mean"], b["std"], b["p2"], b["p98"])
+                for i, b in enumerate(info["bands"], start=1)
+            ],
+        )
+    )
+
+
+def show_model(info: dict, console: Console) -> None:
+    model = info["model"]
+    settings = ", ".join(
+        f"{k} {v}"
+        for k, v in model.items()
+        if k not in ("name", "in_channels", "num_classes", "task")
+    )
+    names = [b["name"] for b in info["bands"]]
+    scores = (
+        "; ".join(
+            f"{split}: accuracy {s['overall_accuracy']:.3f}, mean IoU {s['mean_iou']:.3f}, "
+            f"macro F1 {s['macro_f1']:.3f}"
+            for split, s in info["scores"].items()
+        )
+        or "no report.json"
+    )
+    lines(
+        console,
+        [
+            ("model", f"{info['path']} (scratchsat {info['scratchsat_version']})"),
+            ("network", f"{model['name']} for {info['task']}, {info['parameters']:,} parameters"),
+            ("settings", settings),
+            (
+                "bands",
+                f"{len(names)} of {info['dtype']} (nodata {info['nodata']}): {', '.join(names)}",
+            ),
+            ("patches", f"{info['patch_size']} px"),
+            ("epoch", info["epoch"]),
+            ("scores", scores),
+        ],
+    )
+    console.print(
+        table(
+            "classes",
+            ["code", "name", "colour"],
+            [(str(c["code"]), c["name"], c["colour"]) for c in info["classes"]],
+        )
+    )

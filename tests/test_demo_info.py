@@ -1,0 +1,71 @@
+"""`scratchsat demo` runs the whole flow; `scratchsat info` describes what it left."""
+
+import json
+import re
+
+import pytest
+from conftest import write_raster
+from typer.testing import CliRunner
+
+from scratchsat.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo_folder(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    result = runner.invoke(app, ["demo", "--out", str(out), "--epochs", "6"])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_demo_trains_predicts_and_scores_an_unseen_scene(demo_folder):
+    out, output = demo_folder
+    accuracy = float(re.search(r"Unseen scene: overall accuracy ([\d.]+)", output).group(1))
+    assert accuracy > 0.8  # four classes; an untrained or broken pipeline scores ≈ 0.3
+    scores = json.loads((out / "unseen_scores.json").read_text())
+    assert scores["overall_accuracy"] == pytest.approx(accuracy, abs=1e-3)
+    for name in ("scene.tif", "unseen.tif", "unseen_prediction.tif", "unseen_quicklook.png",
+                 "scene_quicklook.png", "run/curves.png", "run/confusion.png",
+                 "run/model.json", "tiles/dataset.json", "unseen_prediction.qml"):
+        assert (out / name).exists(), name
+    for png in out.rglob("*.png"):
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert [c["name"] for c in scores["classes"]] == ["water", "vegetation", "bare soil",
+                                                      "built-up"]
+    again = runner.invoke(app, ["demo", "--out", str(out)])
+    assert again.exit_code == 1 and "holds an earlier demo; pass --overwrite" in again.output
+
+
+def test_info_on_a_raster_tiles_and_a_model(demo_folder):
+    out, _ = demo_folder
+    raster = runner.invoke(app, ["info", str(out / "scene.tif")])
+    assert raster.exit_code == 0, raster.output
+    assert "512 × 512 px, 13 bands of uint16" in raster.output and "EPSG:32633" in raster.output
+    assert "B8A" in raster.output
+    tiles = runner.invoke(app, ["info", str(out / "tiles")])
+    assert "segmentation" in tiles.output and "bare soil" in tiles.output
+    model = runner.invoke(app, ["info", str(out / "run")])
+    assert model.exit_code == 0, model.output
+    assert "unet for segmentation" in model.output and "parameters" in model.output
+    described = json.loads(runner.invoke(app, ["info", "--json", str(out / "run")]).output)
+    assert described["kind"] == "model" and described["parameters"] > 10_000
+    assert described["scores"]["test"]["overall_accuracy"] > 0.5
+    described = json.loads(runner.invoke(app, ["info", "--json",
+                                                str(out / "unseen_prediction.tif")]).output)
+    assert described["classes"][0]["name"] == "water"
+
+
+def test_info_errors(tmp_path):
+    result = runner.invoke(app, ["info", str(tmp_path)])
+    assert result.exit_code == 1 and "without dataset.json or model.json" in result.output
+    result = runner.invoke(app, ["info", str(tmp_path / "none.tif")])
+    assert result.exit_code == 1 and "none.tif: no such file" in result.output
+    import numpy as np
+
+    write_raster(tmp_path / "tiny.tif", np.arange(12, dtype=np.uint8).reshape(3, 4), nodata=0)
+    result = runner.invoke(app, ["info", "--json", str(tmp_path / "tiny.tif")])
+    described = json.loads(result.output)
+    assert described["bands"][0]["min"] == 1 and described["bands"][0]["max"] == 11
+    assert described["valid_fraction"] == pytest.approx(11 / 12)
