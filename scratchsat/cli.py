@@ -347,6 +347,7 @@ def train(
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
     """
     from .errors import TrainingInterrupted
+    from .report import LABELS
     from .training import TrainConfig
     from .training import train as run_train
 
@@ -391,7 +392,7 @@ def train(
     metric = report["metric"]
     say(
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
-        f"{metric.replace('_', ' ')} {final[metric]:.3f}; model bundle in {out}"
+        f"{LABELS[metric]} {final[metric]:.3f}; model bundle in {out}"
     )
 
 

@@ -11,6 +11,8 @@ import numpy as np
 
 from .bundle import replace_atomically
 
+LABELS = {"mean_iou": "mean IoU", "macro_f1": "macro F1", "overall_accuracy": "accuracy"}
+
 
 def metric_name(task: str) -> str:
     """The validation score that picks the best epoch."""
@@ -71,7 +73,7 @@ def plot_curves(path: Path, history: Sequence[dict], task: str) -> None:
     left.legend()
     metric = metric_name(task)
     right.plot(epochs, [r["val_overall_accuracy"] for r in history], "o-", label="overall accuracy")
-    right.plot(epochs, [r[f"val_{metric}"] for r in history], "o-", label=metric.replace("_", " "))
+    right.plot(epochs, [r[f"val_{metric}"] for r in history], "o-", label=LABELS[metric])
     right.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0, 1))
     right.legend()
     for ax in (left, right):

@@ -24,7 +24,7 @@ from .bundle import save_bundle, save_checkpoint, save_weights, write_json
 from .errors import DivergedError, TrainingInterrupted
 from .labels import IGNORE_INDEX
 from .metrics import scores, update_confusion
-from .report import epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
+from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
 from .run import Run, TrainConfig, bundle_meta, checkpoint_state, setup
 
 REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
@@ -199,6 +199,6 @@ def epoch_line(run: Run, epoch: int, train: dict, val: dict, improved: bool) -> 
     return (
         f"epoch {epoch:>3}/{run.config.epochs}  train loss {train['loss']:.4f}  "
         f"val loss {val['loss']:.4f}  accuracy {val['overall_accuracy']:.3f}  "
-        f"{metric.replace('_', ' ')} {val[metric]:.3f}  {train['samples_per_s']:.0f} samples/s"
+        f"{LABELS[metric]} {val[metric]:.3f}  {train['samples_per_s']:.0f} samples/s"
         + ("  *" if improved else "")
     )
