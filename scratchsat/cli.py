@@ -321,6 +321,14 @@ def train(
         typer.Option(help="DataLoader worker processes (default: 0 on the CPU, up to 8 on a GPU)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of weights, batch order and augmentation.")] = 0,
+    batch_augment: Annotated[
+        bool | None,
+        typer.Option(
+            "--batch-augment/--no-batch-augment",
+            help="Normalise and apply d4 per batch on the device, not per patch in workers "
+            "(default: on for GPUs; aug none or d4 only).",
+        ),
+    ] = None,
     patience: Annotated[
         int | None,
         typer.Option(help="Stop after this many epochs without a better validation score."),
@@ -368,6 +376,7 @@ def train(
         device=device,
         workers=workers,
         seed=seed,
+        batch_augment=batch_augment,
         patience=patience,
         width=width,
         depth=depth,
@@ -617,6 +626,49 @@ def info(
     from .info_view import show
 
     show(described, Console())
+
+
+@app.command()
+@handle_errors
+def bench(
+    quick: Annotated[
+        bool, typer.Option(help="Small sizes: under 2 minutes on a 2-core CPU.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
+) -> None:
+    """Measure tile, load, train and predict throughput, each beside its bound in the same run.
+
+    Example: scratchsat bench --quick --json bench.json
+    """
+    from rich.table import Table
+
+    from .bench import rows, run_benchmarks
+    from .raster import check_output
+
+    if json_out is not None:
+        check_output(json_out, overwrite)
+    result = run_benchmarks(quick=quick, device=device, log=say)
+    hw = result["hardware"]
+    versions = ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
+    table = Table(
+        title=f"{hw['cpu']}, {hw['cores']} cores; GPU: {hw['gpu'] or 'none'}; "
+        f"device {hw['device']}\n{versions}",
+        title_justify="left",
+    )
+    for column in ("what", "measured", "bound (same run)", "ratio"):
+        table.add_column(column, justify="right" if column == "ratio" else "left")
+    for row in rows(result):
+        table.add_row(*row)
+    Console().print(table)
+    if json_out is not None:
+        from .bundle import write_json
+
+        write_json(json_out, result)
+        say(f"wrote {json_out}")
 
 
 def main() -> None:

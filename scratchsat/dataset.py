@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import AugmentSpec, build_augment
+from .batch import raw_view
 from .errors import DatasetError, InputError
 from .labels import IGNORE_INDEX
 from .windows import SPLITS
@@ -134,8 +135,12 @@ class PatchDataset(Dataset):
         tiles: str | os.PathLike | Tiles,
         split: str | None = "train",
         augment: AugmentSpec = None,
+        raw: bool = False,
     ) -> None:
         self.tiles = tiles if isinstance(tiles, Tiles) else read_tiles(tiles)
+        self.raw = raw  # items stay raw for batch.normalise_batch/d4_batch on the device
+        if raw and augment is not None:
+            raise InputError("raw patches are augmented on the device; pass augment=None")
         if split is not None and split not in SPLITS:
             raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.split = split
@@ -165,9 +170,11 @@ class PatchDataset(Dataset):
         name = "masks" if self.tiles.task == "segmentation" else "labels"
         return np.load(self.tiles.folder / f"{name}.npy", mmap_mode="r")[self.indices]
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = int(self.indices[index])
+        if self.raw:
+            return self.raw_item(row, seed)
         arrays, tiles = self.arrays(), self.tiles
         image = normalise(arrays["images"][row], tiles.mean, tiles.std, tiles.nodata)
         if tiles.task == "segmentation":
@@ -178,6 +185,16 @@ class PatchDataset(Dataset):
         if self.augment is not None:
             image, _ = self.augment(image, None, seed)
         return torch.from_numpy(image), torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
+
+    def raw_item(self, row: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(raw patch as stored, int64 target, D4 symmetry 0–7 drawn from the item's seed)."""
+        arrays = self.arrays()
+        image = torch.from_numpy(raw_view(np.array(arrays["images"][row])))
+        if self.tiles.task == "segmentation":
+            target = torch.from_numpy(arrays["masks"][row].astype(np.int64))
+        else:
+            target = torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
+        return image, target, (seed % 8 if seed is not None else 0)
 
 
 __all__ = ["IGNORE_INDEX", "PatchDataset", "Tiles", "normalise", "read_tiles"]

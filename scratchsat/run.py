@@ -3,6 +3,7 @@ how it is set up from a tiles folder, and what its folder and checkpoints hold."
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -54,6 +55,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int | None = None  # None: 0 on the CPU, up to 8 with a GPU
     seed: int = 0
+    batch_augment: bool | None = None  # normalise + d4 per batch on the device (None: on GPUs)
     patience: int | None = None  # stop after this many epochs without a better val score
     width: int = 32
     depth: int | None = None
@@ -89,6 +91,19 @@ class Run:
     history: list[dict] = field(default_factory=list)
     best: float = -math.inf
     best_epoch: int = 0
+
+    @property
+    def raw(self) -> bool:
+        """Patches arrive raw and are normalised (and D4-augmented) on the device."""
+        return self.loaders["train"].dataset.raw
+
+    @functools.cached_property
+    def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band mean and std as (C,) tensors on the device."""
+        return (
+            torch.from_numpy(self.tiles.mean).to(self.device),
+            torch.from_numpy(self.tiles.std).to(self.device),
+        )
 
     @property
     def class_names(self) -> list[str]:
@@ -159,7 +174,9 @@ def build_loaders(
         "pin_memory": device.type == "cuda",
         "persistent_workers": workers > 0,
     }
-    train_set = PatchDataset(tiles, "train", augment if augment is not None else config.aug)
+    raw = on_device_augment(config, augment, device)
+    spec = None if raw else (augment if augment is not None else config.aug)
+    train_set = PatchDataset(tiles, "train", spec, raw=raw)
     sampler = EpochSampler(len(train_set), config.seed)
     loaders = {
         "train": DataLoader(
@@ -168,8 +185,18 @@ def build_loaders(
     }
     for split in ("val", "test"):
         if tiles.splits.get(split, 0):
-            loaders[split] = DataLoader(PatchDataset(tiles, split), **common)
+            loaders[split] = DataLoader(PatchDataset(tiles, split, raw=raw), **common)
     return loaders
+
+
+def on_device_augment(config: TrainConfig, augment, device: torch.device) -> bool:
+    """Whether patches travel raw and are normalised (and D4-augmented) per batch on the
+    device: by default on GPUs, where that is nearly free, and only for ``none`` and ``d4``
+    (``geo`` and custom pipelines interpolate, so they run in the DataLoader workers)."""
+    wanted = config.batch_augment
+    if wanted is None:
+        wanted = device.type != "cpu"
+    return wanted and augment is None and config.aug in ("none", "d4")
 
 
 def setup(

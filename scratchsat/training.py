@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from .batch import d4_batch, normalise_batch
 from .bundle import save_bundle, save_checkpoint, save_weights, write_json
 from .errors import DivergedError, TrainingInterrupted
 from .labels import IGNORE_INDEX
@@ -31,10 +32,18 @@ REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N 
 Progress = Callable[..., None]  # progress(done, total, **fields)
 
 
-def to_device(run: Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    fmt = torch.channels_last if run.channels_last else torch.contiguous_format
-    x = x.to(run.device, non_blocking=True, memory_format=fmt)
-    return x, y.to(run.device, non_blocking=True)
+def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch → (normalised float32 images, targets) on the device. Raw batches are
+    normalised here, and get their D4 symmetries when ``augment`` and the preset is d4."""
+    x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
+    if run.raw:
+        mean, std = run.band_stats
+        x = normalise_batch(x, run.tiles.dtype, mean, std, run.tiles.nodata)
+        if augment and run.config.aug == "d4":
+            x, y = d4_batch(x, y, batch[2])
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
 
 
 def autocast(run: Run):
@@ -54,8 +63,8 @@ def train_one_epoch(
     seen, step, begin = partial[1], start, time.perf_counter()
     first_bad = torch.tensor(-1, device=run.device)  # first step with a non-finite loss
     try:
-        for step, (x, y) in enumerate(run.loaders["train"], start=start + 1):
-            x, y = to_device(run, x, y)
+        for step, batch in enumerate(run.loaders["train"], start=start + 1):
+            x, y = to_device(run, batch, augment=True)
             with autocast(run):
                 loss = run.loss_fn(run.model(x), y)
             run.optimizer.zero_grad(set_to_none=True)
@@ -104,8 +113,8 @@ def evaluate(run: Run, split: str) -> dict:
     confusion = torch.zeros(k, k, dtype=torch.int64, device=run.device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)
     count = torch.zeros((), dtype=torch.int64, device=run.device)
-    for x, y in run.loaders[split]:
-        x, y = to_device(run, x, y)
+    for batch in run.loaders[split]:
+        x, y = to_device(run, batch, augment=False)
         with autocast(run):
             logits = run.model(x)
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")

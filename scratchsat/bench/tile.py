@@ -1,18 +1,16 @@
 """Tile throughput against the bound of the same file, measured in the same run.
 
-``python -m scratchsat.bench [SCENE] [--labels L] [--patch-size P] [--workers N]``
-
 The bound is one plain full read of the scene with GDAL's decoding threads on (all cores); the
 tiler's rate is MB/s of raw band data (width × height × bands × bytes per sample) from the
 start of ``tile`` to a finished folder. Without a scene, a synthetic 13-band uint16 scene
-(DEFLATE, 512 px blocks) is written first. This joins ``scratchsat bench`` later.
+(DEFLATE, 512 px blocks) is written first.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -20,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from .raster import GDAL_ENV, geotiff_profile
-from .synth import write_scene
-from .tiling import TileOptions, tile
+from ..raster import GDAL_ENV, geotiff_profile
+from ..synth import write_scene
+from ..tiling import TileOptions, tile
 
 
 def raw_megabytes(path: Path) -> float:
@@ -67,9 +65,11 @@ def bench_tile(
     workers: int | None = None,
     size: int = 2048,
     repeats: int = 2,
+    keep: Path | None = None,
 ) -> dict:
-    """Measure tile MB/s against the full-read bound; returns the figures."""
-    workers = workers or os.cpu_count() or 1
+    """Measure tile MB/s against the full-read bound; returns the figures. With ``keep``, the
+    scene, labels and the last tiles folder are copied there for the other benchmarks."""
+    workers = workers or 1
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         if scene is None:
@@ -92,6 +92,9 @@ def bench_tile(
             )
             tile_s = min(tile_s, time.perf_counter() - start)
         patches = len(np.load(out / "splits.npy"))
+        if keep is not None:
+            shutil.copytree(out, keep / "tiles", dirs_exist_ok=True)
+            shutil.copy(scene, keep / "scene.tif")
     return {
         "scene": str(scene),
         "megabytes": megabytes,
@@ -119,27 +122,3 @@ def _retile(src_path: Path, dst_path: Path) -> None:
         with rasterio.open(dst_path, "w", **profile) as dst:
             dst.write(src.read())
             dst.descriptions = src.descriptions
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scene", nargs="?", type=Path)
-    parser.add_argument("--labels", type=Path)
-    parser.add_argument("--patch-size", type=int, default=256)
-    parser.add_argument("--workers", type=int)
-    parser.add_argument("--size", type=int, default=2048, help="side of the synthetic scene")
-    args = parser.parse_args()
-    r = bench_tile(
-        args.scene, args.labels, patch_size=args.patch_size, workers=args.workers, size=args.size
-    )
-    print(f"scene      {r['scene']} ({r['megabytes']:.0f} MB raw, {r['patches']} patches)")
-    print(f"hardware   {r['cpu']}, {r['cores']} cores; tile with {r['workers']} workers")
-    print(f"full read  {r['read_mb_s']:8.1f} MB/s   (bound)")
-    print(
-        f"tile       {r['tile_mb_s']:8.1f} MB/s   {r['tile_patches_s']:.0f} patches/s   "
-        f"ratio {r['ratio']:.2f} of the bound"
-    )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,64 @@
+"""Batch-level work on the training device: normalisation and the exact D4 group per sample.
+
+With ``d4`` (or no) augmentation, DataLoader workers only slice raw patches out of the
+memory-mapped store; turning them into normalised float32 and flipping/rotating them happens
+here, on whole batches, where it is cheap (on a GPU, nearly free). Nothing here synchronises
+with the host: the per-sample symmetries arrive on the CPU with the batch and are grouped there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def raw_view(patch: np.ndarray) -> np.ndarray:
+    """uint16 → int16 without a copy (torch collates int16 but not uint16); see
+    :func:`to_float`, which undoes it on the device."""
+    return patch.view(np.int16) if patch.dtype == np.uint16 else patch
+
+
+def to_float(raw: torch.Tensor, dtype: str) -> torch.Tensor:
+    """Raw batch (as collated) → float32 values of the store's ``dtype``."""
+    if dtype == "uint16":
+        return (raw.to(torch.int32) & 0xFFFF).to(torch.float32)
+    return raw.to(torch.float32)
+
+
+def normalise_batch(raw: torch.Tensor, dtype: str, mean: torch.Tensor, std: torch.Tensor,
+                    nodata: float | None) -> torch.Tensor:  # fmt: skip
+    """(N, C, H, W) raw → ``(x - mean) / std`` per band; 0 in every band where any band is
+    nodata or NaN (as :func:`scratchsat.dataset.normalise` does for one patch)."""
+    x = to_float(raw, dtype)
+    invalid = torch.isnan(x).any(dim=1, keepdim=True)  # (N, 1, H, W)
+    if nodata is not None and not np.isnan(nodata):
+        invalid |= (x == nodata).any(dim=1, keepdim=True)
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return x.masked_fill(invalid, 0.0)
+
+
+def d4(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetry ``k`` (0–7) of the last two axes: rotate by k % 4 quarter turns, then mirror
+    when k ≥ 4. k = 0 is the identity."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def d4_batch(x: torch.Tensor, y: torch.Tensor | None, ks: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Apply symmetry ``ks[i]`` to sample i of (N, C, H, W) ``x`` and (N, H, W) ``y``.
+
+    ``ks`` is a CPU tensor: samples are grouped by symmetry on the host, so the device only
+    sees 8 (or fewer) gathers and scatters per batch.
+    """
+    x_out = torch.empty_like(x)
+    y_out = torch.empty_like(y) if y is not None and y.dim() == 3 else y
+    for k in range(8):
+        rows = torch.nonzero(ks == k).flatten()
+        if not len(rows):
+            continue
+        rows = rows.to(x.device, non_blocking=True)
+        x_out[rows] = d4(x[rows], k)
+        if y_out is not None and y_out is not y:
+            y_out[rows] = d4(y[rows], k)
+    return x_out, y_out

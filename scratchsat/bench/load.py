@@ -1,0 +1,81 @@
+"""Patches/s out of the patch store through the Dataset, against raw memory-mapped slicing."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..batch import d4_batch, normalise_batch
+from ..dataset import EpochSampler, PatchDataset, read_tiles
+
+
+class RawSlices(Dataset):
+    """The bound: copy patch i out of the memory-mapped store, nothing else."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder, self.images = folder, None
+        self.count = len(np.load(folder / "images.npy", mmap_mode="r"))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, key):
+        index = key[0] if isinstance(key, tuple) else key
+        if self.images is None:
+            self.images = np.load(self.folder / "images.npy", mmap_mode="r")
+        return torch.from_numpy(np.array(self.images[index]).view(np.int16))
+
+
+def rate(dataset: Dataset, passes: int, workers: int, batch_size: int, on_batch=None) -> float:
+    """Patches/s over ``passes`` epochs (after one warm-up epoch) through a DataLoader."""
+    sampler = EpochSampler(len(dataset), seed=0)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+    seen, start = 0, 0.0
+    for epoch in range(passes + 1):
+        if epoch == 1:
+            start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        for batch in loader:
+            if on_batch is not None:
+                on_batch(batch)
+            if epoch:
+                seen += len(batch[0])
+    return seen / (time.perf_counter() - start)
+
+
+def bench_load(
+    tiles: Path, *, passes: int = 2, workers: int | None = None, batch_size: int = 16
+) -> dict:
+    """Raw slicing (the bound), the Dataset without augmentation, with albumentations' D4 in
+    the workers, and raw patches normalised and D4-flipped per batch in the main process."""
+    workers = os.cpu_count() or 1 if workers is None else workers
+    info = read_tiles(tiles)
+    mean, std = torch.from_numpy(info.mean), torch.from_numpy(info.std)
+
+    def on_device(batch):
+        x = normalise_batch(batch[0], info.dtype, mean, std, info.nodata)
+        d4_batch(x, batch[1], batch[2])
+
+    results = {
+        "raw slices": rate(RawSlices(tiles), passes, workers, batch_size),
+        "dataset, no augmentation": rate(PatchDataset(info, "train"), passes, workers, batch_size),
+        "dataset, d4 in workers (albumentations)": rate(
+            PatchDataset(info, "train", "d4"), passes, workers, batch_size
+        ),
+        "dataset raw, normalise + d4 per batch": rate(
+            PatchDataset(info, "train", raw=True), passes, workers, batch_size, on_device
+        ),
+    }
+    shape = np.load(tiles / "images.npy", mmap_mode="r").shape
+    return {"patch": list(shape[1:]), "workers": workers, "patches_per_s": results}
