@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -384,6 +385,8 @@ def train(
         norm=norm,
         init=init,
     )
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone speaks
+        state["quiet"] = True
     try:
         with progress_bar("train") as callback:
             report = run_train(
@@ -399,6 +402,8 @@ def train(
     final = report["test"] or report["val"]
     split = "test" if report["test"] else "validation"
     metric = report["metric"]
+    if int(os.environ.get("RANK", "0")) > 0:
+        return
     say(
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
         f"{LABELS[metric]} {final[metric]:.3f}; model bundle in {out}"

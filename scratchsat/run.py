@@ -15,9 +15,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from . import distributed
 from .bundle import load_checkpoint, state_dict
 from .dataset import EpochSampler, PatchDataset, Tiles, read_tiles
 from .device import autocast_dtype, pick_device
+from .distributed import SINGLE, Ranks, ShardSampler
 from .errors import DatasetError, InputError, OutputExistsError
 from .labels import IGNORE_INDEX
 from .models import MODELS, ModelConfig, build_model, check_config, models_for
@@ -88,6 +90,7 @@ class Run:
     amp_dtype: torch.dtype | None
     channels_last: bool
     data_hash: str
+    ranks: Ranks = SINGLE
     history: list[dict] = field(default_factory=list)
     best: float = -math.inf
     best_epoch: int = 0
@@ -147,22 +150,25 @@ def check_tiles(tiles: Tiles) -> None:
         )
 
 
-def prepare_folder(folder: Path, resume: bool, overwrite: bool) -> None:
-    """Create the run folder; refuse to mix with an earlier run unless asked."""
+def prepare_folder(folder: Path, resume: bool, overwrite: bool, ranks: Ranks = SINGLE) -> None:
+    """Create the run folder; refuse to mix with an earlier run unless asked. Every process
+    checks (so all refuse alike); only rank 0 changes anything."""
     existing = [n for n in RUN_FILES if (folder / n).exists()]
     if existing and not (resume or overwrite):
         raise OutputExistsError(
             f"{folder} already holds a training run ({', '.join(existing)}); pass --overwrite "
             "to replace it, --resume to continue it, or choose another --out"
         )
-    if overwrite and not resume:
-        for name in existing:
-            (folder / name).unlink()
-    folder.mkdir(parents=True, exist_ok=True)
+    if ranks.main:
+        if overwrite and not resume:
+            for name in existing:
+                (folder / name).unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
 
 
 def build_loaders(
-    config: TrainConfig, tiles: Tiles, augment, device: torch.device
+    config: TrainConfig, tiles: Tiles, augment, device: torch.device, ranks: Ranks = SINGLE
 ) -> dict[str, DataLoader]:
     """Training batches in the order an :class:`EpochSampler` draws; val and test in order."""
     workers = config.workers
@@ -177,15 +183,17 @@ def build_loaders(
     raw = on_device_augment(config, augment, device)
     spec = None if raw else (augment if augment is not None else config.aug)
     train_set = PatchDataset(tiles, "train", spec, raw=raw)
-    sampler = EpochSampler(len(train_set), config.seed)
+    sampler = EpochSampler(len(train_set), config.seed, ranks.rank, ranks.world_size)
     loaders = {
         "train": DataLoader(
-            train_set, sampler=sampler, drop_last=len(train_set) > config.batch_size, **common
+            train_set, sampler=sampler, drop_last=len(sampler) > config.batch_size, **common
         )
     }
     for split in ("val", "test"):
         if tiles.splits.get(split, 0):
-            loaders[split] = DataLoader(PatchDataset(tiles, split, raw=raw), **common)
+            dataset = PatchDataset(tiles, split, raw=raw)
+            shard = ShardSampler(len(dataset), ranks)
+            loaders[split] = DataLoader(dataset, sampler=shard, **common)
     return loaders
 
 
@@ -214,7 +222,7 @@ def setup(
     tiles = read_tiles(tiles_folder)
     check_tiles(tiles)
     model_config = model_config_for(config, tiles)
-    device = pick_device(config.device)
+    ranks, device = distributed.init(pick_device(config.device))
     digest = data_hash(tiles.folder)
     if checkpoint is not None and checkpoint["data_hash"] != digest:
         raise InputError(
@@ -229,7 +237,7 @@ def setup(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(device, config.amp)
-    loaders = build_loaders(config, tiles, augment, device)
+    loaders = build_loaders(config, tiles, augment, device, ranks)
     sampler = loaders["train"].sampler
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, config.schedule, config.epochs * len(loaders["train"]))
@@ -240,7 +248,8 @@ def setup(
         label_smoothing=config.label_smoothing,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    prepare_folder(folder, resume, overwrite)
+    prepare_folder(folder, resume, overwrite, ranks)
+    model = distributed.wrap(model, ranks, device)
     if config.compile:
         model = torch.compile(model)
     run = Run(
@@ -259,6 +268,7 @@ def setup(
         amp_dtype,
         channels_last,
         digest,
+        ranks,
     )
     if checkpoint is not None:
         restore(run, checkpoint)
@@ -298,8 +308,7 @@ def train_counts(tiles: Tiles, train_set: PatchDataset) -> np.ndarray:
 
 
 def restore(run: Run, checkpoint: dict) -> None:
-    model = getattr(run.model, "_orig_mod", run.model)
-    model.load_state_dict(checkpoint["model"])
+    distributed.unwrap(run.model).load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
     run.schedule.load_state_dict(checkpoint["schedule"])
     run.scaler.load_state_dict(checkpoint["scaler"])

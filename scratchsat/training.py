@@ -17,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from . import distributed
 from .batch import d4_batch, normalise_batch
 from .bundle import save_bundle, save_checkpoint, save_weights, write_json
 from .errors import DivergedError, TrainingInterrupted
@@ -82,16 +84,17 @@ def train_one_epoch(
                     rate = (seen - partial[1]) / (time.perf_counter() - begin)
                     progress(step, total, epoch=epoch, loss=float(loss_sum) / seen, rate=rate)
     except KeyboardInterrupt:
-        save_checkpoint(
-            run.folder / "checkpoint.pt",
-            checkpoint_state(run, epoch, step, (float(loss_sum), seen)),
-        )
+        if run.ranks.main:
+            state = checkpoint_state(run, epoch, step, (float(loss_sum), seen))
+            save_checkpoint(run.folder / "checkpoint.pt", state)
         raise TrainingInterrupted(run.folder, epoch, step) from None
     seconds = time.perf_counter() - begin
+    counts = torch.tensor([seen - partial[1], seen], dtype=torch.float32, device=run.device)
+    distributed.all_sum(loss_sum, counts)  # over all processes
     return {
-        "loss": float(loss_sum) / max(seen, 1),
+        "loss": float(loss_sum) / max(float(counts[1]), 1),
         "seconds": seconds,
-        "samples_per_s": (seen - partial[1]) / seconds,
+        "samples_per_s": float(counts[0]) / seconds,
     }
 
 
@@ -120,29 +123,35 @@ def evaluate(run: Run, split: str) -> dict:
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += (y != IGNORE_INDEX).sum()
         update_confusion(confusion, logits.argmax(1), y, IGNORE_INDEX)
+    distributed.all_sum(confusion, loss_sum, count)  # each process scored its shard
     result = scores(confusion.cpu().numpy(), run.class_names)
     return {"loss": float(loss_sum) / max(int(count), 1), **result}
 
 
 def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
-    """Record the epoch, save weights and checkpoint; True when this epoch is the best."""
+    """Record the epoch; rank 0 saves weights, checkpoint and metrics. True when this epoch is
+    the best so far."""
     lr = run.optimizer.param_groups[0]["lr"]
     run.history.append(epoch_row(epoch, lr, train, val, run.tiles.task))
     score = val[metric_name(run.tiles.task)] or 0.0
     improved = score > run.best
     if improved:
         run.best, run.best_epoch = score, epoch
-        save_bundle(run.folder, run.model, bundle_meta(run))
-    save_weights(run.model, run.folder / "last.safetensors")
-    save_checkpoint(run.folder / "checkpoint.pt", checkpoint_state(run, epoch + 1, 0, (0.0, 0)))
-    write_metrics_csv(run.folder / "metrics.csv", run.history)
+    if run.ranks.main:
+        if improved:
+            save_bundle(run.folder, run.model, bundle_meta(run))
+        save_weights(run.model, run.folder / "last.safetensors")
+        state = checkpoint_state(run, epoch + 1, 0, (0.0, 0))
+        save_checkpoint(run.folder / "checkpoint.pt", state)
+        write_metrics_csv(run.folder / "metrics.csv", run.history)
     return improved
 
 
 def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
     """Reload the best weights; score validation and test; write report.json and the plots."""
-    model = getattr(run.model, "_orig_mod", run.model)
-    model.load_state_dict(load_file(str(run.folder / "model.safetensors"), device=str(run.device)))
+    distributed.barrier()  # rank 0 has written the best weights
+    weights = load_file(str(run.folder / "model.safetensors"), device=str(run.device))
+    distributed.unwrap(run.model).load_state_dict(weights)
     report = {
         "task": run.tiles.task,
         "metric": metric_name(run.tiles.task),
@@ -153,16 +162,17 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
         "val": evaluate(run, "val"),
         "test": evaluate(run, "test") if "test" in run.loaders else None,
     }
-    write_json(run.folder / "report.json", report)
-    plot_curves(run.folder / "curves.png", run.history, run.tiles.task)
-    final = report["test"] or report["val"]
-    split = "test" if report["test"] else "validation"
-    plot_confusion(
-        run.folder / "confusion.png",
-        np.array(final["confusion"]),
-        run.class_names,
-        f"Confusion on the {split} split (best epoch {run.best_epoch})",
-    )
+    if run.ranks.main:
+        write_json(run.folder / "report.json", report)
+        plot_curves(run.folder / "curves.png", run.history, run.tiles.task)
+        final = report["test"] or report["val"]
+        split = "test" if report["test"] else "validation"
+        plot_confusion(
+            run.folder / "confusion.png",
+            np.array(final["confusion"]),
+            run.class_names,
+            f"Confusion on the {split} split (best epoch {run.best_epoch})",
+        )
     return report
 
 
@@ -185,6 +195,8 @@ def train(
     """
     folder = Path(out)
     run, checkpoint = setup(tiles, folder, config or TrainConfig(), resume, overwrite, augment)
+    if not run.ranks.main:  # under torchrun, rank 0 alone reports
+        progress = log = None
     first = checkpoint["epoch"] if checkpoint else 1
     start = checkpoint["step"] if checkpoint else 0
     partial = tuple(checkpoint["partial_loss"]) if checkpoint else (0.0, 0)
@@ -200,7 +212,10 @@ def train(
         if patience and epoch - run.best_epoch >= patience:
             stopped_early = True
             break
-    return write_report(run, epoch, stopped_early)
+    report = write_report(run, epoch, stopped_early)
+    if distributed.launched() and dist.is_initialized():
+        dist.destroy_process_group()
+    return report
 
 
 def epoch_line(run: Run, epoch: int, train: dict, val: dict, improved: bool) -> str:
