@@ -16,13 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import fiona
 import numpy as np
 import rasterio.features
-from fiona.errors import FionaError
-from fiona.transform import transform_geom
 from rasterio.enums import Resampling
-from rasterio.warp import transform_bounds
+from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
 from .errors import LabelError, NoOverlapError, VectorReadError
@@ -165,6 +162,9 @@ class Shapes:
 
 def _vector_fields(path: Path) -> tuple[list[dict], str, list[str]]:
     """Features (geometry + properties), CRS as WKT and field names of a vector file."""
+    import fiona  # only vector labels need it
+    from fiona.errors import FionaError
+
     try:
         with fiona.open(path) as collection:
             fields = list(collection.schema["properties"])

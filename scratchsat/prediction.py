@@ -33,7 +33,7 @@ from .bundle import load_bundle
 from .device import autocast_dtype, pick_device
 from .errors import BandError, InputError
 from .raster import GDAL_ENV, band_names, open_raster, read, reads_mask_band, valid_mask
-from .windows import blend_weight, cover_offsets
+from .windows import blend_weight, cover_offsets, window_stride
 from .writers import ClassMapSink, Outputs, outputs_for
 
 Progress = Callable[..., None]
@@ -208,26 +208,43 @@ def batched(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield items[start : start + size]
 
 
-def predict_segmentation(
-    predictor: Predictor,
-    reader: SceneReader,
-    sink: ClassMapSink,
-    options: PredictOptions,
-    size: int,
-    drift: Drift,
-    tick: Callable[[int], None],
-) -> None:
-    """Slide, blend and hand finished rows to ``sink``."""
-    height, width = reader.src.height, reader.src.width
-    stride = max(1, round(size * (1 - options.overlap)))
-    rows = cover_offsets(height, size, stride).tolist()
-    cols = cover_offsets(width, size, stride).tolist()
-    blender = Blender(predictor.num_classes, size, max(width, size), predictor.device)
+@dataclass
+class Job:
+    """One scene being predicted: the model, where pixels come from and go, and how."""
+
+    predictor: Predictor
+    reader: SceneReader
+    sink: ClassMapSink
+    options: PredictOptions
+    size: int  # window side
+    drift: Drift
+    tick: Callable[[int], None]  # tick(pixels finished)
+
+    @property
+    def stride(self) -> int:
+        return window_stride(self.size, self.options.overlap)
+
+    def infer(
+        self, strip: torch.Tensor, offsets: Sequence[int]
+    ) -> Iterator[tuple[Sequence[int], torch.Tensor]]:
+        """Probabilities of the windows at column ``offsets`` of a (C, P, W) strip, a batch
+        at a time: (offsets of the batch, (n, K, P, P) or (n, K))."""
+        for group in batched(offsets, self.options.batch_size):
+            windows = torch.stack([strip[:, :, c : c + self.size] for c in group])
+            yield group, self.predictor.probabilities(windows)
+
+
+def predict_segmentation(job: Job) -> None:
+    """Slide, blend and hand finished rows to the sink."""
+    height, width, size = job.reader.src.height, job.reader.src.width, job.size
+    rows = cover_offsets(height, size, job.stride).tolist()
+    cols = cover_offsets(width, size, job.stride).tolist()
+    blender = Blender(job.predictor.num_classes, size, max(width, size), job.predictor.device)
 
     def fetch(r: int):
-        raw, valid = reader.read(rows[r], size, 0, max(width, size))
+        raw, valid = job.reader.read(rows[r], size, 0, max(width, size))
         end = rows[r + 1] if r + 1 < len(rows) else height
-        drift.add(raw[:, : end - rows[r], :width], valid[: end - rows[r], :width])
+        job.drift.add(raw[:, : end - rows[r], :width], valid[: end - rows[r], :width])
         return raw, valid
 
     with ThreadPoolExecutor(1, thread_name_prefix="read") as pool:
@@ -236,46 +253,30 @@ def predict_segmentation(
             raw, valid = pending.result()
             if r + 1 < len(rows):
                 pending = pool.submit(fetch, r + 1)  # read ahead while the model runs
-            strip = predictor.normalise(raw, valid)  # (C, P, W)
-            for group in batched(cols, options.batch_size):
-                windows = torch.stack([strip[:, :, c : c + size] for c in group])
-                blender.add(predictor.probabilities(windows), row, group)
+            strip = job.predictor.normalise(raw, valid)  # (C, P, W)
+            for group, probs in job.infer(strip, cols):
+                blender.add(probs, row, group)
             end = rows[r + 1] if r + 1 < len(rows) else height
-            probs = blender.finish(end)[:, :, :width]  # (K, end - row, W)
-            sink.add(probs, valid[: end - row, :width])
-            tick((end - row) * width)
+            finished = blender.finish(end)[:, :, :width]  # (K, end - row, W)
+            job.sink.add(finished, valid[: end - row, :width])
+            job.tick((end - row) * width)
 
 
-def predict_classification(
-    predictor: Predictor,
-    reader: SceneReader,
-    sink: ClassMapSink,
-    options: PredictOptions,
-    size: int,
-    drift: Drift,
-    tick: Callable[[int], None],
-) -> None:
+def predict_classification(job: Job) -> None:
     """One cell per window; cells of ``stride`` pixels, each window centred on its cell."""
-    height, width = reader.src.height, reader.src.width
-    cell = max(1, round(size * (1 - options.overlap)))
+    height, width, size, cell = job.reader.src.height, job.reader.src.width, job.size, job.stride
     n_rows, n_cols = math.ceil(height / cell), math.ceil(width / cell)
     margin = (size - cell) // 2  # window = cell grown by this on the top/left side
+    starts = [j * cell for j in range(n_cols)]  # window offsets in the padded strip
     for i in range(n_rows):
-        raw, valid = reader.read(i * cell - margin, size, -margin, n_cols * cell + size - cell)
-        drift.add(
-            raw[:, margin : margin + cell, margin : margin + width],
-            valid[margin : margin + cell, margin : margin + width],
-        )
-        strip = predictor.normalise(raw, valid)
-        probs, cell_valid = [], []
-        for group in batched(range(n_cols), options.batch_size):
-            windows = torch.stack([strip[:, :, j * cell : j * cell + size] for j in group])
-            probs.append(predictor.probabilities(windows))  # (n, K)
-            cell_valid += [
-                valid[:, j * cell : j * cell + size].mean() >= options.min_valid for j in group
-            ]
-        sink.add(torch.cat(probs).T[:, None, :], np.array(cell_valid)[None, :])  # (K, 1, n_cols)
-        tick(min(cell, height - i * cell) * width)
+        raw, valid = job.reader.read(i * cell - margin, size, -margin, n_cols * cell + size - cell)
+        inner = (slice(margin, margin + cell), slice(margin, margin + width))
+        job.drift.add(raw[:, inner[0], inner[1]], valid[inner])
+        strip = job.predictor.normalise(raw, valid)
+        probs = torch.cat([p for _, p in job.infer(strip, starts)])  # (n_cols, K)
+        cell_valid = [valid[:, c : c + size].mean() >= job.options.min_valid for c in starts]
+        job.sink.add(probs.T[:, None, :], np.array(cell_valid)[None, :])  # (K, 1, n_cols)
+        job.tick(min(cell, height - i * cell) * width)
 
 
 def predict_scene(
@@ -311,10 +312,10 @@ def predict_scene(
             progress(done, total, mpx=mpx)
 
     classification = predictor.task == "classification"
-    cell = max(1, round(size * (1 - options.overlap))) if classification else 1
+    cell = window_stride(size, options.overlap) if classification else 1
     with reader.open(), outputs.open(predictor, grid, cell, options, overwrite) as sink:
         run = predict_classification if classification else predict_segmentation
-        run(predictor, reader, sink, options, size, drift, tick)
+        run(Job(predictor, reader, sink, options, size, drift, tick))
     drift.check(scene, predictor.meta)
     return outputs.classes
 

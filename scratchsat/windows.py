@@ -73,6 +73,11 @@ def split_border(xs: np.ndarray, ys: np.ndarray, splits: np.ndarray, patch_size:
     return drop
 
 
+def window_stride(patch_size: int, overlap: float) -> int:
+    """Step between windows that share ``overlap`` (a fraction) of their side."""
+    return max(1, round(patch_size * (1 - overlap)))
+
+
 def cover_offsets(length: int, patch_size: int, stride: int) -> np.ndarray:
     """Offsets of windows that cover an axis completely: :func:`grid_offsets`, or a single
     window at 0 (reaching past the end) when the axis is shorter than one patch."""

@@ -15,6 +15,7 @@ from ..device import pick_device
 from ..models import ModelConfig, build_model
 from ..prediction import PredictOptions, Predictor, SceneReader, predict_scene
 from ..raster import reads_mask_band
+from ..windows import window_stride
 from ..writers import Outputs
 from .train import synchronize
 
@@ -81,7 +82,7 @@ def bench_predict(
     )
     with rasterio.open(scene) as src:
         width, height = src.width, src.height
-    stride = max(1, round(patch_size * (1 - overlap)))
+    stride = window_stride(patch_size, overlap)
     windows = (len(range(0, max(height - patch_size, 0) + 1, stride)) + 1) * (
         len(range(0, max(width - patch_size, 0) + 1, stride)) + 1
     )
