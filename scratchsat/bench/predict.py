@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import rasterio
@@ -13,7 +14,7 @@ import torch
 
 from ..device import pick_device
 from ..models import ModelConfig, build_model
-from ..prediction import PredictOptions, Predictor, SceneReader, predict_scene
+from ..prediction import DriftWarning, PredictOptions, Predictor, SceneReader, predict_scene
 from ..raster import reads_mask_band
 from ..windows import window_stride
 from ..writers import Outputs
@@ -86,7 +87,8 @@ def bench_predict(
     windows = (len(range(0, max(height - patch_size, 0) + 1, stride)) + 1) * (
         len(range(0, max(width - patch_size, 0) + 1, stride)) + 1
     )
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", DriftWarning)  # the random model has made-up statistics
         start = time.perf_counter()
         predict_scene(predictor, scene, Outputs(Path(folder) / "pred.tif"), options)
         synchronize(torch_device)
