@@ -456,6 +456,9 @@ def predict(
     cog: Annotated[
         bool, typer.Option("--cog", help="Write Cloud-Optimized GeoTIFFs with overviews.")
     ] = False,
+    workers: Annotated[
+        int, typer.Option(help="Processes predicting scenes in parallel (several scenes).")
+    ] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Predict scenes to class-map GeoTIFFs on their exact grids, with a legend.
@@ -483,6 +486,7 @@ def predict(
             options=options,
             overwrite=overwrite,
             progress=callback,
+            workers=workers,
         )
     for path in paths:
         say(f"wrote {path}")

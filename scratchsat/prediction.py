@@ -329,11 +329,14 @@ def predict(
     options: PredictOptions = PredictOptions(),
     overwrite: bool = False,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> list[Path]:
     """Predict scenes with a model bundle; returns the class-map paths written.
 
     ``out`` is a ``.tif`` path for one scene, or a folder (one ``<scene name>.tif`` each);
-    ``probabilities`` likewise, for per-class probability rasters.
+    ``probabilities`` likewise, for per-class probability rasters. With ``workers`` > 1,
+    scenes are predicted in that many processes (each loads the model once). ``progress``
+    counts pixels over all scenes.
     """
     check_options(options)
     plan = outputs_for(
@@ -348,9 +351,16 @@ def predict(
     for scene, _outputs in plan:
         with open_raster(scene) as src:
             scene_indexes(scene, src, loaded.meta)  # refuse every bad scene before writing
+    if workers > 1 and len(plan) > 1:
+        from .prediction_pool import predict_in_processes
+
+        return predict_in_processes(bundle, plan, options, overwrite, progress, workers)
+    from .prediction_pool import Tally, scene_pixels
+
+    tally = Tally(scene_pixels([scene for scene, _ in plan]), progress)
     return [
-        predict_scene(predictor, scene, outputs, options, overwrite, progress)
-        for scene, outputs in plan
+        predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
+        for i, (scene, outputs) in enumerate(plan)
     ]
 
 

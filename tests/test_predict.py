@@ -259,3 +259,20 @@ def test_memory_stays_flat_as_the_scene_grows(tmp_path, trained_run):
     small, large = map(float, out.stdout.split())
     extra = 6 * 4 * 128 * (20480 - 2048) / 2**20  # the large scene's extra pixels as float32
     assert large - small < 0.25 * extra, (small, large)
+
+
+def test_several_scenes_in_worker_processes_match_one_process(tmp_path, trained_run):
+    from scratchsat import write_scene
+
+    run, _ = trained_run
+    scenes = [write_scene(tmp_path / f"s{i}.tif", tmp_path / f"l{i}.tif", width=90 + 10 * i,
+                          height=70, count=6, seed=i).path for i in range(3)]
+    seen = []
+    one = predict(run, scenes, tmp_path / "one", progress=lambda d, t, **f: seen.append((d, t)))
+    assert seen[-1] == (sum(90 * 70 + 10 * i * 70 for i in range(3)),) * 2  # one count, all
+    two = predict(run, scenes, tmp_path / "two", options=PredictOptions(device="cpu"),
+                  workers=2)
+    for a, b in zip(one, two, strict=True):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+            assert x.transform == y.transform
