@@ -69,7 +69,7 @@ class ClassMapSink:
     in whole block rows from one writer thread."""
 
     def __init__(
-        self, classes_dst, probs_dst, codes: torch.Tensor, nodata: int, float_probs: bool
+        self, classes_dst, probs_dst, codes: np.ndarray, nodata: int, float_probs: bool
     ) -> None:
         self.classes_dst, self.probs_dst = classes_dst, probs_dst
         self.codes, self.nodata, self.float_probs = codes, nodata, float_probs
@@ -81,7 +81,8 @@ class ClassMapSink:
 
     def add(self, probs: torch.Tensor, valid: np.ndarray) -> None:
         """(K, n, W) probabilities on the device and (n, W) validity of the next n rows."""
-        codes = self.codes[probs.argmax(0)].cpu().numpy()
+        ids = probs.argmax(0).to(torch.uint8).cpu().numpy()  # 1 byte a pixel off the device
+        codes = self.codes[ids]  # class id → code, in the output dtype
         codes[~valid] = self.nodata
         p = None
         if self.probs_dst is not None:
@@ -185,14 +186,8 @@ class Outputs:
                     if tmp_probs
                     else None
                 )
-                codes = torch.tensor([int(c["code"]) for c in classes], device=predictor.device)
-                sink = ClassMapSink(
-                    dst,
-                    probs_dst,
-                    codes.to(getattr(torch, dtype)),
-                    nodata,
-                    options.float_probabilities,
-                )
+                codes = np.array([int(c["code"]) for c in classes], dtype=dtype)
+                sink = ClassMapSink(dst, probs_dst, codes, nodata, options.float_probabilities)
                 try:
                     yield sink
                 finally:

@@ -276,3 +276,20 @@ def test_several_scenes_in_worker_processes_match_one_process(tmp_path, trained_
         with rasterio.open(a) as x, rasterio.open(b) as y:
             np.testing.assert_array_equal(x.read(), y.read())
             assert x.transform == y.transform
+
+
+def test_codes_above_254_make_a_uint16_map(tmp_path):
+    data = random_scene(tmp_path / "scene.tif", 20, 30, bands=3)
+    meta = identity_meta(3, 8)
+    meta["classes"] = [{"id": 0, "code": 100, "name": "a", "colour": "#ff0000"},
+                       {"id": 1, "code": 300, "name": "b", "colour": "#00ff00"},
+                       {"id": 2, "code": 1000, "name": "c", "colour": "#0000ff"}]
+    predictor = Predictor(torch.nn.Identity(), meta, torch.device("cpu"))
+    predict_scene(predictor, tmp_path / "scene.tif", Outputs(tmp_path / "pred.tif"))
+    invalid = (data == NODATA).any(0) | np.isnan(data).any(0)
+    want = np.array([100, 300, 1000])[np.where(invalid, 0, data).argmax(0)]
+    want[invalid] = 65535
+    with rasterio.open(tmp_path / "pred.tif") as src:
+        assert src.dtypes[0] == "uint16" and src.nodata == 65535
+        np.testing.assert_array_equal(src.read(1), want)
+        assert src.colormap(1)[300][:3] == (0, 255, 0)
