@@ -107,3 +107,12 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_exits_130(seg_tiles, tmp_
 
     state = torch.load(out / "checkpoint.pt", weights_only=True)
     assert state["epoch"] >= 1 and state["config"]["epochs"] == 500
+
+
+def test_every_command_has_help_with_an_example():
+    commands = ("stack", "tile", "train", "predict", "evaluate", "demo", "info", "bench")
+    listing = runner.invoke(app, ["--help"]).output
+    for command in commands:
+        assert command in listing
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Example: scratchsat " + command in result.output
