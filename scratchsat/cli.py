@@ -569,7 +569,7 @@ def print_scores(result: dict) -> None:
             number(c["recall"]),
             f"{c['support']:,}",
         )
-    console = Console()
+    console = Console(soft_wrap=True)
     console.print(table)
     where = f", {result['split']} split" if result["split"] else ""
     console.print(
@@ -634,7 +634,7 @@ def info(
         return
     from .info_view import show
 
-    show(described, Console())
+    show(described, Console(soft_wrap=True))
 
 
 @app.command()
@@ -672,7 +672,7 @@ def bench(
         table.add_column(column, justify="right" if column == "ratio" else "left")
     for row in rows(result):
         table.add_row(*row)
-    Console().print(table)
+    Console(soft_wrap=True).print(table)
     if json_out is not None:
         from .bundle import write_json
 
