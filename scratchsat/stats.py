@@ -51,7 +51,8 @@ class BandStats:
             # Integer data: the histogram is exact; mean and spread come from it in summary().
             for band, row in zip(values, self.hist, strict=True):
                 shifted = band if self.offset == 0 else band.astype(np.int32) + self.offset
-                row += np.bincount(shifted, minlength=len(row))
+                counts = np.bincount(shifted)  # only as long as the largest value: cheap
+                row[: len(counts)] += counts
             return
         as_float = values.astype(np.float64)
         mean = as_float.mean(axis=1)
