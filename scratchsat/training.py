@@ -204,15 +204,21 @@ def train(
     for epoch in range(first, run.config.epochs + 1):
         train_stats = train_one_epoch(run, epoch, start, partial, progress)
         start, partial = 0, (0.0, 0)
-        val = evaluate(run, "val")
-        improved = finish_epoch(run, epoch, train_stats, val)
+        try:
+            val = evaluate(run, "val")
+            improved = finish_epoch(run, epoch, train_stats, val)
+        except KeyboardInterrupt:  # the checkpoint on disk starts this epoch; resume repeats it
+            raise TrainingInterrupted(run.folder, epoch, 0) from None
         if log is not None:
             log(epoch_line(run, epoch, train_stats, val, improved))
         patience = run.config.patience
         if patience and epoch - run.best_epoch >= patience:
             stopped_early = True
             break
-    report = write_report(run, epoch, stopped_early)
+    try:
+        report = write_report(run, epoch, stopped_early)
+    except KeyboardInterrupt:  # every epoch is saved; resume writes the report
+        raise TrainingInterrupted(run.folder, epoch, 0) from None
     if distributed.launched() and dist.is_initialized():
         dist.destroy_process_group()
     return report
