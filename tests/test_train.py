@@ -244,3 +244,26 @@ def test_schedules_and_class_weights():
     weights = class_weights(np.array([100, 400]), "sqrt-inverse")
     np.testing.assert_allclose(weights[0] / weights[1], 2.0)
     assert class_weights(np.array([1, 2]), "none") is None
+
+
+def test_ctrl_c_during_validation_resumes_from_the_epochs_start(seg_tiles, tmp_path, monkeypatch):
+    import scratchsat.training as training
+
+    real = training.evaluate
+    calls = []
+
+    def interrupted(run, split):
+        calls.append(split)
+        if len(calls) == 2:  # validation after epoch 2
+            raise KeyboardInterrupt
+        return real(run, split)
+
+    monkeypatch.setattr(training, "evaluate", interrupted)
+    config = TrainConfig(epochs=3, batch_size=8, width=8)
+    with pytest.raises(TrainingInterrupted, match="epoch 2, step 0"):
+        train(seg_tiles, tmp_path / "run", config)
+    monkeypatch.setattr(training, "evaluate", real)
+    assert len(val_columns(tmp_path / "run")) == 1
+    train(seg_tiles, tmp_path / "run", resume=True)
+    train(seg_tiles, tmp_path / "straight", config)
+    assert val_columns(tmp_path / "run") == val_columns(tmp_path / "straight")
