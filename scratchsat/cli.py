@@ -540,44 +540,14 @@ def evaluate(
             split=split,
             progress=callback,
         )
-    print_scores(result)
+    from .views import show_scores
+
+    show_scores(result, Console(soft_wrap=True))
     if json_out is not None:
         from .bundle import write_json
 
         write_json(json_out, result)
         say(f"wrote {json_out}")
-
-
-def print_scores(result: dict) -> None:
-    """The per-class table and the overall figures, on stdout."""
-    from rich.table import Table
-
-    table = Table(title=f"{result['prediction']} vs {result['labels']}", title_justify="left")
-    for column in ("code", "class", "IoU", "F1", "precision", "recall", "support"):
-        table.add_column(column, justify="left" if column == "class" else "right")
-
-    def number(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3f}"
-
-    for c in result["classes"]:
-        table.add_row(
-            str(c["code"]),
-            c["name"],
-            number(c["iou"]),
-            number(c["f1"]),
-            number(c["precision"]),
-            number(c["recall"]),
-            f"{c['support']:,}",
-        )
-    console = Console(soft_wrap=True)
-    console.print(table)
-    where = f", {result['split']} split" if result["split"] else ""
-    console.print(
-        f"overall accuracy {number(result['overall_accuracy'])}  mean IoU "
-        f"{number(result['mean_iou'])}  macro F1 {number(result['macro_f1'])}  "
-        f"({result['pixels']:,} pixels{where})",
-        highlight=False,
-    )
 
 
 @app.command()
@@ -632,7 +602,7 @@ def info(
     if json_output:
         typer.echo(json.dumps(described, indent=2))
         return
-    from .info_view import show
+    from .views import show
 
     show(described, Console(soft_wrap=True))
 
@@ -653,26 +623,15 @@ def bench(
 
     Example: scratchsat bench --quick --json bench.json
     """
-    from rich.table import Table
-
-    from .bench import rows, run_benchmarks
+    from .bench import run_benchmarks
     from .raster import check_output
 
     if json_out is not None:
         check_output(json_out, overwrite)
     result = run_benchmarks(quick=quick, device=device, log=say)
-    hw = result["hardware"]
-    versions = ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
-    table = Table(
-        title=f"{hw['cpu']}, {hw['cores']} cores; GPU: {hw['gpu'] or 'none'}; "
-        f"device {hw['device']}\n{versions}",
-        title_justify="left",
-    )
-    for column in ("what", "measured", "bound (same run)", "ratio"):
-        table.add_column(column, justify="right" if column == "ratio" else "left")
-    for row in rows(result):
-        table.add_row(*row)
-    Console(soft_wrap=True).print(table)
+    from .views import show_bench
+
+    show_bench(result, Console(soft_wrap=True))
     if json_out is not None:
         from .bundle import write_json
 

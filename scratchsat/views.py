@@ -1,4 +1,4 @@
-"""Render what :mod:`scratchsat.info` found as tables on a rich console (for the CLI)."""
+"""Results as tables on a rich console, for the CLI: ``info``, ``evaluate`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -149,3 +149,50 @@ def show_model(info: dict, console: Console) -> None:
             [(str(c["code"]), c["name"], c["colour"]) for c in info["classes"]],
         )
     )
+
+
+def show_scores(result: dict, console: Console) -> None:
+    """``evaluate``: the per-class table and the overall figures."""
+
+    def score(value: float | None) -> str:
+        return "–" if value is None else f"{value:.3f}"
+
+    rows = [
+        (
+            str(c["code"]),
+            c["name"],
+            score(c["iou"]),
+            score(c["f1"]),
+            score(c["precision"]),
+            score(c["recall"]),
+            f"{c['support']:,}",
+        )
+        for c in result["classes"]
+    ]
+    console.print(
+        table(
+            f"{result['prediction']} vs {result['labels']}",
+            ["code", "class", "IoU", "F1", "precision", "recall", "support"],
+            rows,
+        )
+    )
+    where = f", {result['split']} split" if result["split"] else ""
+    console.print(
+        f"overall accuracy {score(result['overall_accuracy'])}  mean IoU "
+        f"{score(result['mean_iou'])}  macro F1 {score(result['macro_f1'])}  "
+        f"({result['pixels']:,} pixels{where})",
+        highlight=False,
+    )
+
+
+def show_bench(result: dict, console: Console) -> None:
+    """``bench``: hardware and versions, then each figure beside its bound."""
+    from .bench import rows
+
+    hw = result["hardware"]
+    versions = ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
+    title = (
+        f"{hw['cpu']}, {hw['cores']} cores; GPU: {hw['gpu'] or 'none'}; device "
+        f"{hw['device']}\n{versions}"
+    )
+    console.print(table(title, ["what", "measured", "bound (same run)", "ratio"], rows(result)))
