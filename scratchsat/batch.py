@@ -25,8 +25,9 @@ def to_float(raw: torch.Tensor, dtype: str) -> torch.Tensor:
     return raw.to(torch.float32)
 
 
-def normalise_batch(raw: torch.Tensor, dtype: str, mean: torch.Tensor, std: torch.Tensor,
-                    nodata: float | None) -> torch.Tensor:  # fmt: skip
+def normalise_batch(
+    raw: torch.Tensor, dtype: str, mean: torch.Tensor, std: torch.Tensor, nodata: float | None
+) -> torch.Tensor:
     """(N, C, H, W) raw → ``(x - mean) / std`` per band; 0 in every band where any band is
     nodata or NaN (as :func:`scratchsat.dataset.normalise` does for one patch)."""
     x = to_float(raw, dtype)
@@ -44,8 +45,9 @@ def d4(x: torch.Tensor, k: int) -> torch.Tensor:
     return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
 
-def d4_batch(x: torch.Tensor, y: torch.Tensor | None, ks: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+def d4_batch(
+    x: torch.Tensor, y: torch.Tensor | None, ks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Apply symmetry ``ks[i]`` to sample i of (N, C, H, W) ``x`` and (N, H, W) ``y``.
 
     ``ks`` is a CPU tensor: samples are grouped by symmetry on the host, so the device only
