@@ -34,7 +34,15 @@ def normalise_batch(
     invalid = torch.isnan(x).any(dim=1, keepdim=True)  # (N, 1, H, W)
     if nodata is not None and not np.isnan(nodata):
         invalid |= (x == nodata).any(dim=1, keepdim=True)
-    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return standardise(x, mean, std, invalid)
+
+
+def standardise(
+    x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, invalid: torch.Tensor
+) -> torch.Tensor:
+    """``(x - mean) / std`` over the band axis (-3) of (…, C, H, W) ``x``; 0 where ``invalid``
+    (broadcast over bands) — the one place training and prediction normalise on the device."""
+    x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
     return x.masked_fill(invalid, 0.0)
 
 

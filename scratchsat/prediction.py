@@ -29,8 +29,9 @@ import rasterio
 import torch
 from rasterio.windows import Window
 
+from .batch import standardise
 from .bundle import load_bundle
-from .device import autocast_dtype, pick_device
+from .device import autocast, autocast_dtype, pick_device
 from .errors import BandError, InputError
 from .raster import GDAL_ENV, band_names, open_raster, read, reads_mask_band, valid_mask
 from .windows import blend_weight, cover_offsets, window_stride
@@ -68,8 +69,8 @@ class Predictor:
         self.task = meta["task"]
         self.classes = meta["classes"]
         bands = meta["bands"]
-        self.mean = torch.tensor([b["mean"] for b in bands], device=device).view(-1, 1, 1)
-        self.std = torch.tensor([max(b["std"], 1e-6) for b in bands], device=device).view(-1, 1, 1)
+        self.mean = torch.tensor([b["mean"] for b in bands], device=device)  # (C,)
+        self.std = torch.tensor([max(b["std"], 1e-6) for b in bands], device=device)
         self.amp_dtype = autocast_dtype(device, amp)
         self.channels_last = device.type == "cuda"
         if self.channels_last:
@@ -82,20 +83,15 @@ class Predictor:
     def normalise(self, raw: np.ndarray, valid: np.ndarray) -> torch.Tensor:
         """(C, H, W) raw values → float32 ``(x - mean) / std`` on the device, 0 where invalid."""
         x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(self.device)
-        ok = torch.from_numpy(valid).to(self.device)
-        return torch.where(ok, (x - self.mean) / self.std, 0.0)
+        invalid = ~torch.from_numpy(valid).to(self.device)
+        return standardise(x, self.mean, self.std, invalid)
 
     @torch.no_grad()
     def probabilities(self, windows: torch.Tensor) -> torch.Tensor:
         """(N, C, P, P) normalised → (N, K, P, P) or (N, K) float32 softmax probabilities."""
         if self.channels_last:
             windows = windows.contiguous(memory_format=torch.channels_last)
-        context = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype
-            else contextlib.nullcontext()
-        )
-        with context:
+        with autocast(self.device, self.amp_dtype):
             logits = self.model(windows)
         return torch.softmax(logits.float(), dim=1)
 

@@ -9,7 +9,6 @@ only when the progress bar is refreshed.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from safetensors.torch import load_file
 from . import distributed
 from .batch import d4_batch, normalise_batch
 from .bundle import save_bundle, save_checkpoint, save_weights, write_json
+from .device import autocast
 from .errors import DivergedError, TrainingInterrupted
 from .labels import IGNORE_INDEX
 from .metrics import scores, update_confusion
@@ -48,12 +48,6 @@ def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch
     return x, y
 
 
-def autocast(run: Run):
-    if run.amp_dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(run.device.type, dtype=run.amp_dtype)
-
-
 def train_one_epoch(
     run: Run, epoch: int, start: int, partial: tuple[float, int], progress: Progress | None
 ) -> dict:
@@ -67,7 +61,7 @@ def train_one_epoch(
     try:
         for step, batch in enumerate(run.loaders["train"], start=start + 1):
             x, y = to_device(run, batch, augment=True)
-            with autocast(run):
+            with autocast(run.device, run.amp_dtype):
                 loss = run.loss_fn(run.model(x), y)
             run.optimizer.zero_grad(set_to_none=True)
             run.scaler.scale(loss).backward()
@@ -118,7 +112,7 @@ def evaluate(run: Run, split: str) -> dict:
     count = torch.zeros((), dtype=torch.int64, device=run.device)
     for batch in run.loaders[split]:
         x, y = to_device(run, batch, augment=False)
-        with autocast(run):
+        with autocast(run.device, run.amp_dtype):
             logits = run.model(x)
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += (y != IGNORE_INDEX).sum()

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ..device import autocast
 from ..run import TrainConfig, setup
 from ..training import train_one_epoch
 
@@ -28,17 +29,12 @@ def model_only(run, steps: int) -> float:
     k = run.tiles.num_classes
     shape = (b, p, p) if run.tiles.task == "segmentation" else (b,)
     y = torch.randint(0, k, shape, device=run.device)
-    context = (
-        torch.autocast(run.device.type, dtype=run.amp_dtype)
-        if run.amp_dtype
-        else torch.autocast(run.device.type, enabled=False)
-    )
     model = run.model.train()
     for step in range(steps + 3):  # 3 warm-up steps
         if step == 3:
             synchronize(run.device)
             start = time.perf_counter()
-        with context:
+        with autocast(run.device, run.amp_dtype):
             loss = run.loss_fn(model(x), y)
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
