@@ -344,16 +344,16 @@ def predict(
     device = pick_device(options.device)
     loaded = load_bundle(bundle, device)
     predictor = Predictor(loaded.model, loaded.meta, device, options.amp)
+    pixels = []
     for scene, _outputs in plan:
         with open_raster(scene) as src:
             scene_indexes(scene, src, loaded.meta)  # refuse every bad scene before writing
+            pixels.append(src.width * src.height)
+    from .prediction_pool import Tally, predict_in_processes
+
+    tally = Tally(pixels, progress)
     if workers > 1 and len(plan) > 1:
-        from .prediction_pool import predict_in_processes
-
-        return predict_in_processes(bundle, plan, options, overwrite, progress, workers)
-    from .prediction_pool import Tally, scene_pixels
-
-    tally = Tally(scene_pixels([scene for scene, _ in plan]), progress)
+        return predict_in_processes(bundle, plan, options, overwrite, tally, workers)
     return [
         predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
         for i, (scene, outputs) in enumerate(plan)

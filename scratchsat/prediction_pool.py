@@ -16,16 +16,6 @@ from .writers import Outputs
 _worker: dict = {}  # per worker process: the loaded predictor and the progress queue
 
 
-def scene_pixels(scenes: Sequence[Path]) -> list[int]:
-    from .raster import open_raster
-
-    sizes = []
-    for scene in scenes:
-        with open_raster(scene) as src:
-            sizes.append(src.width * src.height)
-    return sizes
-
-
 class Tally:
     """Sums per-scene progress into one ``progress(done, total, mpx=…)`` over all scenes."""
 
@@ -73,14 +63,13 @@ def predict_in_processes(
     plan: Sequence[tuple[Path, Outputs]],
     options,
     overwrite: bool,
-    progress: Callable[..., None] | None,
+    tally: Tally,
     workers: int,
 ) -> list[Path]:
     """Each of ``workers`` processes loads the bundle once and predicts whole scenes."""
     context = get_context("spawn")
     messages = context.Manager().Queue()
     threads = max(1, (os.cpu_count() or 1) // workers)
-    tally = Tally(scene_pixels([scene for scene, _ in plan]), progress)
     with ProcessPoolExecutor(
         workers,
         mp_context=context,

@@ -85,7 +85,6 @@ class Run:
     schedule: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     loss_fn: nn.Module
-    sampler: EpochSampler
     loaders: dict[str, DataLoader]
     amp_dtype: torch.dtype | None
     channels_last: bool
@@ -94,6 +93,11 @@ class Run:
     history: list[dict] = field(default_factory=list)
     best: float = -math.inf
     best_epoch: int = 0
+
+    @property
+    def sampler(self) -> EpochSampler:
+        """The training loader's sampler (order and per-item seeds of each epoch)."""
+        return self.loaders["train"].sampler
 
     @property
     def raw(self) -> bool:
@@ -238,7 +242,6 @@ def setup(
         model = model.to(memory_format=torch.channels_last)
     amp_dtype = autocast_dtype(device, config.amp)
     loaders = build_loaders(config, tiles, augment, device, ranks)
-    sampler = loaders["train"].sampler
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, config.schedule, config.epochs * len(loaders["train"]))
     weights = class_weights(train_counts(tiles, loaders["train"].dataset), config.class_weights)
@@ -263,7 +266,6 @@ def setup(
         schedule,
         scaler,
         loss_fn,
-        sampler,
         loaders,
         amp_dtype,
         channels_last,
