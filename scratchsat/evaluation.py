@@ -9,7 +9,6 @@ prediction carries class names (its ``CLASSES`` tag, written by ``predict``).
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from rasterio.windows import Window
 
 from .classmap import read_classes_tag
 from .errors import InputError
+from .index import read_dataset_json
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
 from .metrics import scores
 from .raster import GDAL_ENV, Grid, open_raster
@@ -44,7 +44,7 @@ def split_mask(tiles: Path, split: str, grid: Grid) -> np.ndarray:
     """(H, W) bool: pixels inside the patches of ``split`` of a tiles folder on ``grid``."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    info = json.loads((tiles / "dataset.json").read_text())
+    info = read_dataset_json(tiles)
     scenes = [
         i for i, s in enumerate(info["sources"])
         if (s["width"], s["height"]) == (grid.width, grid.height)

@@ -7,10 +7,11 @@ import os
 from pathlib import Path
 
 import numpy as np
-from rasterio.enums import Resampling
 
+from .classmap import read_classes_tag
 from .errors import InputError
-from .raster import band_names, open_raster, valid_mask
+from .index import read_dataset_json
+from .raster import band_names, open_raster, read_shrunk, valid_mask
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
 
@@ -35,9 +36,7 @@ def describe_raster(path: Path) -> dict:
     """Size, bands, dtype, nodata, CRS, resolution, bounds and per-band statistics of valid
     pixels (from a read shrunk to at most SAMPLE_SIDE pixels a side, so approximate)."""
     with open_raster(path) as src:
-        scale = max(1.0, max(src.width, src.height) / SAMPLE_SIDE)
-        shape = (src.count, max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-        data = src.read(out_shape=shape, resampling=Resampling.nearest)
+        data, scale = read_shrunk(src, range(1, src.count + 1), SAMPLE_SIDE)
         valid = valid_mask(data, src.nodata)
         bands = []
         for name, band in zip(band_names(src), data, strict=True):
@@ -70,12 +69,12 @@ def describe_raster(path: Path) -> dict:
             if scale > 1
             else "valid pixels, all",
             "bands": bands,
-            "classes": json.loads(src.tags()["CLASSES"]) if "CLASSES" in src.tags() else None,
+            "classes": read_classes_tag(src.tags()),
         }
 
 
 def describe_tiles(folder: Path) -> dict:
-    info = json.loads((folder / "dataset.json").read_text())
+    info = read_dataset_json(folder)
     return {
         "kind": "tiles",
         "path": str(folder),

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from rasterio.enums import Resampling
 
 from .bundle import replace_atomically
-from .raster import band_names, open_raster, valid_mask
+from .classmap import rgba
+from .raster import band_names, open_raster, read_shrunk, valid_mask
 
 # Sentinel-2 false colour (vegetation red): NIR, red, green.
 FALSE_COLOUR = (("B08", "B8", "nir"), ("B04", "B4", "red"), ("B03", "B3", "green"))
@@ -33,22 +33,13 @@ def display_bands(names: Sequence[str]) -> tuple[list[int], str]:
     return [1, 1, 1], f"band {names[0]}"
 
 
-def read_small(path: Path, indexes: Sequence[int], max_side: int, resampling: Resampling):
-    """(C, h, w) read of ``path`` shrunk so its longer side is at most ``max_side``."""
-    with open_raster(path) as src:
-        scale = max(1.0, max(src.width, src.height) / max_side)
-        shape = (len(indexes), round(src.height / scale), round(src.width / scale))
-        data = src.read(list(indexes), out_shape=shape, resampling=resampling)
-        return data, src.nodata
-
-
 def quicklook_rgb(path: Path, max_side: int = 800) -> tuple[np.ndarray, str]:
     """(h, w, 3) float image in [0, 1], each band stretched between its 2nd and 98th
     percentiles over valid pixels; invalid pixels white."""
     with open_raster(path) as src:
         indexes, what = display_bands(band_names(src))
-    data, nodata = read_small(path, indexes, max_side, Resampling.nearest)
-    valid = valid_mask(data, nodata)
+        data, _ = read_shrunk(src, indexes, max_side)
+        valid = valid_mask(data, src.nodata)
     rgb = np.ones((*valid.shape, 3))
     for i, band in enumerate(data.astype(np.float64)):
         low, high = np.percentile(band[valid], [2, 98]) if valid.any() else (0, 1)
@@ -59,12 +50,12 @@ def quicklook_rgb(path: Path, max_side: int = 800) -> tuple[np.ndarray, str]:
 
 def class_rgba(path: Path, classes: Sequence[dict], max_side: int = 800) -> np.ndarray:
     """(h, w, 4) image of a class raster in the classes' colours; other values transparent."""
-    (codes,), _ = read_small(path, [1], max_side, Resampling.nearest)
-    rgba = np.zeros((*codes.shape, 4))
+    with open_raster(path) as src:
+        (codes,), _ = read_shrunk(src, [1], max_side)
+    image = np.zeros((*codes.shape, 4))
     for c in classes:
-        colour = c["colour"].lstrip("#")
-        rgba[codes == int(c["code"])] = [int(colour[i : i + 2], 16) / 255 for i in (0, 2, 4)] + [1]
-    return rgba
+        image[codes == int(c["code"])] = np.array(rgba(c["colour"])) / 255
+    return image
 
 
 def plot_quicklook(

@@ -64,6 +64,16 @@ def read(
         ) from None
 
 
+def read_shrunk(
+    src: rasterio.DatasetReader, indexes: Sequence[int], max_side: int
+) -> tuple[np.ndarray, float]:
+    """(C, h, w) nearest-neighbour read shrunk so the longer side is at most ``max_side``
+    (GDAL uses overviews where the file has them), and the shrink factor (1 = full size)."""
+    scale = max(1.0, max(src.width, src.height) / max_side)
+    shape = (len(indexes), max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+    return read(src, indexes, out_shape=shape, resampling=Resampling.nearest), scale
+
+
 def band_names(src: rasterio.DatasetReader) -> list[str]:
     """Band descriptions where every band has one, else ``B1 … Bn``."""
     descriptions = list(src.descriptions)
