@@ -385,7 +385,8 @@ def train(
         norm=norm,
         init=init,
     )
-    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone speaks
+    secondary = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 alone speaks
+    if secondary:
         state["quiet"] = True
     try:
         with progress_bar("train") as callback:
@@ -402,7 +403,7 @@ def train(
     final = report["test"] or report["val"]
     split = "test" if report["test"] else "validation"
     metric = report["metric"]
-    if int(os.environ.get("RANK", "0")) > 0:
+    if secondary:
         return
     say(
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "

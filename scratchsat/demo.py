@@ -137,7 +137,6 @@ def demo(
 
 
 def default_epochs(device: str) -> int:
-    import torch
+    from .device import pick_device
 
-    gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return 40 if gpu else 12
+    return 40 if pick_device(device).type == "cuda" else 12

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 
 from .classmap import class_dtype_and_nodata, classes_tag, colormap, write_sidecars
 from .errors import InputError
-from .raster import check_output, geotiff_profile
+from .raster import atomic_output, check_output, geotiff_profile
 
 if TYPE_CHECKING:
     from .prediction import PredictOptions, Predictor
@@ -142,8 +142,6 @@ class Outputs:
     ) -> Iterator[ClassMapSink]:
         """Open temporary outputs on the scene's grid (scaled by ``cell`` for classification);
         on success finish them (COG, sidecars) and rename them into place."""
-        from .raster import atomic_output
-
         crs, transform, width, height = grid
         if cell > 1:
             transform = transform * Affine.scale(cell)
