@@ -18,42 +18,23 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .distributed import unwrap
 from .errors import BundleError, InputError
 from .models import ModelConfig, build_model
+from .raster import write_atomically, write_json
 
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1
 BUNDLE_FILES = ("model.json", "model.safetensors")
-UMASK = os.umask(0o022)
-os.umask(UMASK)
-
-
-def replace_atomically(path: Path, write) -> None:
-    """Call ``write(tmp)`` on a sibling temporary name, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.part")
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~UMASK)  # some writers (safetensors) create files owner-only
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """CPU, contiguous weights of ``model`` (unwrapping torch.compile and DDP)."""
-    model = getattr(model, "_orig_mod", model)
-    model = getattr(model, "module", model)
-    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    weights = unwrap(model).state_dict()
+    return {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     weights = state_dict(model)
-    replace_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
-
-
-def write_json(path: Path, data: dict) -> None:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    replace_atomically(path, lambda tmp: tmp.write_text(text))
+    write_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
 
 
 def save_bundle(folder: Path, model: nn.Module, meta: dict) -> None:
@@ -120,7 +101,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    replace_atomically(path, lambda tmp: torch.save(state, tmp))
+    write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -15,7 +15,7 @@ from rasterio.warp import transform_geom
 
 from . import store
 from .errors import InputError
-from .index import footprint, write_dataset_json, write_json
+from .index import footprint, write_dataset_json
 from .labels import LabelSpec, build_classes
 from .raster import (
     Grid,
@@ -25,6 +25,7 @@ from .raster import (
     read,
     select_band_indexes,
     valid_mask,
+    write_json,
 )
 from .stats import BandStats
 from .tiling import Progress, Scene, TileOptions

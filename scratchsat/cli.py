@@ -545,7 +545,7 @@ def evaluate(
 
     show_scores(result, Console(soft_wrap=True))
     if json_out is not None:
-        from .bundle import write_json
+        from .raster import write_json
 
         write_json(json_out, result)
         say(f"wrote {json_out}")
@@ -634,7 +634,7 @@ def bench(
 
     show_bench(result, Console(soft_wrap=True))
     if json_out is not None:
-        from .bundle import write_json
+        from .raster import write_json
 
         write_json(json_out, result)
         say(f"wrote {json_out}")

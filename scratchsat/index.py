@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from . import __version__
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec
-from .raster import geotiff_profile
+from .raster import geotiff_profile, write_json
 from .stats import BandStats
 from .windows import SPLITS
 
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 
 FORMAT = "scratchsat-tiles"
 FORMAT_VERSION = 1
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
 def crs_member(crs) -> dict | None:

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import replace_atomically
 from .classmap import rgba
-from .raster import band_names, open_raster, read_shrunk, valid_mask
+from .raster import band_names, open_raster, read_shrunk, valid_mask, write_atomically
 
 # Sentinel-2 false colour (vegetation red): NIR, red, green.
 FALSE_COLOUR = (("B08", "B8", "nir"), ("B04", "B4", "red"), ("B03", "B3", "green"))
@@ -90,5 +89,5 @@ def plot_quicklook(
     )
     if title:
         fig.suptitle(title)
-    replace_atomically(out, lambda tmp: fig.savefig(tmp, format="png"))
+    write_atomically(out, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)

@@ -8,6 +8,7 @@ This module and ``labels`` are the only rasterio importers. Vocabulary follows r
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import shutil
@@ -26,6 +27,9 @@ from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window
 
 from .errors import BandError, OutputExistsError, RasterReadError
+
+UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
+os.umask(UMASK)
 
 # GDAL decodes compressed blocks with this many threads; "ALL_CPUS" is GDAL's own spelling.
 # The block cache is 512 MB unless the user set GDAL_CACHEMAX (GDAL reads that itself).
@@ -300,7 +304,10 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
     try:
         yield tmp
-        if path.exists():
+        if tmp.is_file():
+            os.chmod(tmp, 0o666 & ~UMASK)  # some writers (safetensors) create files owner-only
+            os.replace(tmp, path)  # atomic: there is never a moment without the file
+        elif path.exists():  # a folder: move the old one aside, then swap
             old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
             path.rename(old)
             tmp.rename(path)
@@ -310,6 +317,18 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[
     except BaseException:
         _remove(tmp)
         raise
+
+
+def write_atomically(path: str | os.PathLike, write) -> None:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then put it in place; for
+    files rewritten as work goes on (weights, checkpoints, metrics, pictures)."""
+    with atomic_output(path, overwrite=True) as tmp:
+        write(tmp)
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _remove(path: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import replace_atomically
+from .raster import write_atomically
 
 LABELS = {"mean_iou": "mean IoU", "macro_f1": "macro F1", "overall_accuracy": "accuracy"}
 
@@ -27,7 +27,7 @@ def write_metrics_csv(path: Path, history: Sequence[dict]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
-    replace_atomically(path, lambda tmp: tmp.write_text(buffer.getvalue()))
+    write_atomically(path, lambda tmp: tmp.write_text(buffer.getvalue()))
 
 
 def epoch_row(epoch: int, lr: float, train: dict, val: dict, task: str) -> dict:
@@ -58,7 +58,7 @@ def _figure(width: float, height: float):
 
 
 def _save(plt, fig, path: Path) -> None:
-    replace_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
+    write_atomically(path, lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
 
 

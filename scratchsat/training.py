@@ -22,11 +22,12 @@ from safetensors.torch import load_file
 
 from . import distributed
 from .batch import d4_batch, normalise_batch
-from .bundle import save_bundle, save_checkpoint, save_weights, write_json
+from .bundle import save_bundle, save_checkpoint, save_weights
 from .device import autocast
 from .errors import DivergedError, TrainingInterrupted
 from .labels import IGNORE_INDEX
 from .metrics import scores, update_confusion
+from .raster import write_json
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
 from .run import Run, TrainConfig, bundle_meta, checkpoint_state, setup
 
