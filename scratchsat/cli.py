@@ -619,6 +619,12 @@ def bench(
         Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
+    tile_scene: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also measure tile on this GeoTIFF of yours (one constant class as labels)."
+        ),
+    ] = None,
 ) -> None:
     """Measure tile, load, train and predict throughput, each beside its bound in the same run.
 
@@ -629,7 +635,11 @@ def bench(
 
     if json_out is not None:
         check_output(json_out, overwrite)
-    result = run_benchmarks(quick=quick, device=device, log=say)
+    if tile_scene is not None:  # refuse a file tile would refuse before anything runs
+        from .tiling import describe_scene
+
+        describe_scene(tile_scene, None)
+    result = run_benchmarks(quick=quick, device=device, log=say, tile_scene=tile_scene)
     from .views import show_bench
 
     show_bench(result, Console(soft_wrap=True))

@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from . import __version__
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec
 from .raster import geotiff_profile, write_json
-from .stats import BandStats
+from .stats import BandStats, stats_step
 from .windows import SPLITS
 
 if TYPE_CHECKING:
@@ -168,8 +168,10 @@ def write_dataset_json(
         "nodata_is_nan": nodata is not None and bool(np.isnan(nodata)),
         "ignore_index": IGNORE_INDEX,
         "bands": bands,
-        "statistics": "over the valid pixels of every kept patch (all splits); percentiles "
-        + ("exact" if stats.hist is not None else "from a sample"),
+        "statistics": "over the valid pixels of every kept patch (all splits) on a lattice of "
+        "every statistics_step-th row and column; percentiles "
+        + ("exact on that lattice" if stats.hist is not None else "from a sample"),
+        "statistics_step": stats_step(options.patch_size),
         "classes": class_rows,
         "patches": int(len(splits)),
         "splits": {name: int((splits == k).sum()) for k, name in enumerate(SPLITS)},

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
 import rasterio.features
 from rasterio.enums import Resampling
 from rasterio.warp import transform_bounds, transform_geom
@@ -24,6 +25,7 @@ from rasterio.windows import Window
 
 from .errors import LabelError, NoOverlapError, VectorReadError
 from .raster import Grid, disjoint, open_raster, read_on_grid
+from .stats import histogram_offset
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # ids 0..254; 255 is the ignore index
@@ -106,10 +108,25 @@ def codes_to_ids(
     codes: np.ndarray, invalid: np.ndarray, classes: Sequence[ClassInfo]
 ) -> np.ndarray:
     """Map code values to class ids (uint8); invalid pixels and unknown codes → IGNORE_INDEX."""
+    offset = histogram_offset(codes.dtype)
+    if offset is not None:  # 8/16-bit integers: one look-up table over every possible value
+        table = np.full(2 ** (8 * codes.dtype.itemsize), IGNORE_INDEX, np.uint8)
+        for c in classes:
+            if 0 <= c.code + offset < len(table):
+                table[c.code + offset] = c.id
+        ids = table[codes.astype(np.int32) + offset] if offset else table[codes]
+        ids[invalid] = IGNORE_INDEX
+        return ids
     known = np.array([c.code for c in classes], dtype=np.float64)
     position = np.clip(np.searchsorted(known, codes), 0, len(known) - 1)
     ids = np.where((known[position] == codes) & ~invalid, position, IGNORE_INDEX)
     return ids.astype(np.uint8)
+
+
+def code_dtype(src: rasterio.DatasetReader) -> str:
+    """The dtype label codes are read in: the raster's own for 8/16-bit integers (exact and
+    cheap to map), float64 otherwise (so non-integer values can be caught)."""
+    return src.dtypes[0] if histogram_offset(src.dtypes[0]) is not None else "float64"
 
 
 # ---- label rasters -------------------------------------------------------------------------
@@ -124,10 +141,17 @@ def raster_codes(spec: LabelSpec, grid: Grid, rows: int = 512) -> np.ndarray:
                 f"{spec.path}: a label raster needs 1 band, found {src.count}; "
                 "pass a single-band raster of class codes"
             )
+        dtype = code_dtype(src)
+        offset = histogram_offset(dtype)
         for row in range(0, grid.height, rows):
             window = Window(0, row, grid.width, min(rows, grid.height - row))
-            data, invalid = read_on_grid(src, [1], grid, window, "float64")
-            found.update(np.unique(data[~invalid]).tolist())
+            data, invalid = read_on_grid(src, [1], grid, window, dtype)
+            values = data[~invalid]
+            if offset is None:
+                found.update(np.unique(values).tolist())
+            else:  # a histogram finds the codes present without sorting every pixel
+                counts = np.bincount(values.astype(np.int32) + offset if offset else values)
+                found.update((np.flatnonzero(counts) - offset).tolist())
     codes = np.array(sorted(found))
     fractional = codes[codes != np.round(codes)]
     if len(fractional):
@@ -143,7 +167,7 @@ def read_raster_ids(
 ) -> np.ndarray:
     """Class ids (H, W) of a label raster under ``window`` of the scene ``grid``."""
     with open_raster(spec.path) as src:
-        data, invalid = read_on_grid(src, [1], grid, window, "float64", Resampling.nearest)
+        data, invalid = read_on_grid(src, [1], grid, window, code_dtype(src), Resampling.nearest)
     return codes_to_ids(data[0], invalid[0], classes)
 
 

@@ -1,5 +1,8 @@
 """Per-band statistics over valid pixels, mergeable across strips and worker processes.
 
+The tiler feeds each patch's valid pixels on a regular lattice (:func:`stats_step`), so the
+statistics never cost more than copying the patch.
+
 For 8- and 16-bit integer data everything comes from exact per-band histograms. Otherwise mean
 and standard deviation are merged with Chan's parallel formula (no catastrophic cancellation)
 and percentiles come from a seeded sample of at most ``SAMPLE_PER_PATCH`` values per band and
@@ -13,6 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SAMPLE_PER_PATCH = 4096
+STATS_SIDE = 128  # a patch feeds at most STATS_SIDE × STATS_SIDE pixels to the statistics
+
+
+def stats_step(patch_size: int) -> int:
+    """Step of the regular lattice of a patch's pixels that feed the band statistics: every
+    pixel of patches up to STATS_SIDE, every 2nd row and column up to twice that, and so on."""
+    return -(-patch_size // STATS_SIDE)
 
 
 def histogram_offset(dtype: np.dtype) -> int | None:
@@ -43,16 +53,20 @@ class BandStats:
         return cls(zeros.copy(), zeros.copy(), zeros.copy(), hist, offset or 0)
 
     def add(self, values: np.ndarray, rng: np.random.Generator | None = None) -> None:
-        """Add (C, n) valid values."""
-        n = values.shape[1]
-        if n == 0:
-            return
+        """Add the valid values of C bands: (C, n), or (C, ...) such as a strided (C, h, w)
+        view of a patch."""
         if self.hist is not None:
             # Integer data: the histogram is exact; mean and spread come from it in summary().
             for band, row in zip(values, self.hist, strict=True):
-                shifted = band if self.offset == 0 else band.astype(np.int32) + self.offset
+                shifted = band.astype(np.intp).ravel()  # one pass, also for strided views
+                if self.offset:
+                    shifted += self.offset
                 counts = np.bincount(shifted)  # only as long as the largest value: cheap
                 row[: len(counts)] += counts
+            return
+        values = values.reshape(len(values), -1)
+        n = values.shape[1]
+        if n == 0:
             return
         as_float = values.astype(np.float64)
         mean = as_float.mean(axis=1)

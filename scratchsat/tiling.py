@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -36,7 +36,7 @@ from .raster import (
     select_band_indexes,
     valid_mask,
 )
-from .stats import BandStats
+from .stats import BandStats, stats_step
 from .windows import assign_splits, grid_offsets, split_border
 
 TASKS = ("segmentation", "classification")
@@ -127,25 +127,61 @@ def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scen
         )
 
 
-def tile_strip(
+@dataclass
+class StripData:
+    """One strip as read: band data, pixel validity and class ids on the scene grid."""
+
+    rows: tuple[int, ...]  # top edges of the window rows in this strip
+    data: np.ndarray  # (C, strip height, W)
+    valid: np.ndarray  # (strip height, W) bool
+    ids: np.ndarray  # (strip height, W) uint8, IGNORE_INDEX where unlabelled or invalid
+
+
+def read_strip(
     scene: Scene,
     spec: LabelSpec,
     classes: Sequence[ClassInfo],
     options: TileOptions,
     rows: tuple[int, ...],
-) -> Strip:
-    """Cut the windows whose top edges are ``rows``: consecutive window rows, read as one strip
-    so each block of the file is decoded once. Runs in a worker process."""
-    size, stride = options.patch_size, options.stride or options.patch_size
-    top = rows[0]
+) -> StripData:
+    """Read the strip under the windows whose top edges are ``rows`` (consecutive window rows,
+    read as one strip so each block of the file is decoded once) and its labels."""
+    size, top = options.patch_size, rows[0]
     window = Window(0, top, scene.grid.width, rows[-1] + size - top)
     with rasterio.Env(**GDAL_ENV), open_raster(scene.path) as src:
         data = read(src, scene.band_indexes, window)  # (C, strip height, W)
         mask = src.dataset_mask(window=window) if scene.uses_mask else None
-    valid = valid_mask(data, scene.nodata, mask)  # (strip height, W)
+    valid = valid_mask(data, scene.nodata, mask)
     ids = read_ids(spec, scene.grid, window, classes)
     ids[~valid] = IGNORE_INDEX
-    xs = grid_offsets(scene.grid.width, size, stride)
+    return StripData(rows, data, valid, ids)
+
+
+class Reused:
+    """One array handed out again and again, grown when a caller needs more rows."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def rows(self, count: int, row_shape: tuple[int, ...], dtype) -> np.ndarray:
+        a = self.array
+        if a is None or len(a) < count or a.shape[1:] != row_shape or a.dtype != dtype:
+            self.array = a = np.empty((count, *row_shape), dtype)
+        return a[:count]
+
+
+def cut_strip(
+    strip_data: StripData,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    out: Reused | None = None,
+) -> Strip:
+    """Keep the windows of a strip with enough valid and labelled pixels. Their patches are
+    copied into ``out``'s array where it is given (valid until its next use), else a new one."""
+    size, stride = options.patch_size, options.stride or options.patch_size
+    data, valid, ids, rows = strip_data.data, strip_data.valid, strip_data.ids, strip_data.rows
+    top, step = rows[0], stats_step(size)
+    xs = grid_offsets(data.shape[2], size, stride)
     strip = Strip(
         np.empty((0, len(data), size, size), data.dtype),
         np.empty((0, size, size), np.uint8),
@@ -164,27 +200,40 @@ def tile_strip(
                 valid[r : r + size, x : x + size],
                 ids[r : r + size, x : x + size],
             )
-            labelled = int((patch_ids != IGNORE_INDEX).sum())
-            if patch_valid.mean() < options.min_valid:
+            labelled = int(np.count_nonzero(patch_ids != IGNORE_INDEX))
+            if np.count_nonzero(patch_valid) < options.min_valid * size**2:
                 strip.skipped["nodata"] += 1
                 continue
-            if labelled == 0 or labelled / size**2 < options.min_labeled:
+            if labelled == 0 or labelled < options.min_labeled * size**2:
                 strip.skipped["unlabeled"] += 1
                 continue
             patch = data[:, r : r + size, x : x + size]
-            values = patch.reshape(len(patch), -1) if patch_valid.all() else patch[:, patch_valid]
-            strip.stats.add(values, rng)  # (C, n valid)
+            lattice, lattice_valid = patch[:, ::step, ::step], patch_valid[::step, ::step]
+            strip.stats.add(lattice if lattice_valid.all() else lattice[:, lattice_valid], rng)
             images.append(patch)
             masks.append(patch_ids)
             kept_xs.append(x)
             kept_ys.append(row)
     if images:
-        strip.images, strip.masks = np.stack(images), np.stack(masks)
+        target = out.rows(len(images), images[0].shape, data.dtype) if out is not None else None
+        strip.images, strip.masks = np.stack(images, out=target), np.stack(masks)
         strip.xs, strip.ys = np.array(kept_xs, np.int64), np.array(kept_ys, np.int64)
+        # ids are < 255 (IGNORE_INDEX), so the first len(classes) bins hold every class
         strip.class_counts = np.stack(
-            [np.bincount(m[m != IGNORE_INDEX], minlength=len(classes)) for m in masks]
+            [np.bincount(m.ravel(), minlength=256)[: len(classes)] for m in strip.masks]
         ).astype(np.int64)
     return strip
+
+
+def tile_strip(
+    scene: Scene,
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    rows: tuple[int, ...],
+) -> Strip:
+    """Read and cut one strip; what a worker process runs."""
+    return cut_strip(read_strip(scene, spec, classes, options, rows), classes, options)
 
 
 def _run_strip(args) -> Strip:
@@ -192,12 +241,24 @@ def _run_strip(args) -> Strip:
 
 
 def iter_strips(tasks: Sequence[tuple], workers: int) -> Iterable[Strip]:
-    """Strips in task order, computed in ``workers`` processes (inline for one)."""
-    if workers <= 1:
-        yield from map(_run_strip, tasks)
+    """Strips in task order. With several ``workers``, each process reads and cuts whole
+    strips. With one, a thread reads the next strip (GDAL decodes it on all cores, outside the
+    GIL) while this one cuts the current strip into a buffer reused from strip to strip, so a
+    Strip's patches are only valid until the next one is asked for."""
+    if workers > 1:
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            yield from pool.map(_run_strip, tasks, chunksize=1)
         return
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(_run_strip, tasks, chunksize=1)
+    if not tasks:
+        return
+    buffer = Reused()
+    with ThreadPoolExecutor(1, thread_name_prefix="scratchsat-read") as reader:
+        pending = reader.submit(read_strip, *tasks[0])
+        for k, (_, _, classes, options, _) in enumerate(tasks):
+            strip_data = pending.result()
+            if k + 1 < len(tasks):
+                pending = reader.submit(read_strip, *tasks[k + 1])
+            yield cut_strip(strip_data, classes, options, buffer)
 
 
 def tile(

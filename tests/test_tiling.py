@@ -338,3 +338,74 @@ def test_geopackage_and_shapefile_labels_match_geojson(tiny_scene, tmp_path, dri
     other = tile([scene], path, tmp_path / "b", label_field="kind", options=ALL_TRAIN)
     np.testing.assert_array_equal(load(reference, "masks"), load(other, "masks"))
     assert (load(other, "masks") == 1).sum() > 0
+
+
+def test_patches_of_many_strips_hold_their_own_pixels(tmp_path):
+    # 16-px blocks and patches: one strip per window row, each cut into the one reused buffer
+    # while the next strip is read ahead; every patch must still hold its own pixels.
+    rng = np.random.default_rng(5)
+    image = rng.integers(1, 60_000, (3, 80, 48), dtype=np.uint16)
+    scene = write_raster(tmp_path / "scene.tif", image, tiled=True, blockxsize=16,
+                         blockysize=16, compress="deflate")
+    labels = write_raster(tmp_path / "labels.tif", rng.integers(1, 4, (80, 48), dtype=np.uint8))
+    out = tile([scene], labels, tmp_path / "t",
+               options=TileOptions(patch_size=16, val=0.0, test=0.0))
+    images, windows = load(out, "images"), load(out, "windows")
+    assert len(images) == 15
+    for patch, (_, x, y) in zip(images, windows, strict=True):
+        np.testing.assert_array_equal(patch, image[:, y : y + 16, x : x + 16])
+
+
+def test_statistics_of_large_patches_come_from_a_lattice(tmp_path):
+    # 256 px patches feed every 2nd row and column of their valid pixels to the statistics;
+    # patches up to 128 px feed every pixel (see the test above).
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 5000, (2, 512, 512), dtype=np.uint16)
+    image[:, 100, 100] = 7  # on the lattice: counted
+    image[:, 101, 101] = 60_000  # off the lattice: not counted
+    scene = write_raster(tmp_path / "scene.tif", image)
+    labels = write_raster(tmp_path / "labels.tif", np.ones((512, 512), np.uint8))
+    out = tile([scene], labels, tmp_path / "t",
+               options=TileOptions(patch_size=256, val=0.0, test=0.0))
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["statistics_step"] == 2
+    lattice = image[:, ::2, ::2].reshape(2, -1).astype(float)
+    for band, row in zip(lattice, info["bands"], strict=True):
+        assert row["mean"] == pytest.approx(band.mean(), rel=1e-12)
+        assert row["std"] == pytest.approx(band.std(), rel=1e-12)
+        assert row["p98"] == pytest.approx(np.percentile(band, 98))
+
+
+@pytest.mark.parametrize(("dtype", "codes"), [("uint16", (1000, 40_000)),
+                                              ("int16", (-5, 12)),
+                                              ("float32", (2.0, 9.0))])
+def test_label_codes_of_every_dtype_map_to_ids(tiny_scene, tmp_path, dtype, codes):
+    scene, _, _, label_codes = tiny_scene
+    values = np.where(label_codes == 3, codes[0], codes[1]).astype(dtype)
+    values[30:, 30:] = 99  # a nodata corner, as in the fixture
+    labels = write_raster(tmp_path / "labels.tif", values, nodata=99)
+    out = tile([scene], labels, tmp_path / "t", options=ALL_TRAIN)
+    info = json.loads((out / "dataset.json").read_text())
+    assert [c["code"] for c in info["classes"]] == list(codes)
+    ids = np.where(label_codes == 3, 0, 1)
+    ids[30:, 30:] = ids[:10, :10] = ids[15, 15] = IGNORE_INDEX  # label nodata, scene nodata
+    masks, windows = load(out, "masks"), load(out, "windows")
+    assert len(masks) == 14
+    for mask, (_, x, y) in zip(masks, windows, strict=True):
+        np.testing.assert_array_equal(mask, ids[y : y + 10, x : x + 10])
+
+
+def test_unreadable_block_in_a_later_strip_leaves_nothing(tmp_path):
+    image = np.random.default_rng(0).integers(1, 60_000, (2, 64, 64), dtype=np.uint16)
+    scene = write_raster(tmp_path / "scene.tif", image, tiled=True, blockxsize=16,
+                         blockysize=16, compress="deflate")
+    with rasterio.open(scene) as src:
+        offset = int(src.get_tag_item("BLOCK_OFFSET_3_3", "TIFF", bidx=2))
+    raw = bytearray(scene.read_bytes())
+    raw[offset : offset + 64] = b"\xff" * 64
+    scene.write_bytes(bytes(raw))
+    labels = write_raster(tmp_path / "labels.tif", np.ones((64, 64), np.uint8))
+    with pytest.raises(RasterReadError, match=r"scene\.tif: reading .* failed .* corrupt"):
+        tile([scene], labels, tmp_path / "t", options=TileOptions(patch_size=16))
+    assert not (tmp_path / "t").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -18,14 +18,25 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from ..raster import GDAL_ENV, geotiff_profile
+from ..raster import GDAL_ENV, geotiff_profile, open_raster
 from ..synth import write_scene
 from ..tiling import TileOptions, tile
 
 
+def describe(path: Path) -> dict:
+    """Size, bands, dtype and megabytes of raw band data of a scene."""
+    with open_raster(path) as src:
+        itemsize = np.dtype(src.dtypes[0]).itemsize
+        return {
+            "size": [src.width, src.height],
+            "bands": src.count,
+            "dtype": src.dtypes[0],
+            "megabytes": src.width * src.height * src.count * itemsize / 1e6,
+        }
+
+
 def raw_megabytes(path: Path) -> float:
-    with rasterio.open(path) as src:
-        return src.width * src.height * src.count * np.dtype(src.dtypes[0]).itemsize / 1e6
+    return describe(path)["megabytes"]
 
 
 def best_full_read(path: Path, repeats: int = 3) -> float:
@@ -79,7 +90,8 @@ def bench_tile(
             _retile(made.path, tmp / "scene512.tif")
             scene, labels = tmp / "scene512.tif", made.labels_path
         labels = labels or constant_labels(scene, tmp / "labels.tif")
-        megabytes = raw_megabytes(scene)
+        facts = describe(scene)
+        megabytes = facts["megabytes"]
         read_s = best_full_read(scene)
         tile_s = float("inf")
         for k in range(repeats):
@@ -97,7 +109,8 @@ def bench_tile(
             shutil.copy(scene, keep / "scene.tif")
     return {
         "scene": str(scene),
-        "megabytes": megabytes,
+        **facts,
+        "patch_size": patch_size,
         "patches": patches,
         "workers": workers,
         "read_mb_s": megabytes / read_s,
