@@ -1,9 +1,11 @@
 """``scratchsat tile``: scenes + labels → a patch store with statistics, splits and an index.
 
-One pass over each scene, one strip of windows at a time (parallel over ``workers``
-processes): read the strip once, bring the labels onto it, keep the windows with enough valid
-and labelled pixels, and stream the patches into the store. Splits are then assigned by spatial
-block, and windows that would overlap a window of another split are dropped.
+One pass over each scene, one strip of windows at a time: read the strip once (GDAL decodes its
+blocks on all cores), bring the labels onto it, keep the windows with enough valid and
+labelled pixels, and stream the patches into the store. With one worker, a thread reads strip
+k + 1 while strip k is cut and written; with several, each process reads and cuts whole strips.
+Splits are then assigned by spatial block, and windows that would overlap a window of another
+split are dropped.
 """
 
 from __future__ import annotations
@@ -191,6 +193,9 @@ def cut_strip(
         BandStats.empty(len(data), data.dtype),
         windows=len(xs) * len(rows),
     )
+    # Exact (histogram) statistics of wholly valid patches are taken once per strip, from the
+    # stacked patches: one histogram per band, not one per band and patch.
+    exact, whole = strip.stats.hist is not None, []
     images, masks, kept_xs, kept_ys = [], [], [], []
     for row in rows:
         rng = np.random.default_rng([options.seed, row])
@@ -209,7 +214,12 @@ def cut_strip(
                 continue
             patch = data[:, r : r + size, x : x + size]
             lattice, lattice_valid = patch[:, ::step, ::step], patch_valid[::step, ::step]
-            strip.stats.add(lattice if lattice_valid.all() else lattice[:, lattice_valid], rng)
+            if not lattice_valid.all():
+                strip.stats.add(lattice[:, lattice_valid], rng)  # (C, n valid)
+            elif exact:
+                whole.append(len(images))
+            else:
+                strip.stats.add(lattice, rng)
             images.append(patch)
             masks.append(patch_ids)
             kept_xs.append(x)
@@ -217,6 +227,10 @@ def cut_strip(
     if images:
         target = out.rows(len(images), images[0].shape, data.dtype) if out is not None else None
         strip.images, strip.masks = np.stack(images, out=target), np.stack(masks)
+        if whole:
+            lattices = strip.images[:, :, ::step, ::step]
+            lattices = lattices if len(whole) == len(images) else lattices[whole]
+            strip.stats.add(lattices.swapaxes(0, 1))  # (C, k, h, w)
         strip.xs, strip.ys = np.array(kept_xs, np.int64), np.array(kept_ys, np.int64)
         # ids are < 255 (IGNORE_INDEX), so the first len(classes) bins hold every class
         strip.class_counts = np.stack(
