@@ -17,7 +17,7 @@ from rasterio.windows import Window
 
 from . import __version__
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec
-from .raster import geotiff_profile, write_json
+from .raster import geotiff_profile, write_atomically, write_json
 from .stats import BandStats, stats_step
 from .windows import SPLITS
 
@@ -80,11 +80,15 @@ def write_index(
         features.append(
             {"type": "Feature", "id": i, "geometry": geometry, "properties": properties}
         )
-    collection = {"type": "FeatureCollection", "name": "patches", "features": features}
+    head = {"type": "FeatureCollection", "name": "patches"}
     member = crs_member(target) if target is not None else None
     if member:
-        collection["crs"] = member
-    write_json(path, collection)
+        head["crs"] = member
+    # One feature per line, as GDAL writes GeoJSON: readable, and encoded by json's C encoder
+    # (an indented dump of thousands of features costs more than cutting the patches).
+    lines = ",\n".join(json.dumps(f, allow_nan=False) for f in features)
+    text = json.dumps(head)[:-1] + ', "features": [\n' + lines + "\n]}\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def write_chips(

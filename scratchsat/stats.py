@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 SAMPLE_PER_PATCH = 4096
-STATS_SIDE = 128  # a patch feeds at most STATS_SIDE × STATS_SIDE pixels to the statistics
+STATS_SIDE = 64  # a patch feeds at most STATS_SIDE × STATS_SIDE pixels to the statistics
 
 
 def stats_step(patch_size: int) -> int:

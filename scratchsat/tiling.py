@@ -193,9 +193,10 @@ def cut_strip(
         BandStats.empty(len(data), data.dtype),
         windows=len(xs) * len(rows),
     )
-    # Exact (histogram) statistics of wholly valid patches are taken once per strip, from the
-    # stacked patches: one histogram per band, not one per band and patch.
-    exact, whole = strip.stats.hist is not None, []
+    # Exact (histogram) statistics are taken once per strip: one histogram per band over the
+    # lattices of the wholly valid patches (from the stacked patches) and the valid lattice
+    # pixels of the others, not one per band and patch.
+    exact, whole, partial = strip.stats.hist is not None, [], []
     images, masks, kept_xs, kept_ys = [], [], [], []
     for row in rows:
         rng = np.random.default_rng([options.seed, row])
@@ -214,12 +215,12 @@ def cut_strip(
                 continue
             patch = data[:, r : r + size, x : x + size]
             lattice, lattice_valid = patch[:, ::step, ::step], patch_valid[::step, ::step]
-            if not lattice_valid.all():
-                strip.stats.add(lattice[:, lattice_valid], rng)  # (C, n valid)
-            elif exact:
+            if not exact:  # float data: a seeded sample of each patch for the percentiles
+                strip.stats.add(lattice if lattice_valid.all() else lattice[:, lattice_valid], rng)
+            elif lattice_valid.all():
                 whole.append(len(images))
             else:
-                strip.stats.add(lattice, rng)
+                partial.append(lattice[:, lattice_valid])  # (C, n valid)
             images.append(patch)
             masks.append(patch_ids)
             kept_xs.append(x)
@@ -230,7 +231,9 @@ def cut_strip(
         if whole:
             lattices = strip.images[:, :, ::step, ::step]
             lattices = lattices if len(whole) == len(images) else lattices[whole]
-            strip.stats.add(lattices.swapaxes(0, 1))  # (C, k, h, w)
+            strip.stats.add(lattices.swapaxes(0, 1))  # (C, k, h, w), a view
+        if partial:
+            strip.stats.add(np.concatenate(partial, axis=1))
         strip.xs, strip.ys = np.array(kept_xs, np.int64), np.array(kept_ys, np.int64)
         # ids are < 255 (IGNORE_INDEX), so the first len(classes) bins hold every class
         strip.class_counts = np.stack(

@@ -357,22 +357,26 @@ def test_patches_of_many_strips_hold_their_own_pixels(tmp_path):
 
 
 def test_statistics_of_large_patches_come_from_a_lattice(tmp_path):
-    # 256 px patches feed every 2nd row and column of their valid pixels to the statistics;
-    # patches up to 128 px feed every pixel (see the test above).
+    # 256 px patches feed every 4th row and column of their valid pixels to the statistics;
+    # patches up to 64 px feed every pixel (see the test above). One patch has a nodata pixel.
     rng = np.random.default_rng(2)
-    image = rng.integers(0, 5000, (2, 512, 512), dtype=np.uint16)
+    image = rng.integers(1, 5000, (2, 512, 512), dtype=np.uint16)
     image[:, 100, 100] = 7  # on the lattice: counted
     image[:, 101, 101] = 60_000  # off the lattice: not counted
-    scene = write_raster(tmp_path / "scene.tif", image)
+    image[:, 300, 300] = 0  # nodata on the lattice: not counted
+    scene = write_raster(tmp_path / "scene.tif", image, nodata=0)
     labels = write_raster(tmp_path / "labels.tif", np.ones((512, 512), np.uint8))
     out = tile([scene], labels, tmp_path / "t",
                options=TileOptions(patch_size=256, val=0.0, test=0.0))
     info = json.loads((out / "dataset.json").read_text())
-    assert info["statistics_step"] == 2
-    lattice = image[:, ::2, ::2].reshape(2, -1).astype(float)
+    assert info["statistics_step"] == 4 and info["patches"] == 4
+    lattice = image[:, ::4, ::4].reshape(2, -1)
+    lattice = lattice[:, lattice[0] != 0].astype(float)
+    assert lattice.shape[1] == 128 * 128 - 1
     for band, row in zip(lattice, info["bands"], strict=True):
         assert row["mean"] == pytest.approx(band.mean(), rel=1e-12)
         assert row["std"] == pytest.approx(band.std(), rel=1e-12)
+        assert row["p2"] == pytest.approx(np.percentile(band, 2))
         assert row["p98"] == pytest.approx(np.percentile(band, 98))
 
 
