@@ -45,7 +45,7 @@ def footprint(transform, col: int, row: int, size: int) -> dict:
         (col, row),
         (col, row + size),
     ]
-    return {"type": "Polygon", "coordinates": [[list(transform * (c, r)) for c, r in corners]]}
+    return {"type": "Polygon", "coordinates": [[list(transform @ (c, r)) for c, r in corners]]}
 
 
 def write_index(
