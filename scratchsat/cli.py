@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .errors import ScratchsatError
+from .errors import InputError, ScratchsatError
 
 app = typer.Typer(
     name="scratchsat",
@@ -625,21 +625,32 @@ def bench(
             help="Also measure tile on this GeoTIFF of yours (one constant class as labels)."
         ),
     ] = None,
+    only: Annotated[
+        str,
+        typer.Option(help="Comma-separated steps to measure: tile, load, train, predict."),
+    ] = "tile,load,train,predict",
 ) -> None:
     """Measure tile, load, train and predict throughput, each beside its bound in the same run.
 
     Example: scratchsat bench --quick --json bench.json
     """
-    from .bench import run_benchmarks
+    from .bench import STEPS, run_benchmarks
     from .raster import check_output
 
+    steps = [step.strip() for step in only.split(",") if step.strip()]
+    unknown = [step for step in steps if step not in STEPS]
+    if unknown or not steps:
+        raise InputError(
+            f"--only {only!r}: {'unknown step ' + repr(unknown[0]) if unknown else 'no step'}; "
+            f"name one or more of {', '.join(STEPS)}, separated by commas"
+        )
     if json_out is not None:
         check_output(json_out, overwrite)
     if tile_scene is not None:  # refuse a file tile would refuse before anything runs
         from .tiling import describe_scene
 
         describe_scene(tile_scene, None)
-    result = run_benchmarks(quick=quick, device=device, log=say, tile_scene=tile_scene)
+    result = run_benchmarks(quick=quick, device=device, log=say, tile_scene=tile_scene, only=steps)
     from .views import show_bench
 
     show_bench(result, Console(soft_wrap=True))

@@ -52,3 +52,18 @@ def test_bench_refuses_a_tile_scene_without_crs_up_front(tmp_path):
     assert result.exit_code == 1
     assert "plain.tif: has no CRS; tile needs a georeferenced scene" in result.output
     assert "Traceback" not in result.output
+
+
+def test_bench_only_some_steps(tmp_path, monkeypatch):
+    monkeypatch.setitem(bench.SIZES, "quick", TINY)
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--quick", "--only", "tile", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(out.read_text())
+    assert figures["tile"]["patches"] == 16
+    assert not {"load", "train", "predict"} & set(figures)
+    assert "full read" in result.output and "model only" not in result.output
+    wrong = runner.invoke(app, ["bench", "--only", "tile,fly"])
+    assert wrong.exit_code == 1 and "Traceback" not in wrong.output
+    assert ("--only 'tile,fly': unknown step 'fly'; name one or more of tile, load, train, "
+            "predict, separated by commas") in " ".join(wrong.output.split())

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .load import bench_load
@@ -78,69 +78,83 @@ def hardware(device: str) -> dict:
     }
 
 
+STEPS = ("tile", "load", "train", "predict")
+
+
 def run_benchmarks(
     quick: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = lambda message: None,
     tile_scene: Path | None = None,
+    only: Sequence[str] = STEPS,
 ) -> dict:
-    """Every benchmark; returns the figures (see :func:`rows` for the table). With
-    ``tile_scene``, tile is also measured on that file (one constant class as labels)."""
-    from ..synth import write_scene
-    from ..tiling import TileOptions, tile
-
+    """The benchmarks in ``only`` (all by default); returns the figures (see :func:`rows` for
+    the table). With ``tile_scene``, tile is also measured on that file (one constant class as
+    labels). Load and predict read the synthetic tile benchmark's output, so it always runs."""
     size = SIZES["quick" if quick else "full"]
     result = {"hardware": hardware(device), "quick": quick}
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         log("tile: writing a synthetic 13-band scene and tiling it")
         result["tile"] = bench_tile(
-            size=size["scene"], patch_size=size["load_patch"], keep=tmp, repeats=1 if quick else 2
+            size=size["scene"], patch_size=size["load_patch"], keep=tmp, repeats=2
         )
         if tile_scene is not None:
             log(f"tile: {tile_scene}")
             result["tile_scene"] = bench_tile(
                 Path(tile_scene), patch_size=size["load_patch"], repeats=2 if quick else 3
             )
-        log("load: reading patches through the Dataset")
-        result["load"] = bench_load(tmp / "tiles", passes=1 if quick else 2)
-        scene = write_scene(
-            tmp / "t.tif",
-            tmp / "t_labels.tif",
-            width=size["train_scene"],
-            height=size["train_scene"],
-            seed=3,
-        )
-        options = TileOptions(patch_size=64, task="classification", block_size=128)
-        classification = tile([scene.path], scene.labels_path, tmp / "cls", options=options)
-        p = size["unet_patch"]
-        options = TileOptions(patch_size=p, block_size=2 * p, stride=p // 2)
-        segmentation = tile([scene.path], scene.labels_path, tmp / "seg", options=options)
-        # On a GPU both data paths: D4 per batch on the device, and albumentations in workers.
-        ways = [None] if result["hardware"]["device"] == "cpu" else [True, False]
-        result["train"] = []
-        for tiles, model, batch in (
-            (classification, "resnet18", size["resnet_batch"]),
-            (segmentation, "unet", size["unet_batch"]),
-        ):
-            for way in ways:
-                log(f"train: {model} on {tiles.name} patches, batch {batch}")
-                result["train"].append(
-                    bench_train(
-                        tiles,
-                        model=model,
-                        batch_size=batch,
-                        device=device,
-                        batch_augment=way,
-                        epochs=size["epochs"],
-                        steps=size["steps"],
-                    )
-                )
-        log("predict: U-Net over the tile benchmark's scene")
-        result["predict"] = bench_predict(
-            tmp / "scene.tif", patch_size=size["unet_patch"], device=device
-        )
+        if "load" in only:
+            log("load: reading patches through the Dataset")
+            result["load"] = bench_load(tmp / "tiles", passes=1 if quick else 2)
+        if "predict" in only:
+            log("predict: U-Net over the tile benchmark's scene")
+            result["predict"] = bench_predict(
+                tmp / "scene.tif", patch_size=size["unet_patch"], device=device
+            )
+        if "train" in only:
+            result["train"] = train_figures(tmp, size, device, result["hardware"]["device"], log)
     return result
+
+
+def train_figures(tmp: Path, size: dict, device: str, chosen: str, log) -> list[dict]:
+    """ResNet-18 (classification, 64 px) and U-Net (segmentation) on synthetic tiles."""
+    from ..synth import write_scene
+    from ..tiling import TileOptions, tile
+
+    scene = write_scene(
+        tmp / "t.tif",
+        tmp / "t_labels.tif",
+        width=size["train_scene"],
+        height=size["train_scene"],
+        seed=3,
+    )
+    options = TileOptions(patch_size=64, task="classification", block_size=128)
+    classification = tile([scene.path], scene.labels_path, tmp / "cls", options=options)
+    p = size["unet_patch"]
+    options = TileOptions(patch_size=p, block_size=2 * p, stride=p // 2)
+    segmentation = tile([scene.path], scene.labels_path, tmp / "seg", options=options)
+    # On a GPU both data paths: D4 per batch on the device, and albumentations in workers.
+    ways = [None] if chosen == "cpu" else [True, False]
+    figures = []
+    for tiles, model, batch in (
+        (classification, "resnet18", size["resnet_batch"]),
+        (segmentation, "unet", size["unet_batch"]),
+    ):
+        for way in ways:
+            log(f"train: {model} on {tiles.name} patches, batch {batch}")
+            figures.append(
+                bench_train(
+                    tiles,
+                    model=model,
+                    batch_size=batch,
+                    device=device,
+                    batch_augment=way,
+                    epochs=size["epochs"],
+                    steps=size["steps"],
+                )
+            )
+    return figures
 
 
 def rows(result: dict) -> list[tuple[str, str, str, str]]:
@@ -160,8 +174,8 @@ def rows(result: dict) -> list[tuple[str, str, str, str]]:
                 f"{t['ratio']:.2f}",
             )
         )
-    load = result["load"]
-    bound = load["patches_per_s"]["raw slices"]
+    load = result.get("load", {"patches_per_s": {}, "patch": []})
+    bound = load["patches_per_s"].get("raw slices", 0.0)
     shape = "×".join(map(str, load["patch"]))
     for name, value in load["patches_per_s"].items():
         if name != "raw slices":
@@ -173,7 +187,7 @@ def rows(result: dict) -> list[tuple[str, str, str, str]]:
                     f"{value / bound:.2f}",
                 )
             )
-    for r in result["train"]:
+    for r in result.get("train", []):
         shape = "×".join(map(str, r["patch"]))
         what = (
             f"train {r['model']} {shape}, batch {r['batch_size']}, {r['precision']}, "
@@ -195,6 +209,8 @@ def rows(result: dict) -> list[tuple[str, str, str, str]]:
                 "",
             )
         )
+    if "predict" not in result:
+        return out
     p = result["predict"]
     bound = min(p["model_only_mpx_s"], p["read_mpx_s"])
     out.append(
