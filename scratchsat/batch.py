@@ -1,8 +1,9 @@
 """Batch-level work on the training device: normalisation and the exact D4 group per sample.
 
-With ``d4`` (or no) augmentation, DataLoader workers only slice raw patches out of the
-memory-mapped store; turning them into normalised float32 and flipping/rotating them happens
-here, on whole batches, where it is cheap (on a GPU, nearly free). Nothing here synchronises
+With ``d4`` (or no) augmentation, the host only reads raw batches out of the memory-mapped
+store (one fancy-indexed read per batch); turning them into normalised float32 and
+flipping/rotating them happens here, on whole batches, where it is cheap (on a GPU, nearly
+free). Nothing here synchronises
 with the host: the per-sample symmetries arrive on the CPU with the batch and are grouped there.
 """
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from .augment import AugmentSpec, build_augment
 from .batch import raw_view
@@ -127,7 +127,10 @@ class PatchDataset(Dataset):
     Images are normalised with the folder's per-band statistics, then augmented. Arrays are
     memory-mapped on first use in each process, so the dataset is cheap to send to
     DataLoader workers. An item may be asked for as ``index`` or ``(index, seed)``; with a seed
-    its augmentation is reproducible whatever worker computes it.
+    its augmentation is reproducible whatever worker computes it. A list of those asks for a
+    whole batch, collated (what a DataLoader with ``batch_size=None`` and a
+    :class:`~torch.utils.data.BatchSampler` as its sampler does): raw batches then come from
+    one read of the memory-mapped store instead of one per patch plus a stacking copy.
     """
 
     def __init__(
@@ -170,7 +173,9 @@ class PatchDataset(Dataset):
         name = "masks" if self.tiles.task == "segmentation" else "labels"
         return np.load(self.tiles.folder / f"{name}.npy", mmap_mode="r")[self.indices]
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, ...]:
+    def __getitem__(self, key: int | tuple[int, int] | list) -> tuple[torch.Tensor, ...]:
+        if isinstance(key, list):
+            return self.raw_batch(key) if self.raw else default_collate([self[k] for k in key])
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = int(self.indices[index])
         if self.raw:
@@ -195,6 +200,17 @@ class PatchDataset(Dataset):
         else:
             target = torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
         return image, target, (seed % 8 if seed is not None else 0)
+
+    def raw_batch(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What ``raw_item`` gives for each key, collated, from one fancy-indexed read."""
+        pairs = [k if isinstance(k, tuple) else (k, None) for k in keys]
+        rows = self.indices[[index for index, _ in pairs]]
+        arrays = self.arrays()
+        images = torch.from_numpy(raw_view(arrays["images"][rows]))  # (B, C, P, P), one copy
+        name = "masks" if self.tiles.task == "segmentation" else "labels"
+        targets = torch.from_numpy(arrays[name][rows].astype(np.int64))
+        ks = torch.tensor([seed % 8 if seed is not None else 0 for _, seed in pairs])
+        return images, targets, ks
 
 
 __all__ = ["IGNORE_INDEX", "PatchDataset", "Tiles", "normalise", "read_tiles"]

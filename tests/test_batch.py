@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from scratchsat.batch import d4, d4_batch, normalise_batch
 from scratchsat.dataset import EpochSampler, PatchDataset, normalise, read_tiles
 from scratchsat.errors import InputError
+from scratchsat.run import build_loaders
 from scratchsat.training import TrainConfig, train
 
 
@@ -65,3 +67,38 @@ def test_sampler_seeds_pick_symmetries(seg_tiles):
     sampler = EpochSampler(len(raw), seed=0)
     ks = torch.cat([b[2] for b in DataLoader(raw, batch_size=16, sampler=sampler)])
     assert set(ks.tolist()) == set(range(8))
+
+
+@pytest.mark.parametrize("tiles_name", ["seg_tiles", "cls_tiles"])
+def test_a_list_of_keys_fetches_the_collated_batch_in_one_read(tiles_name, request):
+    folder = request.getfixturevalue(tiles_name)
+    keys = [(5, 11), (0, 3), (7, 8), 2]  # any order, seeded or not
+    raw = PatchDataset(folder, "train", raw=True)
+    x, y, ks = raw[keys]
+    one_by_one = [raw[k] for k in keys]
+    np.testing.assert_array_equal(x.numpy(), np.stack([i[0].numpy() for i in one_by_one]))
+    np.testing.assert_array_equal(y.numpy(), np.stack([i[1].numpy() for i in one_by_one]))
+    assert ks.tolist() == [11 % 8, 3 % 8, 8 % 8, 0] and y.dtype == torch.int64
+    normalised = PatchDataset(folder, "val", "d4")  # item by item, then collated
+    images, targets = normalised[[(1, 4), (0, 9)]]
+    for i, key in enumerate([(1, 4), (0, 9)]):
+        image, target = normalised[key]
+        np.testing.assert_array_equal(images[i].numpy(), image.numpy())
+        np.testing.assert_array_equal(targets[i].numpy(), target.numpy())
+
+
+
+def test_gpu_loaders_read_raw_batches_in_the_training_process(seg_tiles):
+    # Built for a CUDA device without touching it: the loaders are only configured here.
+    cuda, tiles = torch.device("cuda"), read_tiles(seg_tiles)
+    raw = build_loaders(TrainConfig(batch_size=8, aug="d4"), tiles, None, cuda)
+    train_loader = raw["train"]
+    assert train_loader.dataset.raw and train_loader.num_workers == 0
+    assert train_loader.batch_size is None and isinstance(train_loader.sampler, BatchSampler)
+    assert train_loader.sampler.batch_size == 8 and train_loader.pin_memory
+    assert raw["val"].dataset.raw and raw["val"].num_workers == 0
+    geo = build_loaders(TrainConfig(batch_size=8, aug="geo"), tiles, None, cuda)["train"]
+    assert not geo.dataset.raw and geo.batch_size == 8
+    assert geo.num_workers == min(8, os.cpu_count() or 1)  # interpolating: per patch in workers
+    chosen = build_loaders(TrainConfig(batch_size=8, workers=1), tiles, None, cuda)["train"]
+    assert chosen.dataset.raw and chosen.num_workers == 1  # the user's choice stands

@@ -113,8 +113,10 @@ def test_same_seed_same_metrics_on_cpu(seg_tiles, tmp_path):
     assert val_columns(tmp_path / "a") != val_columns(tmp_path / "c")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_same_schedule(seg_tiles, tmp_path):
-    config = TrainConfig(epochs=3, batch_size=8, width=8)
+@pytest.mark.parametrize("batch_augment", [False, True])  # True: raw batches, d4 per batch
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_same_schedule(seg_tiles, tmp_path,
+                                                                          batch_augment):
+    config = TrainConfig(epochs=3, batch_size=8, width=8, batch_augment=batch_augment)
     train(seg_tiles, tmp_path / "straight", config)
 
     def interrupt(done, total, epoch, **fields):

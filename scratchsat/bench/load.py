@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 from ..batch import d4_batch, normalise_batch
 from ..dataset import EpochSampler, PatchDataset, read_tiles
@@ -31,16 +31,23 @@ class RawSlices(Dataset):
         return torch.from_numpy(np.array(self.images[index]).view(np.int16))
 
 
-def rate(dataset: Dataset, passes: int, workers: int, batch_size: int, on_batch=None) -> float:
-    """Patches/s over ``passes`` epochs (after one warm-up epoch) through a DataLoader."""
+def rate(
+    dataset: Dataset,
+    passes: int,
+    workers: int,
+    batch_size: int,
+    on_batch=None,
+    batched: bool = False,
+) -> float:
+    """Patches/s over ``passes`` epochs (after one warm-up epoch) through a DataLoader; with
+    ``batched``, the dataset is asked for whole batches (as training does for raw patches)."""
     sampler = EpochSampler(len(dataset), seed=0)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-    )
+    common = {"num_workers": workers, "persistent_workers": workers > 0}
+    if batched:
+        batches = BatchSampler(sampler, batch_size, drop_last=False)
+        loader = DataLoader(dataset, sampler=batches, batch_size=None, **common)
+    else:
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, **common)
     seen, start = 0, 0.0
     for epoch in range(passes + 1):
         if epoch == 1:
@@ -74,12 +81,16 @@ def bench_load(
         "dataset, d4 in workers (albumentations)": rate(
             PatchDataset(info, "train", "d4"), passes, workers, batch_size
         ),
-        # The GPU data path: workers only slice raw patches; normalisation and d4 run per
-        # batch on the training device (here on CPU tensors, which is slow on a small CPU).
-        "dataset raw (what workers do on the GPU path)": rate(raw, passes, workers, batch_size),
-        "dataset raw, main process only": rate(raw, passes, 0, batch_size),
-        "dataset raw + normalise and d4 per batch on CPU tensors": rate(
-            raw, passes, workers, batch_size, on_device
+        # The GPU data path: raw patches, a batch per read of the store, in the training
+        # process; normalisation and d4 run per batch on the training device (here on CPU
+        # tensors, which is slow on a small CPU).
+        "dataset raw, item by item in workers": rate(raw, passes, workers, batch_size),
+        "dataset raw batches in workers": rate(raw, passes, workers, batch_size, batched=True),
+        "dataset raw batches, main process (the GPU path)": rate(
+            raw, passes, 0, batch_size, batched=True
+        ),
+        "dataset raw batches + normalise and d4 per batch on CPU tensors": rate(
+            raw, passes, 0, batch_size, on_device, batched=True
         ),
     }
     shape = np.load(tiles / "images.npy", mmap_mode="r").shape
