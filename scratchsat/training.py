@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from . import distributed
-from .batch import d4_batch, normalise_batch
+from .batch import d4_batch, host_batch, normalise_batch
 from .bundle import save_bundle, save_checkpoint, save_weights
 from .device import autocast
 from .errors import DivergedError, TrainingInterrupted
@@ -38,11 +38,17 @@ Progress = Callable[..., None]  # progress(done, total, **fields)
 def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A collated batch → (normalised float32 images, targets) on the device. Raw batches are
     normalised here, and get their D4 symmetries when ``augment`` and the preset is d4."""
-    x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
-    if run.raw:
+    d4, tiles = augment and run.config.aug == "d4", run.tiles
+    if not run.raw:
+        x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
+    elif run.device.type == "cpu":  # one pass per sample on host threads
+        ks = batch[2] if d4 else None
+        x, y = host_batch(*batch[:2], ks, tiles.dtype, tiles.mean, tiles.std, tiles.nodata)
+    else:  # whole-batch tensor operations on the device
+        x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
         mean, std = run.band_stats
-        x = normalise_batch(x, run.tiles.dtype, mean, std, run.tiles.nodata)
-        if augment and run.config.aug == "d4":
+        x = normalise_batch(x, tiles.dtype, mean, std, tiles.nodata)
+        if d4:
             x, y = d4_batch(x, y, batch[2])
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)

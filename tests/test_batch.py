@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from scratchsat.batch import d4, d4_batch, normalise_batch
+from scratchsat.batch import d4, d4_batch, host_batch, normalise_batch, raw_view
 from scratchsat.dataset import EpochSampler, PatchDataset, normalise, read_tiles
 from scratchsat.errors import InputError
 from scratchsat.run import build_loaders
@@ -102,3 +102,29 @@ def test_gpu_loaders_read_raw_batches_in_the_training_process(seg_tiles):
     assert geo.num_workers == min(8, os.cpu_count() or 1)  # interpolating: per patch in workers
     chosen = build_loaders(TrainConfig(batch_size=8, workers=1), tiles, None, cuda)["train"]
     assert chosen.dataset.raw and chosen.num_workers == 1  # the user's choice stands
+
+
+@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("uint16", None), ("uint8", 7),
+                                               ("int16", -9), ("float32", float("nan"))])
+def test_host_batches_match_the_device_path(dtype, nodata):
+    # The CPU path (numpy, one pass per sample, threads) gives what the torch path gives.
+    rng = np.random.default_rng(4)
+    high = 60_000 if dtype == "uint16" else 120
+    images = rng.integers(1, high, (8, 3, 6, 6)).astype(dtype)
+    images[2, 1, 3, 4] = 0 if nodata is None else nodata  # one invalid pixel (or a plain 0)
+    if dtype == "float32":
+        images[5, 0, 0, 0] = np.nan
+    raw = torch.from_numpy(raw_view(images))
+    masks = torch.from_numpy(rng.integers(0, 4, (8, 6, 6)))
+    labels = torch.arange(8)
+    ks = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7])
+    mean, std = rng.random(3) * 50, rng.random(3) * 10 + 1
+    want = normalise_batch(raw, dtype, torch.from_numpy(mean), torch.from_numpy(std), nodata)
+    want_x, want_y = d4_batch(want, masks, ks)
+    got_x, got_y = host_batch(raw, masks, ks, dtype, mean, std, nodata)
+    np.testing.assert_allclose(got_x.numpy(), want_x.numpy(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(got_y, want_y) and got_x.dtype == torch.float32
+    assert (got_x == 0).all(dim=1).sum() >= (1 if nodata is not None else 0)
+    plain_x, same = host_batch(raw, labels, None, dtype, mean, std, nodata)
+    np.testing.assert_allclose(plain_x.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
+    assert torch.equal(same, labels)

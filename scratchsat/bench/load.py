@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from ..batch import d4_batch, normalise_batch
+from ..batch import d4_batch, host_batch, normalise_batch
 from ..dataset import EpochSampler, PatchDataset, read_tiles
 
 
@@ -74,6 +74,9 @@ def bench_load(
         x = normalise_batch(batch[0], info.dtype, mean, std, info.nodata)
         d4_batch(x, batch[1], batch[2])
 
+    def on_host(batch):
+        host_batch(*batch, info.dtype, info.mean, info.std, info.nodata)
+
     raw = PatchDataset(info, "train", raw=True)
     results = {
         "raw slices": rate(RawSlices(tiles), passes, workers, batch_size),
@@ -89,8 +92,12 @@ def bench_load(
         "dataset raw batches, main process (the GPU path)": rate(
             raw, passes, 0, batch_size, batched=True
         ),
-        "dataset raw batches + normalise and d4 per batch on CPU tensors": rate(
+        "dataset raw batches + normalise and d4 per batch with torch on CPU tensors": rate(
             raw, passes, 0, batch_size, on_device, batched=True
+        ),
+        # What training on the CPU does with raw batches: one pass per sample, on threads.
+        "dataset raw batches + normalise and d4 per sample on host threads": rate(
+            raw, passes, 0, batch_size, on_host, batched=True
         ),
     }
     shape = np.load(tiles / "images.npy", mmap_mode="r").shape
