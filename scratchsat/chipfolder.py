@@ -27,7 +27,7 @@ from .raster import (
     valid_mask,
     write_json,
 )
-from .stats import BandStats
+from .stats import BandStats, stats_step
 from .tiling import Progress, Scene, TileOptions
 from .windows import SPLITS
 
@@ -71,6 +71,7 @@ def _write(tmp: Path, folder: Path, items, classes, options: TileOptions, progre
     first = _scene(items[0][0], options)
     size = first.grid.width
     options = TileOptions(**{**options.__dict__, "patch_size": size, "stride": size})
+    step = stats_step(size)
     images = store.NpyWriter(tmp / "images.npy", first.dtype, (len(first.bands), size, size))
     stats, skipped = BandStats.empty(len(first.bands), first.dtype), Counter()
     labels, features, rng = [], [], np.random.default_rng(options.seed)
@@ -84,7 +85,8 @@ def _write(tmp: Path, folder: Path, items, classes, options: TileOptions, progre
             if valid.mean() < options.min_valid:
                 skipped["nodata"] += 1
                 continue
-            stats.add(data[:, valid], rng)
+            lattice = data[:, ::step, ::step]  # as tile feeds its patches (stats_step)
+            stats.add(lattice[:, valid[::step, ::step]], rng)
             images.append(data[None])
             labels.append(class_id)
             geometry = footprint(scene.grid.transform, 0, 0, size)

@@ -1,7 +1,7 @@
 """Per-band statistics over valid pixels, mergeable across strips and worker processes.
 
-The tiler feeds each patch's valid pixels on a regular lattice (:func:`stats_step`), so the
-statistics never cost more than copying the patch.
+The tiler feeds each patch's valid pixels on a regular lattice (:func:`stats_step`): at most
+64 × 64 of them, so large patches cost the statistics no more than small ones.
 
 For 8- and 16-bit integer data everything comes from exact per-band histograms. Otherwise mean
 and standard deviation are merged with Chan's parallel formula (no catastrophic cancellation)

@@ -48,3 +48,24 @@ def test_chip_folder_errors(chip_folder, tmp_path):
         tile([chip_folder], None, tmp_path / "t", options=TileOptions(task="classification"))
     with pytest.raises(InputError, match=r"tile needs --labels"):
         tile([chip_folder / "River" / "odd.tif"], None, tmp_path / "t")
+
+
+def test_large_chips_feed_the_same_statistics_lattice_as_tile(tmp_path):
+    root = tmp_path / "chips"
+    rng = np.random.default_rng(1)
+    chips = []
+    for k, name in enumerate(("Crop", "Town")):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            data = rng.integers(1, 4000, (2, 130, 130), dtype=np.uint16)  # step 3 for 130 px
+            chips.append(data)
+            write_raster(root / name / f"{name}_{i}.tif", data,
+                         origin=(500_000 + 2000 * i, 5_800_000 + 5000 * k))
+    out = tile([root], None, tmp_path / "t",
+               options=TileOptions(task="classification", val=0.0, test=0.0))
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["statistics_step"] == 3
+    lattice = np.concatenate([c[:, ::3, ::3].reshape(2, -1) for c in chips], axis=1)
+    for band, row in zip(lattice.astype(float), info["bands"], strict=True):
+        assert row["mean"] == pytest.approx(band.mean(), rel=1e-12)
+        assert row["p98"] == pytest.approx(np.percentile(band, 98))

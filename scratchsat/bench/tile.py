@@ -35,10 +35,6 @@ def describe(path: Path) -> dict:
         }
 
 
-def raw_megabytes(path: Path) -> float:
-    return describe(path)["megabytes"]
-
-
 def best_full_read(path: Path, repeats: int = 3) -> float:
     """Seconds of the fastest of ``repeats`` full reads with GDAL's decoding threads on."""
     best = float("inf")
