@@ -21,6 +21,7 @@ from .raster import (
     Grid,
     atomic_output,
     band_names,
+    data_bands,
     open_raster,
     read,
     select_band_indexes,
@@ -147,7 +148,7 @@ def _write(tmp: Path, folder: Path, items, classes, options: TileOptions, progre
 def _scene(path: Path, options: TileOptions) -> Scene:
     with open_raster(path) as src:
         names = band_names(src)
-        indexes = select_band_indexes(path, names, options.bands)
+        indexes = select_band_indexes(path, names, options.bands, data_bands(src))
         if src.width != src.height:
             raise InputError(f"{path}: chips must be square, found {src.width}×{src.height}")
         return Scene(

@@ -33,7 +33,15 @@ from .batch import standardise
 from .bundle import load_bundle
 from .device import autocast, autocast_dtype, pick_device
 from .errors import BandError, InputError
-from .raster import GDAL_ENV, band_names, open_raster, read, reads_mask_band, valid_mask
+from .raster import (
+    GDAL_ENV,
+    band_names,
+    data_bands,
+    open_raster,
+    read,
+    reads_mask_band,
+    valid_mask,
+)
 from .windows import blend_weight, cover_offsets, window_stride
 from .writers import ClassMapSink, Outputs, outputs_for
 
@@ -97,18 +105,21 @@ class Predictor:
 
 
 def scene_indexes(path: Path, src, meta: dict) -> list[int]:
-    """The scene's bands in the model's order: all of them when the counts match, else the
-    bands whose descriptions carry the trained names; otherwise a BandError."""
+    """The scene's bands in the model's order: all its data bands (alpha bands are masks) when
+    the counts match, else the bands whose descriptions carry the trained names; otherwise a
+    BandError."""
     trained = [b["name"] for b in meta["bands"]]
-    if src.count == len(trained):
-        return list(range(1, src.count + 1))
-    names = band_names(src)
-    if set(trained) <= set(names):
+    usable = data_bands(src)
+    if len(usable) == len(trained):
+        return usable
+    names = band_names(src)  # B1 … Bn unless every band has its own description
+    if all(src.descriptions) and set(trained) <= set(names):
         return [names.index(n) + 1 for n in trained]
     shown = ", ".join(trained) if len(trained) <= 6 else f"{trained[0]} … {trained[-1]}"
+    alpha = f" (and {src.count - len(usable)} alpha)" if len(usable) < src.count else ""
     raise BandError(
-        f"{path} has {src.count} bands but the model was trained on {len(trained)} ({shown}); "
-        f"pass a {len(trained)}-band scene with the same bands in the same order"
+        f"{path} has {len(usable)} bands{alpha} but the model was trained on {len(trained)} "
+        f"({shown}); pass a {len(trained)}-band scene with the same bands in the same order"
     )
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import MaskFlags, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import RasterioError, WindowError
 from rasterio.transform import Affine
 from rasterio.warp import reproject, transform, transform_bounds
@@ -86,12 +86,22 @@ def band_names(src: rasterio.DatasetReader) -> list[str]:
     return [f"B{i}" for i in range(1, src.count + 1)]
 
 
+def data_bands(src: rasterio.DatasetReader) -> list[int]:
+    """1-based indexes of the bands that hold data: all but alpha bands, which GDAL reads as
+    the other bands' mask (``gdalwarp -dstalpha`` writes one)."""
+    return [i for i, c in enumerate(src.colorinterp, 1) if c != ColorInterp.alpha]
+
+
 def select_band_indexes(
-    path: str | os.PathLike, names: Sequence[str], wanted: Sequence[str] | None
+    path: str | os.PathLike,
+    names: Sequence[str],
+    wanted: Sequence[str] | None,
+    default: Sequence[int] | None = None,
 ) -> list[int]:
-    """Turn a band subset given by names or 1-based numbers into rasterio indexes."""
+    """Turn a band subset given by names or 1-based numbers into rasterio indexes; without
+    one, ``default`` (else every band)."""
     if not wanted:
-        return list(range(1, len(names) + 1))
+        return list(default) if default is not None else list(range(1, len(names) + 1))
     indexes = []
     for item in wanted:
         item = str(item).strip()
@@ -113,6 +123,29 @@ def reads_mask_band(src: rasterio.DatasetReader, indexes: Sequence[int]) -> bool
     """Whether validity needs GDAL's mask band (alpha or per-dataset mask), not only nodata."""
     flags = [src.mask_flag_enums[i - 1] for i in indexes]
     return any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags)
+
+
+def masked_fill(
+    src: rasterio.DatasetReader, indexes: Sequence[int], max_side: int = 512
+) -> tuple[float, ...] | None:
+    """What to store in pixels that only GDAL's mask band marks invalid, so that they
+    normalise to about 0 (as ``predict`` sets them): the nodata value where there is one, NaN
+    for floating-point data, else each band's mean over valid pixels of a shrunk read
+    (overviews where the file has them), rounded into the dtype. None without a mask band."""
+    if not reads_mask_band(src, indexes):
+        return None
+    dtype = np.dtype(src.dtypes[indexes[0] - 1])
+    if src.nodata is not None:
+        return (float(src.nodata),) * len(indexes)
+    if dtype.kind == "f":
+        return (float("nan"),) * len(indexes)
+    data, _ = read_shrunk(src, indexes, max_side)
+    valid = src.dataset_mask(out_shape=data.shape[1:], resampling=Resampling.nearest) > 0
+    if not valid.any():
+        return (0.0,) * len(indexes)
+    info = np.iinfo(dtype)
+    means = data[:, valid].astype(np.float64).mean(axis=1)
+    return tuple(float(np.clip(np.round(m), info.min, info.max)) for m in means)
 
 
 def valid_mask(

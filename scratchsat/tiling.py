@@ -32,6 +32,8 @@ from .raster import (
     atomic_output,
     band_names,
     check_output,
+    data_bands,
+    masked_fill,
     open_raster,
     read,
     reads_mask_band,
@@ -94,6 +96,7 @@ class Scene:
     nodata: float | None
     uses_mask: bool
     block_height: int = 1
+    fill: tuple[float, ...] | None = None  # stored in pixels only GDAL's mask band marks invalid
 
 
 @dataclass
@@ -115,7 +118,7 @@ def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scen
         if src.crs is None:
             raise InputError(f"{path}: has no CRS; tile needs a georeferenced scene")
         names = band_names(src)
-        indexes = select_band_indexes(path, names, bands)
+        indexes = select_band_indexes(path, names, bands, data_bands(src))
         grid = Grid(src.crs, src.transform, src.width, src.height)
         return Scene(
             Path(path),
@@ -126,6 +129,7 @@ def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scen
             src.nodata,
             reads_mask_band(src, indexes),
             src.block_shapes[indexes[0] - 1][0],
+            masked_fill(src, indexes),
         )
 
 
@@ -154,6 +158,10 @@ def read_strip(
         data = read(src, scene.band_indexes, window)  # (C, strip height, W)
         mask = src.dataset_mask(window=window) if scene.uses_mask else None
     valid = valid_mask(data, scene.nodata, mask)
+    if scene.fill is not None and mask is not None and not mask.all():
+        # Masked pixels would keep whatever the file holds there; store values that
+        # normalise to about 0 instead, as predict sets them (raster.masked_fill).
+        data[:, mask == 0] = np.array(scene.fill, data.dtype)[:, None]
     ids = read_ids(spec, scene.grid, window, classes)
     ids[~valid] = IGNORE_INDEX
     return StripData(rows, data, valid, ids)

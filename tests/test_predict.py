@@ -163,6 +163,10 @@ def test_wrong_band_count_is_refused_and_nothing_is_written(tmp_path, trained_ru
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output.startswith("Error: ") and "has 4 bands" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["four.tif"]
+    # More bands than trained, none described: nothing says which six are meant.
+    write_raster(tmp_path / "seven.tif", np.ones((7, 20, 20), np.uint16), nodata=0)
+    with pytest.raises(BandError, match=r"seven.tif has 7 bands but the model was trained on 6"):
+        predict(run, [tmp_path / "seven.tif"], tmp_path / "pred.tif")
 
 
 @pytest.fixture(scope="module")
@@ -293,3 +297,31 @@ def test_codes_above_254_make_a_uint16_map(tmp_path):
         assert src.dtypes[0] == "uint16" and src.nodata == 65535
         np.testing.assert_array_equal(src.read(1), want)
         assert src.colormap(1)[300][:3] == (0, 255, 0)
+
+
+@pytest.mark.filterwarnings("ignore::scratchsat.prediction.DriftWarning")
+def test_an_alpha_band_is_a_mask_not_a_band(tmp_path):
+    # RGB + alpha, as gdalwarp -dstalpha writes (GDAL reads an 8/16-bit alpha band as the
+    # mask): an identity model over the 3 data bands; alpha 0 pixels come out as nodata.
+    rng = np.random.default_rng(3)
+    data = rng.integers(1, 60_000, (3, 24, 30)).astype(np.uint16)
+    alpha = np.full((24, 30), 65535, np.uint16)
+    alpha[:, :5] = 0
+    write_raster(tmp_path / "rgba.tif", np.concatenate([data, alpha[None]]), photometric="RGB",
+                 alpha="YES")
+    meta = {**identity_meta(3, 8), "dtype": "uint16"}
+    predictor = Predictor(torch.nn.Identity(), meta, torch.device("cpu"))
+    predict_scene(predictor, tmp_path / "rgba.tif", Outputs(tmp_path / "pred.tif", None),
+                  PredictOptions(patch_size=8, overlap=0.25))
+    with rasterio.open(tmp_path / "pred.tif") as src:
+        codes = src.read(1)
+    want = np.array(CODES[:3], np.uint8)[data.argmax(0)]
+    want[:, :5] = 255
+    np.testing.assert_array_equal(codes, want)
+    four = Predictor(torch.nn.Identity(), {**identity_meta(4, 8), "dtype": "uint16"},
+                     torch.device("cpu"))  # the alpha band does not make up a 4th band
+    with pytest.raises(BandError, match=r"rgba.tif has 3 bands \(and 1 alpha\) but the model "
+                                        r"was trained on 4 \(B1, B2, B3, B4\)"):
+        predict_scene(four, tmp_path / "rgba.tif", Outputs(tmp_path / "p4.tif", None),
+                      PredictOptions(patch_size=8))
+    assert not (tmp_path / "p4.tif").exists()

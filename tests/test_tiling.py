@@ -6,6 +6,7 @@ import rasterio
 from conftest import gdalinfo, write_raster
 from rasterio.warp import transform_geom
 
+from scratchsat.dataset import PatchDataset
 from scratchsat.errors import (
     BandError,
     LabelError,
@@ -413,3 +414,73 @@ def test_unreadable_block_in_a_later_strip_leaves_nothing(tmp_path):
         tile([scene], labels, tmp_path / "t", options=TileOptions(patch_size=16))
     assert not (tmp_path / "t").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def write_masked(path, data, **extra):
+    """``data`` with a GDAL mask: an alpha band (RGB + alpha, as ``gdalwarp -dstalpha`` writes)
+    when ``alpha``, else an internal per-dataset mask; masked where ``mask`` is False."""
+    mask, alpha = extra.pop("mask"), extra.pop("alpha", False)
+    if alpha:
+        full = np.iinfo(data.dtype).max
+        stacked = np.concatenate([data, np.where(mask, full, 0).astype(data.dtype)[None]])
+        return write_raster(path, stacked, photometric="RGB", alpha="YES", **extra)
+    write_raster(path, data, **extra)
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
+        dst.write_mask(np.where(mask, 255, 0).astype(np.uint8))
+    return path
+
+
+def test_alpha_band_is_a_mask_and_masked_pixels_normalise_to_zero(tmp_path):
+    rng = np.random.default_rng(8)
+    data = rng.integers(100, 3000, (3, 40, 40), dtype=np.uint16)
+    mask = np.ones((40, 40), bool)
+    mask[:, :7] = False  # the ragged edge gdalwarp leaves outside the source
+    data[:, ~mask] = 0  # what the file holds there
+    scene = write_masked(tmp_path / "rgba.tif", data, mask=mask, alpha=True)
+    labels = write_raster(tmp_path / "labels.tif", np.ones((40, 40), np.uint8))
+    out = tile([scene], labels, tmp_path / "t", options=TileOptions(patch_size=20, val=0.0,
+                                                                     test=0.0, min_valid=0.1))
+    info = json.loads((out / "dataset.json").read_text())
+    assert [b["name"] for b in info["bands"]] == ["B1", "B2", "B3"]  # alpha is not a band
+    images, masks, windows = load(out, "images"), load(out, "masks"), load(out, "windows")
+    means = data[:, mask].mean(axis=1)
+    for band, row in zip(data, info["bands"], strict=True):  # statistics: valid pixels only
+        assert row["mean"] == pytest.approx(band[mask].mean())
+    for image, patch_mask, (_, x, y) in zip(images, masks, windows, strict=True):
+        masked = ~mask[y : y + 20, x : x + 20]
+        assert (patch_mask[masked] == IGNORE_INDEX).all()
+        # Masked pixels hold each band's (rounded) mean, not the file's zeros.
+        fill = np.round(means)[:, None].repeat(masked.sum(), 1)
+        np.testing.assert_array_equal(image[:, masked], fill)
+        kept = data[:, y : y + 20, x : x + 20][:, ~masked]
+        np.testing.assert_array_equal(image[:, ~masked], kept)
+    dataset = PatchDataset(out, "train")
+    edge_patches = 0
+    for i, row in enumerate(dataset.indices):
+        _, x, y = windows[row]
+        masked = ~mask[y : y + 20, x : x + 20]
+        edge_patches += masked.any()
+        assert np.abs(dataset[i][0].numpy()[:, masked]).max(initial=0) < 0.01  # about 0
+    assert edge_patches == 2
+
+
+@pytest.mark.parametrize(("dtype", "nodata", "stored"), [("int16", -1, -1), ("float32", None,
+                                                                                 "nan")])
+def test_internal_mask_stores_nodata_or_nan(tmp_path, dtype, nodata, stored):
+    data = np.arange(2 * 30 * 30).reshape(2, 30, 30).astype(dtype) % 500 + 1
+    mask = np.ones((30, 30), bool)
+    mask[25:, :] = False
+    scene = write_masked(tmp_path / "scene.tif", data, mask=mask, nodata=nodata)
+    labels = write_raster(tmp_path / "labels.tif", np.ones((30, 30), np.uint8))
+    out = tile([scene], labels, tmp_path / "t",
+               options=TileOptions(patch_size=10, val=0.0, test=0.0, min_valid=0.1))
+    images, windows = load(out, "images"), load(out, "windows")
+    bottom = images[windows[:, 2] == 20][:, :, 5:, :]  # rows 25..29 are masked
+    assert len(bottom) == 3
+    if stored == "nan":
+        assert np.isnan(bottom).all()
+    else:
+        assert (bottom == stored).all()
+    dataset = PatchDataset(out, "train")
+    row = int(np.flatnonzero(windows[dataset.indices, 2] == 20)[0])
+    assert (dataset[row][0].numpy()[:, 5:, :] == 0).all()  # normalised: exactly 0
