@@ -22,8 +22,10 @@ from .raster import (
     atomic_output,
     band_names,
     data_bands,
+    masked_fill,
     open_raster,
     read,
+    reads_mask_band,
     select_band_indexes,
     valid_mask,
     write_json,
@@ -82,7 +84,11 @@ def _write(tmp: Path, folder: Path, items, classes, options: TileOptions, progre
             _check_like(scene, first)
             with open_raster(path) as src:
                 data = read(src, scene.band_indexes)
-            valid = valid_mask(data, scene.nodata)
+                mask = src.dataset_mask() if scene.uses_mask else None
+                fill = masked_fill(src, scene.band_indexes)  # None without a mask band
+            valid = valid_mask(data, scene.nodata, mask)
+            if mask is not None and fill is not None and not mask.all():  # as tile does
+                data[:, mask == 0] = np.array(fill, data.dtype)[:, None]
             if valid.mean() < options.min_valid:
                 skipped["nodata"] += 1
                 continue
@@ -158,7 +164,7 @@ def _scene(path: Path, options: TileOptions) -> Scene:
             tuple(names[i - 1] for i in indexes),
             src.dtypes[indexes[0] - 1],
             src.nodata,
-            False,
+            reads_mask_band(src, indexes),
         )
 
 

@@ -69,3 +69,26 @@ def test_large_chips_feed_the_same_statistics_lattice_as_tile(tmp_path):
     for band, row in zip(lattice.astype(float), info["bands"], strict=True):
         assert row["mean"] == pytest.approx(band.mean(), rel=1e-12)
         assert row["p98"] == pytest.approx(np.percentile(band, 98))
+
+
+def test_an_alpha_band_masks_chip_pixels(chip_folder, tmp_path):
+    data = np.full((3, 8, 8), 500, np.uint16)
+    data[:, :, :3] = 7  # what the file holds where alpha is 0
+    alpha = np.full((8, 8), 65535, np.uint16)
+    alpha[:, :3] = 0
+    for i in range(5):  # the Forest chips get an alpha band and lose their 4th data band
+        path = chip_folder / "Forest" / f"Forest_{i}.tif"
+        write_raster(path, np.concatenate([data + i, alpha[None]]), photometric="RGB",
+                     alpha="YES", origin=(500_000 + 1000 * i, 5_800_000))
+    for i in range(5):
+        write_raster(chip_folder / "River" / f"River_{i}.tif", np.full((3, 8, 8), 100 + i,
+                     np.uint16), origin=(500_000 + 1000 * i, 5_800_000))
+    out = tile([chip_folder], None, tmp_path / "t",
+               options=TileOptions(task="classification", val=0.0, test=0.0))
+    images = np.load(out / "images.npy")
+    assert images.shape == (10, 3, 8, 8)  # alpha is not a band
+    assert (images[0][:, :, :3] == 500).all() and (images[0][:, :, 3:] == 500).all()
+    info = json.loads((out / "dataset.json").read_text())
+    valid_values = [500 + i for i in range(5) for _ in range(8 * 5)]
+    valid_values += [100 + i for i in range(5) for _ in range(64)]
+    assert info["bands"][0]["mean"] == pytest.approx(np.mean(valid_values))
