@@ -11,7 +11,14 @@ import numpy as np
 from .classmap import read_classes_tag
 from .errors import InputError
 from .index import read_dataset_json
-from .raster import band_names, open_raster, read_shrunk, valid_mask
+from .raster import (
+    band_names,
+    data_bands,
+    open_raster,
+    read_shrunk,
+    reads_mask_band,
+    valid_mask,
+)
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
 
@@ -36,10 +43,14 @@ def describe_raster(path: Path) -> dict:
     """Size, bands, dtype, nodata, CRS, resolution, bounds and per-band statistics of valid
     pixels (from a read shrunk to at most SAMPLE_SIDE pixels a side, so approximate)."""
     with open_raster(path) as src:
-        data, scale = read_shrunk(src, range(1, src.count + 1), SAMPLE_SIDE)
-        valid = valid_mask(data, src.nodata)
+        indexes = data_bands(src)  # alpha bands are the others' mask, not data
+        data, scale = read_shrunk(src, indexes, SAMPLE_SIDE)
+        masked = reads_mask_band(src, indexes)
+        mask = src.dataset_mask(out_shape=data.shape[1:]) if masked else None
+        valid = valid_mask(data, src.nodata, mask)
+        names = band_names(src)
         bands = []
-        for name, band in zip(band_names(src), data, strict=True):
+        for index, band in zip(indexes, data, strict=True):
             values = band[valid].astype(np.float64)
             stats = (
                 {
@@ -51,7 +62,8 @@ def describe_raster(path: Path) -> dict:
                 if values.size
                 else {}
             )
-            bands.append({"name": name, **{k: float(v) for k, v in stats.items()}})
+            figures = {k: float(v) for k, v in stats.items()}
+            bands.append({"index": index, "name": names[index - 1], **figures})
         return {
             "kind": "raster",
             "path": str(path),
@@ -65,6 +77,8 @@ def describe_raster(path: Path) -> dict:
             "resolution": list(src.res),
             "bounds": list(src.bounds),
             "valid_fraction": float(valid.mean()),
+            "alpha_bands": [i for i in range(1, src.count + 1) if i not in indexes],
+            "mask_band": masked,
             "statistics": f"valid pixels of a read shrunk by {scale:.3g}"
             if scale > 1
             else "valid pixels, all",

@@ -41,9 +41,11 @@ def show_raster(info: dict, console: Console) -> None:
             ("raster", f"{info['path']} ({info['driver']})"),
             (
                 "size",
-                f"{info['width']} × {info['height']} px, {info['count']} bands of {info['dtype']}",
+                f"{info['width']} × {info['height']} px, {info['count']} bands of {info['dtype']}"
+                + "".join(f" (band {i}: alpha, the mask)" for i in info["alpha_bands"]),
             ),
             ("nodata", info["nodata"]),
+            ("mask", "GDAL's mask band marks invalid pixels" if info["mask_band"] else "none"),
             ("crs", info["crs"]),
             ("resolution", " × ".join(f"{r:g}" for r in info["resolution"])),
             ("bounds", f"west {west:.6g}, south {south:.6g}, east {east:.6g}, north {north:.6g}"),
@@ -52,14 +54,14 @@ def show_raster(info: dict, console: Console) -> None:
     )
     rows = [
         (
-            str(i),
+            str(b["index"]),
             b["name"],
             b.get("min", "–"),
             b.get("max", "–"),
             b.get("mean", "–"),
             b.get("std", "–"),
         )
-        for i, b in enumerate(info["bands"], start=1)
+        for b in info["bands"]
     ]
     console.print(
         table(

@@ -69,3 +69,23 @@ def test_info_errors(tmp_path):
     described = json.loads(result.output)
     assert described["bands"][0]["min"] == 1 and described["bands"][0]["max"] == 11
     assert described["valid_fraction"] == pytest.approx(11 / 12)
+
+
+def test_info_reads_an_alpha_band_as_the_mask(tmp_path):
+    import numpy as np
+
+    data = np.full((3, 10, 10), 40, np.uint16)
+    data[:, :, :4] = 9000  # under alpha 0: not data
+    alpha = np.full((10, 10), 65535, np.uint16)
+    alpha[:, :4] = 0
+    write_raster(tmp_path / "rgba.tif", np.concatenate([data, alpha[None]]), photometric="RGB",
+                 alpha="YES")
+    result = runner.invoke(app, ["info", str(tmp_path / "rgba.tif")])
+    assert result.exit_code == 0, result.output
+    assert "4 bands of uint16 (band 4: alpha, the mask)" in result.output
+    assert "60.0% of pixels" in result.output
+    described = json.loads(runner.invoke(app, ["info", "--json",
+                                                str(tmp_path / "rgba.tif")]).output)
+    assert [b["index"] for b in described["bands"]] == [1, 2, 3]
+    assert described["alpha_bands"] == [4] and described["mask_band"] is True
+    assert all(b["max"] == 40 for b in described["bands"])  # masked pixels left out
