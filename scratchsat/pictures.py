@@ -9,7 +9,15 @@ from pathlib import Path
 import numpy as np
 
 from .classmap import rgba
-from .raster import band_names, open_raster, read_shrunk, valid_mask, write_atomically
+from .raster import (
+    band_names,
+    data_bands,
+    open_raster,
+    read_shrunk,
+    reads_mask_band,
+    valid_mask,
+    write_atomically,
+)
 
 # Sentinel-2 false colour (vegetation red): NIR, red, green.
 FALSE_COLOUR = (("B08", "B8", "nir"), ("B04", "B4", "red"), ("B03", "B3", "green"))
@@ -36,9 +44,13 @@ def quicklook_rgb(path: Path, max_side: int = 800) -> tuple[np.ndarray, str]:
     """(h, w, 3) float image in [0, 1], each band stretched between its 2nd and 98th
     percentiles over valid pixels; invalid pixels white."""
     with open_raster(path) as src:
-        indexes, what = display_bands(band_names(src))
+        usable = data_bands(src)  # alpha bands are the mask, not colours
+        names = band_names(src)
+        picked, what = display_bands([names[i - 1] for i in usable])
+        indexes = [usable[i - 1] for i in picked]
         data, _ = read_shrunk(src, indexes, max_side)
-        valid = valid_mask(data, src.nodata)
+        mask = src.dataset_mask(out_shape=data.shape[1:]) if reads_mask_band(src, indexes) else None
+        valid = valid_mask(data, src.nodata, mask)
     rgb = np.ones((*valid.shape, 3))
     for i, band in enumerate(data.astype(np.float64)):
         low, high = np.percentile(band[valid], [2, 98]) if valid.any() else (0, 1)

@@ -89,3 +89,19 @@ def test_info_reads_an_alpha_band_as_the_mask(tmp_path):
     assert [b["index"] for b in described["bands"]] == [1, 2, 3]
     assert described["alpha_bands"] == [4] and described["mask_band"] is True
     assert all(b["max"] == 40 for b in described["bands"])  # masked pixels left out
+
+
+def test_quicklooks_leave_masked_pixels_white(tmp_path):
+    import numpy as np
+
+    from scratchsat.pictures import quicklook_rgb
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(100, 200, (3, 10, 10)).astype(np.uint16)
+    alpha = np.full((10, 10), 65535, np.uint16)
+    alpha[:, :4] = 0
+    write_raster(tmp_path / "rgba.tif", np.concatenate([data, alpha[None]]), photometric="RGB",
+                 alpha="YES")
+    rgb, what = quicklook_rgb(tmp_path / "rgba.tif")
+    assert what == "bands B1, B2, B3" and rgb.shape == (10, 10, 3)
+    assert (rgb[:, :4] == 1.0).all() and (rgb[:, 4:] < 1.0).any()
