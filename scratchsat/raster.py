@@ -126,12 +126,14 @@ def reads_mask_band(src: rasterio.DatasetReader, indexes: Sequence[int]) -> bool
 
 
 def masked_fill(
-    src: rasterio.DatasetReader, indexes: Sequence[int], max_side: int = 512
+    src: rasterio.DatasetReader, indexes: Sequence[int], side: int = 1024
 ) -> tuple[float, ...] | None:
     """What to store in pixels that only GDAL's mask band marks invalid, so that they
     normalise to about 0 (as ``predict`` sets them): the nodata value where there is one, NaN
-    for floating-point data, else each band's mean over valid pixels of a shrunk read
-    (overviews where the file has them), rounded into the dtype. None without a mask band."""
+    for floating-point data, else each band's mean over the valid pixels of the central
+    ``side`` × ``side`` window (a few blocks; a shrunk read of the whole scene, which decodes
+    every block of a file without overviews, only where that window is all masked), rounded
+    into the dtype. None without a mask band."""
     if not reads_mask_band(src, indexes):
         return None
     dtype = np.dtype(src.dtypes[indexes[0] - 1])
@@ -139,8 +141,12 @@ def masked_fill(
         return (float(src.nodata),) * len(indexes)
     if dtype.kind == "f":
         return (float("nan"),) * len(indexes)
-    data, _ = read_shrunk(src, indexes, max_side)
-    valid = src.dataset_mask(out_shape=data.shape[1:], resampling=Resampling.nearest) > 0
+    width, height = min(side, src.width), min(side, src.height)
+    centre = Window((src.width - width) // 2, (src.height - height) // 2, width, height)
+    data, valid = read(src, indexes, centre), src.dataset_mask(window=centre) > 0
+    if not valid.any():
+        data, _ = read_shrunk(src, indexes, side)
+        valid = src.dataset_mask(out_shape=data.shape[1:], resampling=Resampling.nearest) > 0
     if not valid.any():
         return (0.0,) * len(indexes)
     info = np.iinfo(dtype)

@@ -484,3 +484,27 @@ def test_internal_mask_stores_nodata_or_nan(tmp_path, dtype, nodata, stored):
     dataset = PatchDataset(out, "train")
     row = int(np.flatnonzero(windows[dataset.indices, 2] == 20)[0])
     assert (dataset[row][0].numpy()[:, 5:, :] == 0).all()  # normalised: exactly 0
+
+
+def test_masked_fill_reads_the_centre_or_else_the_whole_scene(tmp_path):
+    from scratchsat.raster import masked_fill
+
+    data = np.full((2, 40, 40), 10, np.uint16)
+    data[:, :, 20:] = 30  # the right half is brighter
+    mask = np.ones((40, 40), bool)
+    mask[:, 20:] = False
+    scene = write_masked(tmp_path / "half.tif", data, mask=mask, alpha=False)
+    with rasterio.open(scene) as src:
+        assert masked_fill(src, [1, 2], side=8) == (10.0, 10.0)  # centre: 4 valid columns of 8
+    mask[:] = True
+    mask[16:24, 16:24] = False  # the central 8 × 8 all masked: a shrunk read of all
+    data[:, :, :] = 10
+    data[:, 30:, :] = 40
+    scene = write_masked(tmp_path / "hole.tif", data, mask=mask, alpha=False)
+    with rasterio.open(scene) as src:
+        want = round(data[0][mask].mean())
+        assert masked_fill(src, [1, 2], side=8) == (float(want),) * 2
+        assert masked_fill(src, [1, 2], side=64) == (float(want),) * 2
+    plain = write_raster(tmp_path / "plain.tif", data)
+    with rasterio.open(plain) as src:
+        assert masked_fill(src, [1, 2]) is None  # no mask band: nothing to fill
