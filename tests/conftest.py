@@ -32,6 +32,14 @@ def write_raster(path: Path, data: np.ndarray, *, crs="EPSG:32633", res=10.0, or
     return path
 
 
+def write_with_alpha(path: Path, data: np.ndarray, valid: np.ndarray, **extra) -> Path:
+    """3-band ``data`` plus an alpha band (0 where not ``valid``), as ``gdalwarp -dstalpha``
+    writes; GDAL reads an 8/16-bit alpha band as the other bands' mask."""
+    alpha = np.where(valid, np.iinfo(data.dtype).max, 0).astype(data.dtype)
+    return write_raster(path, np.concatenate([data, alpha[None]]), photometric="RGB",
+                        alpha="YES", **extra)
+
+
 def gdalinfo(path: Path) -> dict:
     """``gdalinfo -json`` of ``path``: an independent check of what we wrote."""
     if shutil.which("gdalinfo") is None:

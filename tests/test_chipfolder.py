@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_raster
+from conftest import write_raster, write_with_alpha
 
 from scratchsat.errors import InputError
 from scratchsat.tiling import TileOptions, tile
@@ -74,12 +74,11 @@ def test_large_chips_feed_the_same_statistics_lattice_as_tile(tmp_path):
 def test_an_alpha_band_masks_chip_pixels(chip_folder, tmp_path):
     data = np.full((3, 8, 8), 500, np.uint16)
     data[:, :, :3] = 7  # what the file holds where alpha is 0
-    alpha = np.full((8, 8), 65535, np.uint16)
-    alpha[:, :3] = 0
+    valid = np.ones((8, 8), bool)
+    valid[:, :3] = False
     for i in range(5):  # the Forest chips get an alpha band and lose their 4th data band
-        path = chip_folder / "Forest" / f"Forest_{i}.tif"
-        write_raster(path, np.concatenate([data + i, alpha[None]]), photometric="RGB",
-                     alpha="YES", origin=(500_000 + 1000 * i, 5_800_000))
+        write_with_alpha(chip_folder / "Forest" / f"Forest_{i}.tif", data + i, valid,
+                         origin=(500_000 + 1000 * i, 5_800_000))
     for i in range(5):
         write_raster(chip_folder / "River" / f"River_{i}.tif", np.full((3, 8, 8), 100 + i,
                      np.uint16), origin=(500_000 + 1000 * i, 5_800_000))

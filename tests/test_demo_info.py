@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from conftest import write_raster
+from conftest import write_raster, write_with_alpha
 from typer.testing import CliRunner
 
 from scratchsat.cli import app
@@ -76,10 +76,9 @@ def test_info_reads_an_alpha_band_as_the_mask(tmp_path):
 
     data = np.full((3, 10, 10), 40, np.uint16)
     data[:, :, :4] = 9000  # under alpha 0: not data
-    alpha = np.full((10, 10), 65535, np.uint16)
-    alpha[:, :4] = 0
-    write_raster(tmp_path / "rgba.tif", np.concatenate([data, alpha[None]]), photometric="RGB",
-                 alpha="YES")
+    valid = np.ones((10, 10), bool)
+    valid[:, :4] = False
+    write_with_alpha(tmp_path / "rgba.tif", data, valid)
     result = runner.invoke(app, ["info", str(tmp_path / "rgba.tif")])
     assert result.exit_code == 0, result.output
     assert "4 bands of uint16 (band 4: alpha, the mask)" in result.output
@@ -98,10 +97,9 @@ def test_quicklooks_leave_masked_pixels_white(tmp_path):
 
     rng = np.random.default_rng(0)
     data = rng.integers(100, 200, (3, 10, 10)).astype(np.uint16)
-    alpha = np.full((10, 10), 65535, np.uint16)
-    alpha[:, :4] = 0
-    write_raster(tmp_path / "rgba.tif", np.concatenate([data, alpha[None]]), photometric="RGB",
-                 alpha="YES")
+    valid = np.ones((10, 10), bool)
+    valid[:, :4] = False
+    write_with_alpha(tmp_path / "rgba.tif", data, valid)
     rgb, what = quicklook_rgb(tmp_path / "rgba.tif")
     assert what == "bands B1, B2, B3" and rgb.shape == (10, 10, 3)
     assert (rgb[:, :4] == 1.0).all() and (rgb[:, 4:] < 1.0).any()

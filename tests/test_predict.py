@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import gdalinfo, make_tiles, write_raster
+from conftest import gdalinfo, make_tiles, write_raster, write_with_alpha
 from typer.testing import CliRunner
 
 from scratchsat.classmap import sidecars
@@ -305,10 +305,9 @@ def test_an_alpha_band_is_a_mask_not_a_band(tmp_path):
     # mask): an identity model over the 3 data bands; alpha 0 pixels come out as nodata.
     rng = np.random.default_rng(3)
     data = rng.integers(1, 60_000, (3, 24, 30)).astype(np.uint16)
-    alpha = np.full((24, 30), 65535, np.uint16)
-    alpha[:, :5] = 0
-    write_raster(tmp_path / "rgba.tif", np.concatenate([data, alpha[None]]), photometric="RGB",
-                 alpha="YES")
+    valid = np.ones((24, 30), bool)
+    valid[:, :5] = False
+    write_with_alpha(tmp_path / "rgba.tif", data, valid)
     meta = {**identity_meta(3, 8), "dtype": "uint16"}
     predictor = Predictor(torch.nn.Identity(), meta, torch.device("cpu"))
     predict_scene(predictor, tmp_path / "rgba.tif", Outputs(tmp_path / "pred.tif", None),

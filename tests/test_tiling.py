@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from conftest import gdalinfo, write_raster
+from conftest import gdalinfo, write_raster, write_with_alpha
 from rasterio.warp import transform_geom
 
 from scratchsat.dataset import PatchDataset
@@ -421,9 +421,7 @@ def write_masked(path, data, **extra):
     when ``alpha``, else an internal per-dataset mask; masked where ``mask`` is False."""
     mask, alpha = extra.pop("mask"), extra.pop("alpha", False)
     if alpha:
-        full = np.iinfo(data.dtype).max
-        stacked = np.concatenate([data, np.where(mask, full, 0).astype(data.dtype)[None]])
-        return write_raster(path, stacked, photometric="RGB", alpha="YES", **extra)
+        return write_with_alpha(path, data, mask, **extra)
     write_raster(path, data, **extra)
     with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
         dst.write_mask(np.where(mask, 255, 0).astype(np.uint8))
