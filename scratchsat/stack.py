@@ -1,7 +1,8 @@
 """``scratchsat stack``: per-band files → one multi-band GeoTIFF on one grid.
 
 The grid is the first input's CRS, with the extent and pixel origin of the finest input (or at
-the resolution asked for); where an input does not reach, its band is nodata. Bands are
+the resolution asked for); where an input does not reach, or its mask (an alpha band, which is
+not stacked) says so, its band is nodata. Bands are
 resampled onto it by GDAL's warper, one strip of rows at a time, so memory does not grow with
 the scene.
 """
@@ -28,10 +29,12 @@ from .raster import (
     Grid,
     atomic_output,
     check_output,
+    data_bands,
     disjoint,
     geotiff_profile,
     open_raster,
     read_on_grid,
+    reads_mask_band,
 )
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
@@ -49,22 +52,27 @@ class _Input:
     width: int
     height: int
     descriptions: tuple[str | None, ...]
+    bands: tuple[int, ...]  # the data bands (alpha bands are the others' mask)
+    masked: bool  # GDAL's mask band marks invalid pixels
 
 
 def _describe(path: Path) -> _Input:
     with open_raster(path) as src:
         if src.crs is None:
             raise InputError(f"{path}: has no CRS; stack needs georeferenced inputs")
+        bands = data_bands(src)
         return _Input(
             path,
-            src.count,
-            src.dtypes[0],
+            len(bands),
+            src.dtypes[bands[0] - 1],
             src.nodata,
             src.crs,
             src.transform,
             src.width,
             src.height,
-            tuple(src.descriptions),
+            tuple(src.descriptions[i - 1] for i in bands),
+            tuple(bands),
+            reads_mask_band(src, bands),
         )
 
 
@@ -128,13 +136,13 @@ def common_dtype(dtypes: Sequence[str]) -> str:
 
 def common_nodata(inputs: Sequence[_Input], dtype: str, grid: Grid) -> float | None:
     """One nodata for the output: the first declared one that ``dtype`` can hold; where none
-    is declared but an input leaves part of the grid empty, 0 (unsigned), the minimum
-    (signed) or NaN (float)."""
+    is declared but an input leaves part of the grid empty or has a mask (or alpha) band, 0
+    (unsigned), the minimum (signed) or NaN (float)."""
     info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
     for value in (item.nodata for item in inputs if item.nodata is not None):
         if np.isnan(value) or info.min <= value <= info.max:
             return value
-    if any(item.nodata is not None for item in inputs) or not all(
+    if any(item.nodata is not None or item.masked for item in inputs) or not all(
         _covers(item, grid) for item in inputs
     ):
         return float("nan") if np.dtype(dtype).kind == "f" else max(info.min, 0)
@@ -240,11 +248,10 @@ def _write_bands(
     band = 1
     done, steps = 0, len(strips) * len(inputs)
     for item in inputs:
-        indexes = list(range(1, item.count + 1))
-        dst_indexes = [band + i - 1 for i in indexes]
+        dst_indexes = list(range(band, band + item.count))
         with open_raster(item.path) as src:
             for window in strips:
-                out, invalid = read_on_grid(src, indexes, grid, window, dtype, resampling)
+                out, invalid = read_on_grid(src, item.bands, grid, window, dtype, resampling)
                 if nodata is not None:
                     out[invalid] = nodata
                 dst.write(out, indexes=dst_indexes, window=window)

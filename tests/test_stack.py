@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import rasterio
-from conftest import gdalinfo, write_raster
+from conftest import gdalinfo, write_raster, write_with_alpha
 
 from scratchsat.errors import BandError, NoOverlapError, OutputExistsError, RasterReadError
 from scratchsat.stack import stack
@@ -117,3 +117,19 @@ def test_stack_does_not_overwrite_without_flag(band_files, tmp_path):
     stack(paths, out, overwrite=True)
     with rasterio.open(out) as src:
         assert src.count == 3
+
+
+def test_alpha_bands_become_nodata_not_bands(tmp_path):
+    rgb = np.full((3, 20, 20), 300, np.uint16)
+    rgb[:, :, :6] = 5  # what the file holds where alpha is 0
+    valid = np.ones((20, 20), bool)
+    valid[:, :6] = False
+    warped = write_with_alpha(tmp_path / "warped.tif", rgb, valid)  # no nodata declared
+    nir = write_raster(tmp_path / "nir.tif", np.full((20, 20), 800, np.uint16))
+    out = stack([warped, nir], tmp_path / "stack.tif")
+    with rasterio.open(out) as src:
+        assert src.count == 4 and src.nodata == 0  # 3 data bands + nir; alpha is gone
+        data = src.read()
+        assert src.descriptions == ("warped_1", "warped_2", "warped_3", "nir")
+    assert (data[:3, :, :6] == 0).all() and (data[:3, :, 6:] == 300).all()
+    assert (data[3] == 800).all()  # nir has no mask: untouched
