@@ -88,8 +88,10 @@ def band_names(src: rasterio.DatasetReader) -> list[str]:
 
 def data_bands(src: rasterio.DatasetReader) -> list[int]:
     """1-based indexes of the bands that hold data: all but alpha bands, which GDAL reads as
-    the other bands' mask (``gdalwarp -dstalpha`` writes one)."""
-    return [i for i, c in enumerate(src.colorinterp, 1) if c != ColorInterp.alpha]
+    the other bands' mask (``gdalwarp -dstalpha`` writes one); every band of a raster that is
+    nothing but alpha."""
+    bands = [i for i, c in enumerate(src.colorinterp, 1) if c != ColorInterp.alpha]
+    return bands or list(range(1, src.count + 1))
 
 
 def select_band_indexes(
