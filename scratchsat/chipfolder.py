@@ -24,10 +24,9 @@ from .raster import (
     data_bands,
     masked_fill,
     open_raster,
-    read,
+    read_valid,
     reads_mask_band,
     select_band_indexes,
-    valid_mask,
     write_json,
 )
 from .stats import BandStats, stats_step
@@ -83,12 +82,10 @@ def _write(tmp: Path, folder: Path, items, classes, options: TileOptions, progre
             scene = _scene(path, options)
             _check_like(scene, first)
             with open_raster(path) as src:
-                data = read(src, scene.band_indexes)
-                mask = src.dataset_mask() if scene.uses_mask else None
-                fill = masked_fill(src, scene.band_indexes)  # None without a mask band
-            valid = valid_mask(data, scene.nodata, mask)
-            if mask is not None and fill is not None and not mask.all():  # as tile does
-                data[:, mask == 0] = np.array(fill, data.dtype)[:, None]
+                fill = masked_fill(src, scene.band_indexes)  # as tile does; None without a mask
+                data, valid = read_valid(
+                    src, scene.band_indexes, None, scene.nodata, scene.uses_mask, fill
+                )
             if valid.mean() < options.min_valid:
                 skipped["nodata"] += 1
                 continue

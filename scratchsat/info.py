@@ -15,9 +15,8 @@ from .raster import (
     band_names,
     data_bands,
     open_raster,
-    read_shrunk,
+    read_shrunk_valid,
     reads_mask_band,
-    valid_mask,
 )
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
@@ -44,10 +43,7 @@ def describe_raster(path: Path) -> dict:
     pixels (from a read shrunk to at most SAMPLE_SIDE pixels a side, so approximate)."""
     with open_raster(path) as src:
         indexes = data_bands(src)  # alpha bands are the others' mask, not data
-        data, scale = read_shrunk(src, indexes, SAMPLE_SIDE)
-        masked = reads_mask_band(src, indexes)
-        mask = src.dataset_mask(out_shape=data.shape[1:]) if masked else None
-        valid = valid_mask(data, src.nodata, mask)
+        data, valid, scale = read_shrunk_valid(src, indexes, SAMPLE_SIDE)
         names = band_names(src)
         bands = []
         for index, band in zip(indexes, data, strict=True):
@@ -78,7 +74,7 @@ def describe_raster(path: Path) -> dict:
             "bounds": list(src.bounds),
             "valid_fraction": float(valid.mean()),
             "alpha_bands": [i for i in range(1, src.count + 1) if i not in indexes],
-            "mask_band": masked,
+            "mask_band": reads_mask_band(src, indexes),
             "statistics": f"valid pixels of a read shrunk by {scale:.3g}"
             if scale > 1
             else "valid pixels, all",

@@ -14,8 +14,7 @@ from .raster import (
     data_bands,
     open_raster,
     read_shrunk,
-    reads_mask_band,
-    valid_mask,
+    read_shrunk_valid,
     write_atomically,
 )
 
@@ -48,9 +47,7 @@ def quicklook_rgb(path: Path, max_side: int = 800) -> tuple[np.ndarray, str]:
         names = band_names(src)
         picked, what = display_bands([names[i - 1] for i in usable])
         indexes = [usable[i - 1] for i in picked]
-        data, _ = read_shrunk(src, indexes, max_side)
-        mask = src.dataset_mask(out_shape=data.shape[1:]) if reads_mask_band(src, indexes) else None
-        valid = valid_mask(data, src.nodata, mask)
+        data, valid, _ = read_shrunk_valid(src, indexes, max_side)
     rgb = np.ones((*valid.shape, 3))
     for i, band in enumerate(data.astype(np.float64)):
         low, high = np.percentile(band[valid], [2, 98]) if valid.any() else (0, 1)

@@ -38,9 +38,8 @@ from .raster import (
     band_names,
     data_bands,
     open_raster,
-    read,
+    read_valid,
     reads_mask_band,
-    valid_mask,
 )
 from .windows import blend_weight, cover_offsets, window_stride
 from .writers import ClassMapSink, Outputs, outputs_for
@@ -177,10 +176,9 @@ class SceneReader:
         valid = np.zeros((height, width), dtype=bool)
         if r1 > r0 and c1 > c0:
             window = Window(c0, r0, c1 - c0, r1 - r0)
-            part = read(src, self.indexes, window)
-            mask = src.dataset_mask(window=window) if self.uses_mask else None
+            part, part_valid = read_valid(src, self.indexes, window, self.nodata, self.uses_mask)
             data[:, r0 - row : r1 - row, c0 - col : c1 - col] = part
-            valid[r0 - row : r1 - row, c0 - col : c1 - col] = valid_mask(part, self.nodata, mask)
+            valid[r0 - row : r1 - row, c0 - col : c1 - col] = part_valid
         return data, valid
 
 

@@ -145,10 +145,9 @@ def masked_fill(
         return (float("nan"),) * len(indexes)
     width, height = min(side, src.width), min(side, src.height)
     centre = Window((src.width - width) // 2, (src.height - height) // 2, width, height)
-    data, valid = read(src, indexes, centre), src.dataset_mask(window=centre) > 0
+    data, valid = read_valid(src, indexes, centre, None, True)
     if not valid.any():
-        data, _ = read_shrunk(src, indexes, side)
-        valid = src.dataset_mask(out_shape=data.shape[1:], resampling=Resampling.nearest) > 0
+        data, valid, _ = read_shrunk_valid(src, indexes, side)
     if not valid.any():
         return (0.0,) * len(indexes)
     info = np.iinfo(dtype)
@@ -172,6 +171,36 @@ def valid_mask(
     if mask is not None:
         valid &= mask.astype(bool)
     return valid
+
+
+def read_valid(
+    src: rasterio.DatasetReader,
+    indexes: Sequence[int],
+    window: Window | None,
+    nodata: float | None,
+    uses_mask: bool,
+    fill: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(C, H, W) values of ``indexes`` under ``window`` and their (H, W) validity (nodata,
+    NaN and, where ``uses_mask``, GDAL's mask band). With ``fill`` (see :func:`masked_fill`),
+    pixels that only the mask marks invalid are set to it, band by band."""
+    data = read(src, indexes, window)
+    mask = src.dataset_mask(window=window) if uses_mask else None
+    valid = valid_mask(data, nodata, mask)
+    if fill is not None and mask is not None and not mask.all():
+        data[:, mask == 0] = np.array(fill, data.dtype)[:, None]
+    return data, valid
+
+
+def read_shrunk_valid(
+    src: rasterio.DatasetReader, indexes: Sequence[int], max_side: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`read_shrunk` with the validity of the shrunk pixels (nodata, NaN and GDAL's mask
+    band read at the same size): (data, valid, shrink factor)."""
+    data, scale = read_shrunk(src, indexes, max_side)
+    uses_mask = reads_mask_band(src, indexes)
+    mask = src.dataset_mask(out_shape=data.shape[1:]) if uses_mask else None
+    return data, valid_mask(data, src.nodata, mask), scale
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,9 @@ from .raster import (
     data_bands,
     masked_fill,
     open_raster,
-    read,
+    read_valid,
     reads_mask_band,
     select_band_indexes,
-    valid_mask,
 )
 from .stats import BandStats, stats_step
 from .windows import assign_splits, grid_offsets, split_border
@@ -155,13 +154,11 @@ def read_strip(
     size, top = options.patch_size, rows[0]
     window = Window(0, top, scene.grid.width, rows[-1] + size - top)
     with rasterio.Env(**GDAL_ENV), open_raster(scene.path) as src:
-        data = read(src, scene.band_indexes, window)  # (C, strip height, W)
-        mask = src.dataset_mask(window=window) if scene.uses_mask else None
-    valid = valid_mask(data, scene.nodata, mask)
-    if scene.fill is not None and mask is not None and not mask.all():
-        # Masked pixels would keep whatever the file holds there; store values that
-        # normalise to about 0 instead, as predict sets them (raster.masked_fill).
-        data[:, mask == 0] = np.array(scene.fill, data.dtype)[:, None]
+        # Masked pixels would keep whatever the file holds there; scene.fill stores values
+        # that normalise to about 0 instead, as predict sets them (raster.masked_fill).
+        data, valid = read_valid(  # (C, strip height, W), (strip height, W)
+            src, scene.band_indexes, window, scene.nodata, scene.uses_mask, scene.fill
+        )
     ids = read_ids(spec, scene.grid, window, classes)
     ids[~valid] = IGNORE_INDEX
     return StripData(rows, data, valid, ids)
