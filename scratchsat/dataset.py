@@ -176,10 +176,11 @@ class PatchDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int] | list) -> tuple[torch.Tensor, ...]:
         if isinstance(key, list):
             return self.raw_batch(key) if self.raw else default_collate([self[k] for k in key])
+        if self.raw:  # one patch is a batch of one
+            images, targets, ks = self.raw_batch([key])
+            return images[0], targets[0], int(ks[0])
         index, seed = key if isinstance(key, tuple) else (key, None)
         row = int(self.indices[index])
-        if self.raw:
-            return self.raw_item(row, seed)
         arrays, tiles = self.arrays(), self.tiles
         image = normalise(arrays["images"][row], tiles.mean, tiles.std, tiles.nodata)
         if tiles.task == "segmentation":
@@ -191,18 +192,10 @@ class PatchDataset(Dataset):
             image, _ = self.augment(image, None, seed)
         return torch.from_numpy(image), torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
 
-    def raw_item(self, row: int, seed: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(raw patch as stored, int64 target, D4 symmetry 0–7 drawn from the item's seed)."""
-        arrays = self.arrays()
-        image = torch.from_numpy(raw_view(np.array(arrays["images"][row])))
-        if self.tiles.task == "segmentation":
-            target = torch.from_numpy(arrays["masks"][row].astype(np.int64))
-        else:
-            target = torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
-        return image, target, (seed % 8 if seed is not None else 0)
-
     def raw_batch(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """What ``raw_item`` gives for each key, collated, from one fancy-indexed read."""
+        """Raw patches as stored (uint16 seen as int16, see ``batch.raw_view``), int64 targets
+        and each key's D4 symmetry 0–7 drawn from its seed (0 without one), from one
+        fancy-indexed read of the store."""
         pairs = [k if isinstance(k, tuple) else (k, None) for k in keys]
         rows = self.indices[[index for index, _ in pairs]]
         arrays = self.arrays()
