@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from . import __version__
 from .distributed import unwrap
 from .errors import BundleError, InputError
 from .models import ModelConfig, build_model
-from .raster import write_atomically, write_json
+from .outputs import write_atomically, write_json
 
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1
@@ -34,7 +35,15 @@ def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
     weights = state_dict(model)
-    write_atomically(path, lambda tmp: save_file(weights, str(tmp), metadata=metadata))
+
+    def write(tmp: Path) -> None:
+        try:
+            save_file(weights, str(tmp), metadata=metadata)
+        except SafetensorError as exc:  # an I/O error in Rust's words: "… (os error 28)"
+            code = re.search(r"os error (\d+)", str(exc))
+            raise OSError(int(code.group(1)) if code else None, str(exc)) from None
+
+    write_atomically(path, write)
 
 
 def save_bundle(folder: Path, model: nn.Module, meta: dict) -> None:

@@ -17,9 +17,9 @@ from . import store
 from .errors import InputError
 from .index import footprint, write_dataset_json
 from .labels import LabelSpec, build_classes
+from .outputs import atomic_output, write_json
 from .raster import (
     Grid,
-    atomic_output,
     band_names,
     data_bands,
     masked_fill,
@@ -27,7 +27,6 @@ from .raster import (
     read_valid,
     reads_mask_band,
     select_band_indexes,
-    write_json,
 )
 from .stats import BandStats, stats_step
 from .tiling import Progress, Scene, TileOptions

@@ -96,12 +96,9 @@ def sidecars(path: Path) -> dict[str, Path]:
     return {"aux": path.with_name(path.name + ".aux.xml"), "qml": path.with_suffix(".qml")}
 
 
-def write_sidecars(path: Path, classes: Sequence[dict], nodata: int) -> list[Path]:
-    """Write the ``.aux.xml`` and ``.qml`` of class map ``path``; returns their paths."""
-    files = sidecars(path)
-    files["aux"].write_text(aux_xml(classes, nodata))
-    files["qml"].write_text(qgis_style(classes))
-    return list(files.values())
+def sidecar_texts(classes: Sequence[dict], nodata: int) -> dict[str, str]:
+    """The ``.aux.xml`` and ``.qml`` of a class map, keyed as in :func:`sidecars`."""
+    return {"aux": aux_xml(classes, nodata), "qml": qgis_style(classes)}
 
 
 def codes_lookup(classes: Sequence[dict], dtype: str) -> np.ndarray:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -19,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import __version__
-from .errors import InputError, ScratchsatError
+from .errors import InputError, ScratchsatError, Terminated
 
 app = typer.Typer(
     name="scratchsat",
@@ -35,17 +37,44 @@ state = {"quiet": False}
 
 
 def handle_errors(command: F) -> F:
-    """Turn a ScratchsatError into ``Error: …`` and exit 1, without a traceback."""
+    """Turn a ScratchsatError into ``Error: …`` and exit 1, without a traceback; Ctrl-C into
+    exit 130 and SIGTERM into 143 (temporaries are removed on the way out either way)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
+            with terminate_as_interrupt():
+                return command(*args, **kwargs)
         except ScratchsatError as exc:
             stderr.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt as stop:
+            number = getattr(stop, "signal_number", signal.SIGINT)
+            stderr.print(
+                f"Interrupted ({signal.Signals(number).name}); no output was left half-written.",
+                highlight=False,
+            )
+            raise typer.Exit(128 + number) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, Slurm, Kubernetes, ``docker stop``) raises :class:`Terminated`,
+    so it unwinds like Ctrl-C; only in the main thread, where signal handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(number, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager
@@ -91,6 +120,17 @@ def format_fields(fields: dict) -> str:
     if "mpx" in fields:
         parts.append(f"{fields['mpx']:,.1f} Mpx/s")
     return "  ".join(parts)
+
+
+def given_options(ctx: typer.Context) -> list[str]:
+    """The options of this command that were set on the command line (not defaults)."""
+    from click.core import ParameterSource
+
+    return [
+        name
+        for name in ctx.params
+        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
+    ]
 
 
 def _version(value: bool) -> None:
@@ -275,6 +315,7 @@ def tile(
 @app.command()
 @handle_errors
 def train(
+    ctx: typer.Context,
     tiles: Annotated[Path, typer.Argument(help="Tiles folder written by `scratchsat tile`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
     model: Annotated[
@@ -391,15 +432,20 @@ def train(
     try:
         with progress_bar("train") as callback:
             report = run_train(
-                tiles, out, config, resume=resume, overwrite=overwrite, progress=callback, log=say
+                tiles,
+                out,
+                config,
+                resume=resume,
+                overwrite=overwrite,
+                progress=callback,
+                log=say,
+                explicit=given_options(ctx) if resume else None,
             )
     except TrainingInterrupted as stop:
-        stderr.print(
-            f"Interrupted at epoch {stop.epoch}, step {stop.step}; a checkpoint is saved in "
-            f"{stop.folder}. Continue with: scratchsat train {tiles} --out {out} --resume",
-            highlight=False,
-        )
-        raise typer.Exit(130) from None
+        from .views import interrupted_message
+
+        stderr.print(interrupted_message(stop, tiles, out), highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + stop.signal_number) from None
     final = report["test"] or report["val"]
     split = "test" if report["test"] else "validation"
     metric = report["metric"]
@@ -527,7 +573,7 @@ def evaluate(
     --tiles tiles/brandenburg --split test --json scores.json
     """
     from .evaluation import evaluate as run_evaluate
-    from .raster import check_output
+    from .outputs import check_output
 
     if json_out is not None:
         check_output(json_out, overwrite)
@@ -545,9 +591,9 @@ def evaluate(
 
     show_scores(result, Console(soft_wrap=True))
     if json_out is not None:
-        from .raster import write_json
+        from .outputs import write_json
 
-        write_json(json_out, result)
+        write_json(json_out, result, overwrite=overwrite)
         say(f"wrote {json_out}")
 
 
@@ -635,7 +681,7 @@ def bench(
     Example: scratchsat bench --quick --json bench.json
     """
     from .bench import STEPS, run_benchmarks
-    from .raster import check_output
+    from .outputs import check_output
 
     steps = [step.strip() for step in only.split(",") if step.strip()]
     unknown = [step for step in steps if step not in STEPS]
@@ -655,9 +701,9 @@ def bench(
 
     show_bench(result, Console(soft_wrap=True))
     if json_out is not None:
-        from .raster import write_json
+        from .outputs import write_json
 
-        write_json(json_out, result)
+        write_json(json_out, result, overwrite=overwrite)
         say(f"wrote {json_out}")
 
 

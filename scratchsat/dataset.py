@@ -237,4 +237,4 @@ class EpochSampler(torch.utils.data.Sampler):
         return iter(self.items()[self.start :])
 
     def __len__(self) -> int:
-        return -(-self.size // self.world_size) - self.start
+        return max(0, -(-self.size // self.world_size) - self.start)

@@ -29,6 +29,18 @@ class OutputExistsError(ScratchsatError, FileExistsError):
     """An output exists already and ``overwrite`` was not asked for."""
 
 
+class OutputLockedError(ScratchsatError, BlockingIOError):
+    """Another running process is writing the same output."""
+
+
+class OutputWriteError(ScratchsatError, OSError):
+    """An output could not be written completely (full disk, read-only folder, I/O error)."""
+
+
+class WorkerError(ScratchsatError, ChildProcessError):
+    """A worker process died without finishing its share (killed by the system, say)."""
+
+
 class NoOverlapError(InputError):
     """Two inputs that must cover the same ground do not overlap."""
 
@@ -57,10 +69,29 @@ class DivergedError(ScratchsatError, FloatingPointError):
     """The training loss became NaN or infinite."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C during training; a resumable checkpoint was saved first. Not a ScratchsatError:
-    an interrupt is not a mistake in the input, and the CLI exits 130 for it."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by ``timeout``, Slurm, Kubernetes, ``docker stop``), handled like Ctrl-C:
+    temporaries are removed on the way out and the CLI exits 143."""
 
-    def __init__(self, folder: Path, epoch: int, step: int) -> None:
+    signal_number = 15
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training. Not a ScratchsatError: an interrupt is not a mistake
+    in the input; the CLI exits 130 (143 for SIGTERM). ``saved`` is True when a resumable
+    checkpoint of exactly ``step`` finished steps of ``epoch`` was written on the way out;
+    ``resumable`` whether any checkpoint is on disk to continue from."""
+
+    def __init__(
+        self,
+        folder: Path,
+        epoch: int,
+        step: int,
+        *,
+        saved: bool = True,
+        resumable: bool = True,
+        signal_number: int = 2,
+    ) -> None:
         super().__init__(f"interrupted at epoch {epoch}, step {step}")
         self.folder, self.epoch, self.step = folder, epoch, step
+        self.saved, self.resumable, self.signal_number = saved, resumable, signal_number

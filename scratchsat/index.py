@@ -17,7 +17,8 @@ from rasterio.windows import Window
 
 from . import __version__
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec
-from .raster import geotiff_profile, write_atomically, write_json
+from .outputs import write_atomically, write_json
+from .raster import geotiff_profile
 from .stats import BandStats, stats_step
 from .windows import SPLITS
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 
 from .classmap import rgba
+from .outputs import write_atomically
 from .raster import (
     band_names,
     data_bands,
     open_raster,
     read_shrunk,
     read_shrunk_valid,
-    write_atomically,
 )
 
 # Sentinel-2 false colour (vegetation red): NIR, red, green.

@@ -291,8 +291,11 @@ def predict_scene(
     options: PredictOptions = PredictOptions(),
     overwrite: bool = False,
     progress: Progress | None = None,
+    staged: bool = True,
 ) -> Path:
-    """Predict one scene with a loaded :class:`Predictor` into ``outputs``."""
+    """Predict one scene with a loaded :class:`Predictor` into ``outputs``: written under
+    temporary names and put in place when complete and checked. With ``staged`` False,
+    ``outputs`` are already temporaries that the caller puts in place (worker processes)."""
     scene = Path(scene)
     size = options.patch_size or predictor.meta["patch_size"]
     with open_raster(scene) as src:
@@ -318,11 +321,15 @@ def predict_scene(
 
     classification = predictor.task == "classification"
     cell = window_stride(size, options.overlap) if classification else 1
-    with reader.open(), outputs.open(predictor, grid, cell, options, overwrite) as sink:
-        run = predict_classification if classification else predict_segmentation
-        run(Job(predictor, reader, sink, options, size, drift, tick))
+    final = outputs.classes
+    with contextlib.ExitStack() as stack:
+        if staged:
+            outputs = stack.enter_context(outputs.staged(predictor.classes, total, overwrite))
+        with reader.open(), outputs.open(predictor, grid, cell, options) as sink:
+            run = predict_classification if classification else predict_segmentation
+            run(Job(predictor, reader, sink, options, size, drift, tick))
     drift.check(scene, predictor.meta)
-    return outputs.classes
+    return final
 
 
 def predict(
@@ -343,7 +350,7 @@ def predict(
     scenes are predicted in that many processes (each loads the model once). ``progress``
     counts pixels over all scenes.
     """
-    check_options(options)
+    check_options(options, workers)
     plan = outputs_for(
         [Path(s) for s in scenes],
         Path(out),
@@ -362,14 +369,16 @@ def predict(
 
     tally = Tally(pixels, progress)
     if workers > 1 and len(plan) > 1:
-        return predict_in_processes(bundle, plan, options, overwrite, tally, workers)
+        return predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
     return [
         predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
         for i, (scene, outputs) in enumerate(plan)
     ]
 
 
-def check_options(options: PredictOptions) -> None:
+def check_options(options: PredictOptions, workers: int = 1) -> None:
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, not {workers}")
     if not 0 <= options.overlap < 1:
         raise InputError(f"--overlap must be a fraction in [0, 1), not {options.overlap:g}")
     if options.batch_size < 1 or (options.patch_size is not None and options.patch_size < 8):

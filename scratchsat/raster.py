@@ -8,11 +8,8 @@ This module and ``labels`` are the only rasterio importers. Vocabulary follows r
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import shutil
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +17,14 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, MaskFlags, Resampling
+from rasterio.enums import ColorInterp, Interleaving, MaskFlags, Resampling
 from rasterio.errors import RasterioError, WindowError
 from rasterio.transform import Affine
 from rasterio.warp import reproject, transform, transform_bounds
 from rasterio.windows import Window
 
-from .errors import BandError, OutputExistsError, RasterReadError
-
-UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
-os.umask(UMASK)
+from .errors import BandError, RasterReadError
+from .outputs import IncompleteWrite
 
 # GDAL decodes compressed blocks with this many threads; "ALL_CPUS" is GDAL's own spelling.
 # The block cache is 512 MB unless the user set GDAL_CACHEMAX (GDAL reads that itself).
@@ -160,14 +155,14 @@ def valid_mask(
 ) -> np.ndarray:
     """Per-pixel validity of a (C, H, W) stack → (H, W) bool.
 
-    A pixel is invalid where any band equals ``nodata``, is NaN, or where ``mask`` (GDAL's mask
-    band, 0 = masked) is 0.
+    A pixel is invalid where any band equals ``nodata``, is NaN or ±Inf, or where ``mask``
+    (GDAL's mask band, 0 = masked) is 0.
     """
     valid = np.ones(data.shape[1:], dtype=bool)
-    if nodata is not None and not np.isnan(nodata):
+    if nodata is not None and np.isfinite(nodata):
         valid &= ~(data == data.dtype.type(nodata)).any(axis=0)
     if data.dtype.kind == "f":
-        valid &= ~np.isnan(data).any(axis=0)
+        valid &= np.isfinite(data).all(axis=0)
     if mask is not None:
         valid &= mask.astype(bool)
     return valid
@@ -354,58 +349,33 @@ def _warp_window(
     return destination.astype(dtype), invalid
 
 
-def check_output(path: str | os.PathLike, overwrite: bool) -> None:
-    """Refuse an existing output unless ``overwrite``."""
-    if Path(path).exists() and not overwrite:
-        raise OutputExistsError(f"{path} exists already; pass --overwrite to replace it")
-
-
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write into, renamed to ``path`` on success.
-
-    Works for files and folders. On any exception the temporary is removed, so an interrupted
-    command never leaves an output that looks finished; an existing ``path`` is only replaced
-    once the new one is complete.
-    """
-    path = Path(path)
-    check_output(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+def check_written(path: str | os.PathLike) -> None:
+    """Re-open a raster just written and check it is whole: its header reads and, for a
+    GeoTIFF, every block of every band lies inside the file (a disk that filled up while GDAL
+    flushed its cache at close leaves a file that opens but misses blocks). Raises
+    :class:`IncompleteWrite`, which :func:`atomic_output` turns into an error naming the
+    output (and the full disk, where that is why)."""
     try:
-        yield tmp
-        if tmp.is_file():
-            os.chmod(tmp, 0o666 & ~UMASK)  # some writers (safetensors) create files owner-only
-            os.replace(tmp, path)  # atomic: there is never a moment without the file
-        elif path.exists():  # a folder: move the old one aside, then swap
-            old = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.old")
-            path.rename(old)
-            tmp.rename(path)
-            _remove(old)
-        else:
-            tmp.rename(path)
-    except BaseException:
-        _remove(tmp)
-        raise
+        with rasterio.open(path) as src:
+            whole = src.driver != "GTiff" or _blocks_inside(src, os.path.getsize(path))
+    except RasterioError:
+        raise IncompleteWrite("it was written but cannot be read back") from None
+    if not whole:
+        raise IncompleteWrite("it was written incompletely: blocks are missing") from None
 
 
-def write_atomically(path: str | os.PathLike, write) -> None:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then put it in place; for
-    files rewritten as work goes on (weights, checkpoints, metrics, pictures)."""
-    with atomic_output(path, overwrite=True) as tmp:
-        write(tmp)
-
-
-def write_json(path: str | os.PathLike, data: dict) -> None:
-    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    write_atomically(path, lambda tmp: tmp.write_text(text))
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path, ignore_errors=True)
-    elif path.exists():
-        path.unlink()
+def _blocks_inside(src: rasterio.DatasetReader, size: int) -> bool:
+    height, width = src.block_shapes[0]
+    rows, cols = math.ceil(src.height / height), math.ceil(src.width / width)
+    planes = range(1, src.count + 1) if src.interleaving != Interleaving.pixel else [1]
+    for band in planes:
+        for j in range(rows):
+            for i in range(cols):
+                offset = src.get_tag_item(f"BLOCK_OFFSET_{i}_{j}", "TIFF", bidx=band)
+                length = src.get_tag_item(f"BLOCK_SIZE_{i}_{j}", "TIFF", bidx=band)
+                if not offset or not length or int(offset) + int(length) > size:
+                    return False
+    return True
 
 
 def geotiff_profile(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .raster import write_atomically
+from .outputs import write_atomically
 
 LABELS = {"mean_iou": "mean IoU", "macro_f1": "macro F1", "overall_accuracy": "accuracy"}
 

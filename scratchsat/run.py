@@ -3,11 +3,15 @@ how it is set up from a tiles folder, and what its folder and checkpoints hold."
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import os
-from dataclasses import asdict, dataclass, field, fields
+import signal
+import threading
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +24,11 @@ from .bundle import load_checkpoint, state_dict
 from .dataset import EpochSampler, PatchDataset, Tiles, read_tiles
 from .device import autocast_dtype, pick_device
 from .distributed import SINGLE, Ranks, ShardSampler
-from .errors import DatasetError, InputError, OutputExistsError
+from .errors import DatasetError, InputError, OutputExistsError, Terminated
 from .labels import IGNORE_INDEX
 from .models import MODELS, ModelConfig, build_model, check_config, models_for
 from .optim import build_optimizer, build_schedule, class_weights
+from .outputs import remove_stale_temporaries
 
 RUN_FILES = (
     "model.json",
@@ -93,6 +98,8 @@ class Run:
     history: list[dict] = field(default_factory=list)
     best: float = -math.inf
     best_epoch: int = 0
+    saved_at: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
+    stop: StopRequest = field(default_factory=lambda: StopRequest())
 
     @property
     def sampler(self) -> EpochSampler:
@@ -116,6 +123,45 @@ class Run:
     @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.tiles.classes]
+
+
+RUNTIME_SETTINGS = ("device", "workers", "compile")  # change speed, not the run: --resume applies
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised by the training loop itself at a step boundary after Ctrl-C or SIGTERM."""
+
+
+class StopRequest:
+    """A signal handler for Ctrl-C and SIGTERM during training: the first one is remembered
+    and acted on at the next step boundary (so the checkpoint is exact); a second one stops at
+    once."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+
+    def __call__(self, signal_number: int, frame) -> None:
+        if self.signal_number is not None:
+            raise Terminated() if signal_number == signal.SIGTERM else KeyboardInterrupt()
+        self.signal_number = signal_number
+
+    def check(self) -> None:
+        """At a step boundary: stop here if a signal came."""
+        if self.signal_number is not None:
+            raise StopRequested()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle SIGINT and SIGTERM with this request while the block runs (main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
 
 def data_hash(folder: Path) -> str:
@@ -157,8 +203,12 @@ def check_tiles(tiles: Tiles) -> None:
 
 def prepare_folder(folder: Path, resume: bool, overwrite: bool, ranks: Ranks = SINGLE) -> None:
     """Create the run folder; refuse to mix with an earlier run unless asked. Every process
-    checks (so all refuse alike); only rank 0 changes anything."""
+    checks (so all refuse alike); only rank 0 changes anything, and removes the temporaries
+    a killed earlier run left."""
     existing = [n for n in RUN_FILES if (folder / n).exists()]
+    if ranks.main:
+        for name in RUN_FILES:
+            remove_stale_temporaries(folder / name)
     if existing and not (resume or overwrite):
         raise OutputExistsError(
             f"{folder} already holds a training run ({', '.join(existing)}); pass --overwrite "
@@ -229,17 +279,24 @@ def on_device_augment(config: TrainConfig, augment, device: torch.device) -> boo
 
 
 def setup(
-    tiles_folder, folder: Path, config: TrainConfig, resume: bool, overwrite: bool, augment
+    tiles_folder,
+    folder: Path,
+    config: TrainConfig | None,
+    resume: bool,
+    overwrite: bool,
+    augment,
+    explicit: Collection[str] | None = None,
 ) -> tuple[Run, dict | None]:
     """Check everything that can be wrong before writing anything, then build the run."""
-    check_settings(config)
     checkpoint = None
     if resume:
         path = folder / "checkpoint.pt"
         if not path.exists():
             raise InputError(f"nothing to resume: {path} does not exist; train without --resume")
         checkpoint = load_checkpoint(path)
-        config = TrainConfig.from_dict(checkpoint["config"])
+        config = resumed_config(checkpoint, config, explicit, path)
+    config = config or TrainConfig()
+    check_settings(config)
     tiles = read_tiles(tiles_folder)
     check_tiles(tiles)
     model_config = model_config_for(config, tiles)
@@ -326,6 +383,37 @@ def train_counts(tiles: Tiles, train_set: PatchDataset) -> np.ndarray:
     return np.bincount(train_set.targets(), minlength=tiles.num_classes)
 
 
+def resumed_config(
+    checkpoint: dict, asked: TrainConfig | None, explicit: Collection[str] | None, path: Path
+) -> TrainConfig:
+    """The run's own settings; settings asked for now must agree with them, except those that
+    only change speed (``RUNTIME_SETTINGS``), which are applied."""
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    if asked is None:
+        return saved
+    defaults = TrainConfig()
+    names = (
+        explicit
+        if explicit is not None
+        else [f.name for f in fields(asked) if getattr(asked, f.name) != getattr(defaults, f.name)]
+    )
+    changed = [
+        n for n in names if n not in RUNTIME_SETTINGS and getattr(asked, n) != getattr(saved, n)
+    ]
+    if changed:
+        listed = ", ".join(
+            f"--{n.replace('_', '-')} {getattr(asked, n)} (the run has {getattr(saved, n)})"
+            for n in changed
+        )
+        raise InputError(
+            f"--resume continues the run in {path.parent} with its own settings, but {listed} "
+            "would change it; leave those options out to continue, or start a new run with "
+            "another --out"
+        )
+    runtime = {n: getattr(asked, n) for n in RUNTIME_SETTINGS if n in names}
+    return replace(saved, **runtime)
+
+
 def restore(run: Run, checkpoint: dict) -> None:
     distributed.unwrap(run.model).load_state_dict(checkpoint["model"])
     run.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -333,6 +421,7 @@ def restore(run: Run, checkpoint: dict) -> None:
     run.scaler.load_state_dict(checkpoint["scaler"])
     run.history = list(checkpoint["history"])
     run.best, run.best_epoch = checkpoint["best"], checkpoint["best_epoch"]
+    run.saved_at = (checkpoint["epoch"], checkpoint["step"])
 
 
 def checkpoint_state(run: Run, epoch: int, step: int, partial: tuple[float, int]) -> dict:

@@ -24,11 +24,11 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from .errors import BandError, InputError, NoOverlapError
+from .outputs import atomic_output, check_output
 from .raster import (
     GDAL_ENV,
     Grid,
-    atomic_output,
-    check_output,
+    check_written,
     data_bands,
     disjoint,
     geotiff_profile,
@@ -197,6 +197,9 @@ def stack(
     if resolution is not None and resolution <= 0:
         raise InputError(f"--resolution must be positive, got {resolution}")
     check_output(out, overwrite)
+    for p in paths:
+        if os.path.exists(out) and os.path.samefile(p, out):
+            raise InputError(f"--out {out} is the input {p} itself; choose another output")
     inputs = [_describe(Path(p)) for p in paths]
     total = sum(item.count for item in inputs)
     names = list(band_names) if band_names else default_band_names(inputs)
@@ -217,8 +220,9 @@ def stack(
         transform=grid.transform,
         nodata=nodata,
     )
+    size = grid.width * grid.height * total * np.dtype(dtype).itemsize  # uncompressed
     with (
-        atomic_output(out, overwrite) as tmp,
+        atomic_output(out, overwrite, check=check_written, size_hint=size) as tmp,
         rasterio.Env(**GDAL_ENV),
         rasterio.open(tmp, "w", **profile) as dst,
     ):

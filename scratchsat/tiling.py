@@ -13,9 +13,8 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +25,12 @@ from . import store
 from .errors import BandError, InputError, NoPatchesError
 from .index import write_chips, write_dataset_json, write_index
 from .labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
+from .outputs import atomic_output, check_output
+from .processes import worker_pool
 from .raster import (
     GDAL_ENV,
     Grid,
-    atomic_output,
     band_names,
-    check_output,
     data_bands,
     masked_fill,
     open_raster,
@@ -69,6 +68,8 @@ class TileOptions:
             raise InputError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
         if self.patch_size < 4:
             raise InputError(f"--patch-size must be at least 4, got {self.patch_size}")
+        if self.workers < 1:
+            raise InputError(f"--workers must be at least 1, not {self.workers}")
         if self.stride is not None and self.stride < 1:
             raise InputError(f"--stride must be at least 1, got {self.stride}")
         for name in ("min_valid", "min_labeled", "val", "test"):
@@ -268,7 +269,7 @@ def iter_strips(tasks: Sequence[tuple], workers: int) -> Iterable[Strip]:
     GIL) while this one cuts the current strip into a buffer reused from strip to strip, so a
     Strip's patches are only valid until the next one is asked for."""
     if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        with worker_pool(workers) as pool:
             yield from pool.map(_run_strip, tasks, chunksize=1)
         return
     if not tasks:

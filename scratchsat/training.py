@@ -9,9 +9,11 @@ only when the progress bar is refreshed.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +29,9 @@ from .device import autocast
 from .errors import DivergedError, TrainingInterrupted
 from .labels import IGNORE_INDEX
 from .metrics import scores, update_confusion
-from .raster import write_json
+from .outputs import output_lock, write_json
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
-from .run import Run, TrainConfig, bundle_meta, checkpoint_state, setup
+from .run import Run, StopRequested, TrainConfig, bundle_meta, checkpoint_state, setup
 
 REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
 Progress = Callable[..., None]  # progress(done, total, **fields)
@@ -63,11 +65,13 @@ def train_one_epoch(
     run.sampler.set_epoch(epoch, start * run.config.batch_size)
     total = len(run.loaders["train"]) + start
     loss_sum = torch.tensor(partial[0], dtype=torch.float32, device=run.device)
-    seen, step, begin = partial[1], start, time.perf_counter()
+    seen, done, begin = partial[1], start, time.perf_counter()  # done: finished steps
     first_bad = torch.tensor(-1, device=run.device)  # first step with a non-finite loss
+    in_step = False  # between the forward pass and the end of the update: state is mixed
     try:
         for step, batch in enumerate(run.loaders["train"], start=start + 1):
             x, y = to_device(run, batch, augment=True)
+            in_step = True
             with autocast(run.device, run.amp_dtype):
                 loss = run.loss_fn(run.model(x), y)
             run.optimizer.zero_grad(set_to_none=True)
@@ -79,24 +83,55 @@ def train_one_epoch(
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loss_sum += loss * len(x)
             seen += len(x)
+            done, in_step = step, False
             if step % REFRESH_STEPS == 0 or step == total:
                 check_finite(run, epoch, int(first_bad))  # the one host sync
                 if progress is not None:
                     rate = (seen - partial[1]) / (time.perf_counter() - begin)
                     progress(step, total, epoch=epoch, loss=float(loss_sum) / seen, rate=rate)
-    except KeyboardInterrupt:
-        if run.ranks.main:
-            state = checkpoint_state(run, epoch, step, (float(loss_sum), seen))
-            save_checkpoint(run.folder / "checkpoint.pt", state)
-        raise TrainingInterrupted(run.folder, epoch, step) from None
+            run.stop.check()  # Ctrl-C or SIGTERM: stop here, at a step boundary
+    except KeyboardInterrupt as stop:
+        # Exact only between steps: a forward pass has already moved BatchNorm's statistics.
+        sums = (float(loss_sum), seen)
+        raise interrupted(run, stop, epoch, done, sums, exact=not in_step) from None
     seconds = time.perf_counter() - begin
+    local = (float(loss_sum), seen)  # this process's sums, for a checkpoint of the whole epoch
     counts = torch.tensor([seen - partial[1], seen], dtype=torch.float32, device=run.device)
     distributed.all_sum(loss_sum, counts)  # over all processes
     return {
         "loss": float(loss_sum) / max(float(counts[1]), 1),
         "seconds": seconds,
-        "samples_per_s": float(counts[0]) / seconds,
+        "samples_per_s": float(counts[0]) / max(seconds, 1e-9),
+        "steps": done,
+        "partial": local,
     }
+
+
+def interrupted(
+    run: Run,
+    stop: KeyboardInterrupt,
+    epoch: int,
+    step: int,
+    partial: tuple[float, int],
+    exact: bool,
+) -> TrainingInterrupted:
+    """Save a checkpoint of ``step`` finished steps of ``epoch`` where that is exact, and say
+    what is on disk to continue from."""
+    number = run.stop.signal_number or getattr(stop, "signal_number", signal.SIGINT)
+    if exact and run.ranks.main:
+        state = checkpoint_state(run, epoch, step, partial)
+        save_checkpoint(run.folder / "checkpoint.pt", state)
+        run.saved_at = (epoch, step)
+    if exact:
+        return TrainingInterrupted(run.folder, epoch, step, signal_number=number)
+    at = run.saved_at
+    return TrainingInterrupted(
+        run.folder,
+        *(at or (epoch, step)),
+        saved=False,
+        resumable=at is not None,
+        signal_number=number,
+    )
 
 
 def check_finite(run: Run, epoch: int, first_bad: int) -> None:
@@ -118,6 +153,7 @@ def evaluate(run: Run, split: str) -> dict:
     loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)
     count = torch.zeros((), dtype=torch.int64, device=run.device)
     for batch in run.loaders[split]:
+        run.stop.check()
         x, y = to_device(run, batch, augment=False)
         with autocast(run.device, run.amp_dtype):
             logits = run.model(x)
@@ -144,6 +180,7 @@ def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
         save_weights(run.model, run.folder / "last.safetensors")
         state = checkpoint_state(run, epoch + 1, 0, (0.0, 0))
         save_checkpoint(run.folder / "checkpoint.pt", state)
+        run.saved_at = (epoch + 1, 0)
         write_metrics_csv(run.folder / "metrics.csv", run.history)
     return improved
 
@@ -187,15 +224,31 @@ def train(
     augment=None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    explicit: Collection[str] | None = None,
 ) -> dict:
     """Train a model from random weights on a tiles folder; returns the final report.
 
     ``augment`` overrides ``config.aug`` with an albumentations transform or any callable
     ``(image, mask, seed) -> (image, mask)``. With ``resume``, the run's own checkpoint decides
-    the settings and training continues where it stopped, on the same schedule.
+    the settings and training continues where it stopped, on the same schedule; settings in
+    ``config`` that would change the run are refused (``explicit``: the names of the settings
+    the caller chose; by default those that differ from :class:`TrainConfig`'s defaults).
+
+    Ctrl-C and SIGTERM stop training at the next step boundary with a checkpoint of exactly
+    the finished steps (:class:`TrainingInterrupted`); a second signal stops at once.
     """
     folder = Path(out)
-    run, checkpoint = setup(tiles, folder, config or TrainConfig(), resume, overwrite, augment)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
+    with output_lock(folder) if main else contextlib.nullcontext():
+        run, checkpoint = setup(tiles, folder, config, resume, overwrite, augment, explicit)
+        with run.stop.installed():
+            return train_run(run, checkpoint, progress, log)
+
+
+def train_run(
+    run: Run, checkpoint: dict | None, progress: Progress | None, log: Callable | None
+) -> dict:
+    """The epochs of a set-up run, from its checkpoint where it has one; then the report."""
     if not run.ranks.main:  # under torchrun, rank 0 alone reports
         progress = log = None
     first = checkpoint["epoch"] if checkpoint else 1
@@ -208,8 +261,11 @@ def train(
         try:
             val = evaluate(run, "val")
             improved = finish_epoch(run, epoch, train_stats, val)
-        except KeyboardInterrupt:  # the checkpoint on disk starts this epoch; resume repeats it
-            raise TrainingInterrupted(run.folder, epoch, 0) from None
+        except StopRequested as stop:  # every step of the epoch is done: resume validates
+            steps, sums = train_stats["steps"], train_stats["partial"]
+            raise interrupted(run, stop, epoch, steps, sums, exact=True) from None
+        except KeyboardInterrupt as stop:  # forced: what is on disk stays
+            raise interrupted(run, stop, epoch, 0, (0.0, 0), exact=False) from None
         if log is not None:
             log(epoch_line(run, epoch, train_stats, val, improved))
         patience = run.config.patience
@@ -218,8 +274,8 @@ def train(
             break
     try:
         report = write_report(run, epoch, stopped_early)
-    except KeyboardInterrupt:  # every epoch is saved; resume writes the report
-        raise TrainingInterrupted(run.folder, epoch, 0) from None
+    except KeyboardInterrupt as stop:  # every epoch is saved; resume writes the report
+        raise interrupted(run, stop, epoch, 0, (0.0, 0), exact=False) from None
     if distributed.launched() and dist.is_initialized():
         dist.destroy_process_group()
     return report

@@ -198,3 +198,20 @@ def show_bench(result: dict, console: Console) -> None:
         f"{hw['device']}\n{versions}"
     )
     console.print(table(title, ["what", "measured", "bound (same run)", "ratio"], rows(result)))
+
+
+def interrupted_message(stop, tiles, out) -> str:
+    """What an interrupted ``train`` left on disk, and how to go on: only what is true."""
+    resume = f"Continue with: scratchsat train {tiles} --out {out} --resume"
+    where = f"epoch {stop.epoch}, step {stop.step}"
+    if stop.saved:
+        return f"Interrupted at {where}; a checkpoint of that point is in {stop.folder}. {resume}"
+    if stop.resumable:
+        return (
+            f"Interrupted (stopped at once, mid-step); the checkpoint in {stop.folder} "
+            f"continues from {where}. {resume}"
+        )
+    return (
+        "Interrupted (stopped at once) before the first checkpoint was saved: there is nothing "
+        "to resume. Run the same command again to start over."
+    )

@@ -19,9 +19,10 @@ import torch
 from rasterio.transform import Affine
 from rasterio.windows import Window
 
-from .classmap import class_dtype_and_nodata, classes_tag, colormap, write_sidecars
+from .classmap import class_dtype_and_nodata, classes_tag, colormap, sidecar_texts, sidecars
 from .errors import InputError
-from .raster import atomic_output, check_output, geotiff_profile
+from .outputs import atomic_output, check_output
+from .raster import check_written, geotiff_profile
 
 if TYPE_CHECKING:
     from .prediction import PredictOptions, Predictor
@@ -54,7 +55,7 @@ def outputs_for(
     for scene in scenes:
         classes = output_path(out, scene, single)
         probs = output_path(probabilities, scene, single) if probabilities else None
-        for path in filter(None, (classes, probs)):
+        for path in filter(None, (classes, probs, *sidecars(classes).values())):
             if path.resolve() == scene.resolve():
                 raise InputError(f"{path} is the scene itself; choose another output")
             check_output(path, overwrite)
@@ -137,66 +138,88 @@ class Outputs:
     probabilities: Path | None = None
 
     @contextlib.contextmanager
+    def staged(self, classes: Sequence[dict], pixels: int, overwrite: bool) -> Iterator[Outputs]:
+        """Lock every file of this output (class map, probabilities, sidecars) and yield
+        temporaries for the rasters. On success the rasters are re-opened and checked, the
+        sidecars written, and everything renamed into place; on any failure nothing is."""
+        _, nodata = class_dtype_and_nodata([c["code"] for c in classes])
+        bands = 1 + (len(classes) * 4 if self.probabilities else 0)  # float32 at most
+        with contextlib.ExitStack() as stack:
+            texts = sidecar_texts(classes, nodata)
+            side = {  # entered first, so renamed after the rasters are checked
+                key: stack.enter_context(atomic_output(path, overwrite))
+                for key, path in sidecars(self.classes).items()
+            }
+            tmp_probs = (
+                stack.enter_context(
+                    atomic_output(
+                        self.probabilities, overwrite, check=check_written, size_hint=pixels * bands
+                    )
+                )
+                if self.probabilities
+                else None
+            )
+            tmp = stack.enter_context(
+                atomic_output(self.classes, overwrite, check=check_written, size_hint=pixels * 2)
+            )
+            yield Outputs(tmp, tmp_probs)
+            for key, path in side.items():
+                path.write_text(texts[key])
+
+    @contextlib.contextmanager
     def open(
-        self, predictor: Predictor, grid: tuple, cell: int, options: PredictOptions, overwrite: bool
+        self, predictor: Predictor, grid: tuple, cell: int, options: PredictOptions
     ) -> Iterator[ClassMapSink]:
-        """Open temporary outputs on the scene's grid (scaled by ``cell`` for classification);
-        on success finish them (COG, sidecars) and rename them into place."""
+        """Write these (temporary) paths on the scene's grid (scaled by ``cell`` for
+        classification); on success finish them (COG)."""
         crs, transform, width, height = grid
         if cell > 1:
             transform = transform * Affine.scale(cell)
             width, height = math.ceil(width / cell), math.ceil(height / cell)
         classes = predictor.classes
         dtype, nodata = class_dtype_and_nodata([c["code"] for c in classes])
-        with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_output(self.classes, overwrite))
-            tmp_probs = (
-                stack.enter_context(atomic_output(self.probabilities, overwrite))
-                if self.probabilities
+        tmp, tmp_probs = self.classes, self.probabilities
+        profile = {
+            **geotiff_profile(
+                width=width,
+                height=height,
+                count=1,
+                dtype=dtype,
+                crs=crs,
+                transform=transform,
+                nodata=nodata,
+            ),
+            "predictor": 1,
+        }
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write_colormap(1, {**colormap(classes), nodata: (0, 0, 0, 0)})
+            dst.update_tags(CLASSES=classes_tag(classes))
+            dst.set_band_description(1, "class")
+            probs_dst = (
+                open_probabilities(
+                    tmp_probs,
+                    classes,
+                    crs,
+                    transform,
+                    width,
+                    height,
+                    options.float_probabilities,
+                )
+                if tmp_probs
                 else None
             )
-            profile = {
-                **geotiff_profile(
-                    width=width,
-                    height=height,
-                    count=1,
-                    dtype=dtype,
-                    crs=crs,
-                    transform=transform,
-                    nodata=nodata,
-                ),
-                "predictor": 1,
-            }
-            with rasterio.open(tmp, "w", **profile) as dst:
-                dst.write_colormap(1, {**colormap(classes), nodata: (0, 0, 0, 0)})
-                dst.update_tags(CLASSES=classes_tag(classes))
-                dst.set_band_description(1, "class")
-                probs_dst = (
-                    open_probabilities(
-                        tmp_probs,
-                        classes,
-                        crs,
-                        transform,
-                        width,
-                        height,
-                        options.float_probabilities,
-                    )
-                    if tmp_probs
-                    else None
-                )
-                codes = np.array([int(c["code"]) for c in classes], dtype=dtype)
-                sink = ClassMapSink(dst, probs_dst, codes, nodata, options.float_probabilities)
-                try:
-                    yield sink
-                finally:
-                    sink.close()
-                    if probs_dst is not None:
-                        probs_dst.close()
-            if options.cog:
-                to_cog(tmp, "nearest")
-                if tmp_probs:
-                    to_cog(tmp_probs, "average")
-            write_sidecars(self.classes, classes, nodata)
+            codes = np.array([int(c["code"]) for c in classes], dtype=dtype)
+            sink = ClassMapSink(dst, probs_dst, codes, nodata, options.float_probabilities)
+            try:
+                yield sink
+            finally:
+                sink.close()
+                if probs_dst is not None:
+                    probs_dst.close()
+        if options.cog:
+            to_cog(tmp, "nearest")
+            if tmp_probs:
+                to_cog(tmp_probs, "average")
 
 
 def open_probabilities(

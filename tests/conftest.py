@@ -93,3 +93,27 @@ def seg_tiles(tmp_path_factory) -> Path:
 def cls_tiles(tmp_path_factory) -> Path:
     """Classification tiles (majority class per 16 px patch) of a synthetic scene."""
     return make_tiles(tmp_path_factory.mktemp("cls"), patch_size=16, task="classification")
+
+
+@pytest.fixture(scope="session")
+def small_run(seg_tiles, tmp_path_factory) -> Path:
+    """A tiny U-Net trained for one epoch on ``seg_tiles``: a real bundle for tests that need
+    one but do not judge its quality (trained once per test session)."""
+    from scratchsat.training import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("small") / "run"
+    train(seg_tiles, run, TrainConfig(epochs=1, batch_size=8, width=8))
+    return run
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs folder, to fill up; skipped where mounting is not allowed (needs root)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("cannot mount a size-limited tmpfs here (needs root and mount rights)")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True)
