@@ -33,9 +33,9 @@ def normalise_batch(
     raw: torch.Tensor, dtype: str, mean: torch.Tensor, std: torch.Tensor, nodata: float | None
 ) -> torch.Tensor:
     """(N, C, H, W) raw → ``(x - mean) / std`` per band; 0 in every band where any band is
-    nodata or NaN (as :func:`scratchsat.dataset.normalise` does for one patch)."""
+    nodata, NaN or ±Inf (as :func:`scratchsat.dataset.normalise` does for one patch)."""
     x = to_float(raw, dtype)
-    invalid = torch.isnan(x).any(dim=1, keepdim=True)  # (N, 1, H, W)
+    invalid = ~torch.isfinite(x).all(dim=1, keepdim=True)  # (N, 1, H, W)
     if nodata is not None and not np.isnan(nodata):
         invalid |= (x == nodata).any(dim=1, keepdim=True)
     return standardise(x, mean, std, invalid)
@@ -122,7 +122,7 @@ def host_batch(
             if check_nodata:
                 invalid |= image[band] == blank
             if floats:
-                invalid |= np.isnan(image[band])
+                invalid |= ~np.isfinite(image[band])
             if k:
                 np.copyto(x[band], symmetry(plane, k))
         if invalid is not None:

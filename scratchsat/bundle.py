@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from .outputs import write_atomically, write_json
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1
 BUNDLE_FILES = ("model.json", "model.safetensors")
+
+
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """CPU, contiguous weights of ``model`` (unwrapping torch.compile and DDP)."""
     weights = unwrap(model).state_dict()
@@ -97,7 +100,14 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{meta_path} is not valid JSON ({exc})") from None
     if meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path} is not a scratchsat model.json (no format {FORMAT!r})")
-    weights = meta_path.with_name(meta.get("weights", "model.safetensors"))
+    name = meta.get("weights", "model.safetensors")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        raise BundleError(
+            f"{meta_path} names its weights {name!r}, which is not a file beside it; a bundle's "
+            "weights must lie in the bundle's own folder (model.json says "
+            '"weights": "model.safetensors")'
+        )
+    weights = meta_path.with_name(name)
     try:
         config = ModelConfig.from_dict(meta["model"])
         model = build_model(config)
@@ -113,7 +123,27 @@ def save_checkpoint(path: Path, state: dict) -> None:
     write_atomically(path, lambda tmp: torch.save(state, tmp))
 
 
+CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "config", "data_hash", "epoch", "step")
+
+
 def load_checkpoint(path: Path) -> dict:
     """A run's own resumable checkpoint; ``weights_only`` refuses anything but tensors and
-    plain containers, so even a tampered file cannot run code."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    plain containers, so even a tampered file cannot run code. A damaged or foreign file is a
+    :class:`BundleError`."""
+    try:
+        with warnings.catch_warnings():  # torch warns about foreign pickle protocols
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for damaged or foreign files
+        raise BundleError(
+            f"{path} is not a scratchsat checkpoint: it cannot be read as one "
+            f"({type(exc).__name__}). "
+            "It is damaged (a copy cut short?) or was replaced; start the run again with "
+            "--overwrite, or resume from an intact copy of the run folder"
+        ) from None
+    if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
+        raise BundleError(
+            f"{path} is not a scratchsat checkpoint (keys missing); start the run again with "
+            "--overwrite, or resume from an intact copy of the run folder"
+        )
+    return state

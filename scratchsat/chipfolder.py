@@ -23,6 +23,7 @@ from .raster import (
     band_names,
     data_bands,
     masked_fill,
+    names_described,
     open_raster,
     read_valid,
     reads_mask_band,
@@ -161,6 +162,7 @@ def _scene(path: Path, options: TileOptions) -> Scene:
             src.dtypes[indexes[0] - 1],
             src.nodata,
             reads_mask_band(src, indexes),
+            names_described=names_described(src),
         )
 
 

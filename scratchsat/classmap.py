@@ -15,15 +15,26 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 
+from .errors import InputError
+
 
 def class_dtype_and_nodata(codes: Sequence[int]) -> tuple[str, int]:
-    """uint8 with nodata 255 (else 0) when the codes allow it, else uint16 with 65535."""
-    codes = set(codes)
-    if max(codes) < 255 and min(codes) >= 0:
-        return "uint8", 255
-    if max(codes) <= 255 and 0 not in codes and min(codes) > 0:
-        return "uint8", 0
-    return "uint16", 65535
+    """The class map's dtype and a nodata value that is not a class code: uint8 with 255
+    (else 0) where the codes fit, else uint16 with 65535 (else 0, else the largest free
+    value). Codes outside 0..65535 are refused (``tile`` refuses them first)."""
+    codes = {int(c) for c in codes}
+    if min(codes) < 0 or max(codes) > 65535:
+        raise InputError(
+            f"class code {min(codes) if min(codes) < 0 else max(codes)} does not fit a class "
+            "map (0..65535); tile the labels again with codes in that range"
+        )
+    for dtype, top in (("uint8", 255), ("uint16", 65535)):
+        if max(codes) <= top:
+            for nodata in (top, 0):
+                if nodata not in codes:
+                    return dtype, nodata
+    free = max(set(range(65535 - len(codes), 65536)) - codes)  # ≤ 255 codes: one is free
+    return "uint16", free
 
 
 def rgba(colour: str) -> tuple[int, int, int, int]:

@@ -124,13 +124,8 @@ def format_fields(fields: dict) -> str:
 
 def given_options(ctx: typer.Context) -> list[str]:
     """The options of this command that were set on the command line (not defaults)."""
-    from click.core import ParameterSource
-
-    return [
-        name
-        for name in ctx.params
-        if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
-    ]
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return [name for name, source in sources.items() if source and source.name != "DEFAULT"]
 
 
 def _version(value: bool) -> None:
@@ -709,7 +704,16 @@ def bench(
 
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="scratchsat")
+    from .processes import state as workers
+
+    try:
+        app(prog_name="scratchsat")
+    except SystemExit as done:
+        if workers["killed_workers"]:  # see processes.stop: do not wait for a dead pool
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 1)
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

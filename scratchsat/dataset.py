@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch.utils.data import Dataset, default_collate
 from .augment import AugmentSpec, build_augment
 from .batch import raw_view
 from .errors import DatasetError, InputError
+from .index import FORMAT_VERSION
 from .labels import IGNORE_INDEX
 from .windows import SPLITS
 
@@ -66,10 +68,12 @@ def read_tiles(folder: str | os.PathLike) -> Tiles:
         ) from None
     except (OSError, ValueError) as exc:
         raise DatasetError(f"{path} cannot be read as JSON ({exc}); tile again") from None
-    task = info.get("task")
-    if info.get("format") != "scratchsat-tiles" or task not in ARRAYS:
+    task = info.get("task") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or info.get("format") != "scratchsat-tiles" or task not in ARRAYS:
         raise DatasetError(f"{path} is not a scratchsat dataset.json (format or task missing)")
+    check_info(info, path)
     check_arrays(folder, ARRAYS[task], info["patches"])
+    check_shapes(folder, info, path)
     bands = info["bands"]
     return Tiles(
         folder=folder,
@@ -84,6 +88,86 @@ def read_tiles(folder: str | os.PathLike) -> Tiles:
         splits=dict(info["splits"]),
         info=info,
     )
+
+
+REQUIRED = {  # dataset.json keys training reads, and their JSON types
+    "format_version": int,
+    "patch_size": int,
+    "dtype": str,
+    "bands": list,
+    "classes": list,
+    "patches": int,
+    "splits": dict,
+}
+BAND_KEYS = {"name": str, "mean": (int, float), "std": (int, float)}
+CLASS_KEYS = {"id": int, "code": int, "name": str, "colour": str}
+
+
+def check_info(info: dict, path: Path) -> None:
+    """The keys and types training relies on; a hand-edited or foreign file is refused with
+    what is wrong, before anything is written."""
+    fix = "tile again (with --overwrite) rather than editing dataset.json by hand"
+    for key, kind in REQUIRED.items():
+        if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
+            found = "missing" if key not in info else f"{type(info[key]).__name__}"
+            raise DatasetError(f"{path}: {key!r} must be a {kind.__name__}, found {found}; {fix}")
+    if info["format_version"] > FORMAT_VERSION:
+        raise DatasetError(
+            f"{path} has format_version {info['format_version']}, newer than this scratchsat "
+            f"reads ({FORMAT_VERSION}); upgrade scratchsat or tile again with this version"
+        )
+    entries = [("bands", b, BAND_KEYS) for b in info["bands"]]
+    entries += [("classes", c, CLASS_KEYS) for c in info["classes"]]
+    for where, entry, keys in entries:
+        for key, kind in keys.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), kind):
+                raise DatasetError(f"{path}: every entry of {where!r} needs {key!r}; {fix}")
+    if not info["bands"] or not info["classes"]:
+        raise DatasetError(f"{path}: 'bands' and 'classes' must not be empty; {fix}")
+    if [c["id"] for c in info["classes"]] != list(range(len(info["classes"]))):
+        raise DatasetError(f"{path}: class ids must be 0, 1, … in order; {fix}")
+    if not all(math.isfinite(b["mean"]) and b["std"] >= 0 for b in info["bands"]):
+        raise DatasetError(f"{path}: band means must be finite and std not negative; {fix}")
+    if info.get("task") == "segmentation" and not all(
+        isinstance(c.get("pixels_by_split"), dict) for c in info["classes"]
+    ):
+        raise DatasetError(f"{path}: every class needs 'pixels_by_split'; {fix}")
+
+
+def check_shapes(folder: Path, info: dict, path: Path) -> None:
+    """The arrays agree with dataset.json: bands, patch size, dtype and class ids."""
+    size, bands, k = info["patch_size"], len(info["bands"]), len(info["classes"])
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    expected = (bands, size, size)
+    if images.shape[1:] != expected or images.dtype.name != info["dtype"]:
+        raise DatasetError(
+            f"{path} describes patches of {bands} bands × {size} × {size} px ({info['dtype']}) "
+            f"but images.npy holds {' × '.join(map(str, images.shape[1:]))} "
+            f"({images.dtype.name}); the folder is inconsistent, tile again with --overwrite"
+        )
+    labels = np.load(folder / "labels.npy", mmap_mode="r")
+    arrays = [("labels", labels)]
+    if (folder / "masks.npy").exists() and info.get("task") == "segmentation":
+        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        if masks.shape[1:] != (size, size):
+            raise DatasetError(f"{folder / 'masks.npy'} does not hold {size} × {size} masks")
+        arrays.append(("masks", masks))
+    for name, array in arrays:
+        top = largest_id(array)
+        if top >= k:
+            raise DatasetError(
+                f"{folder / (name + '.npy')} holds class id {top} but {path} lists {k} classes "
+                f"(ids 0..{k - 1}); the folder is inconsistent, tile again with --overwrite"
+            )
+
+
+def largest_id(array: np.ndarray, rows: int = 1024) -> int:
+    """The largest class id in a uint8 array of ids (IGNORE_INDEX aside), read in chunks."""
+    seen = np.zeros(256, bool)
+    for start in range(0, len(array), rows):
+        seen |= np.bincount(np.asarray(array[start : start + rows]).ravel(), minlength=256) > 0
+    seen[IGNORE_INDEX] = False
+    return int(np.flatnonzero(seen).max(initial=-1))
 
 
 def check_arrays(folder: Path, names: tuple[str, ...], count: int) -> None:
@@ -110,9 +194,9 @@ def normalise(
     image: np.ndarray, mean: np.ndarray, std: np.ndarray, nodata: float | None
 ) -> np.ndarray:
     """(C, H, W) raw patch → float32 ``(x - mean) / std`` per band; pixels where any band is
-    nodata or NaN become 0 in every band (the mean, so invalid pixels carry no signal)."""
+    nodata, NaN or ±Inf become 0 in every band (the mean, so invalid pixels carry no signal)."""
     x = image.astype(np.float32)
-    invalid = np.isnan(x).any(axis=0)  # (H, W)
+    invalid = ~np.isfinite(x).all(axis=0)  # (H, W)
     if nodata is not None and not np.isnan(nodata):
         invalid |= (image == nodata).any(axis=0)
     x -= mean[:, None, None]

@@ -9,13 +9,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 from .errors import OutputExistsError
 from .evaluation import evaluate
+from .outputs import remove_path, write_json
 from .pictures import plot_quicklook
 from .prediction import PredictOptions, predict
 from .run import TrainConfig
@@ -61,8 +61,8 @@ def demo(
     earlier = [p for p in out.glob("*") if p.name in DEMO_FILES or p.suffix == ".part"]
     if earlier and not overwrite:
         raise OutputExistsError(f"{out} holds an earlier demo; pass --overwrite to replace it")
-    for path in earlier:  # only what a demo writes: never a user's other files
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in earlier:  # only what a demo writes: never a user's other files, and a link
+        remove_path(path)  # is removed itself, never what it points to
     out.mkdir(parents=True, exist_ok=True)
     log(f"1/5 writing two synthetic 13-band scenes with labels into {out}")
     seen = write_scene(out / "scene.tif", out / "labels.tif", width=512, height=512, seed=1)
@@ -96,7 +96,7 @@ def demo(
         )
     log("5/5 scoring the prediction and drawing pictures")
     scores = evaluate(prediction, unseen.labels_path)
-    (out / "unseen_scores.json").write_text(json.dumps(scores, indent=2) + "\n")
+    write_json(out / "unseen_scores.json", scores)
     classes = json.loads((out / "run" / "model.json").read_text())["classes"]
     plot_quicklook(
         out / "unseen_quicklook.png",

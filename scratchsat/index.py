@@ -173,6 +173,9 @@ def write_dataset_json(
         "nodata_is_nan": nodata is not None and bool(np.isnan(nodata)),
         "ignore_index": IGNORE_INDEX,
         "bands": bands,
+        # "descriptions": predict matches a scene's bands by these names; "numbers": B1 … Bn
+        # stand for positions, and predict takes a scene's bands in file order.
+        "band_names": "descriptions" if first.names_described else "numbers",
         "statistics": "over the valid pixels of every kept patch (all splits) on a lattice of "
         "every statistics_step-th row and column; percentiles "
         + ("exact on that lattice" if stats.hist is not None else "from a sample"),

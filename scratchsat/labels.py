@@ -29,6 +29,7 @@ from .stats import histogram_offset
 
 IGNORE_INDEX = 255
 MAX_CLASSES = 255  # ids 0..254; 255 is the ignore index
+MAX_CODE = 65535  # class maps are uint8 or uint16 (a free value is always left for nodata)
 VECTOR_SUFFIXES = {".geojson", ".json", ".gpkg", ".shp", ".fgb", ".kml", ".gml", ".zip"}
 
 # Colours for common land-cover names; other classes take the palette in order.
@@ -92,10 +93,22 @@ class LabelSpec:
         return self.path.suffix.lower() in VECTOR_SUFFIXES
 
 
-def build_classes(codes: Sequence[int], names: Sequence[str] | None = None) -> list[ClassInfo]:
-    """Class table for sorted ``codes`` (names default to the codes as text)."""
+def build_classes(
+    codes: Sequence[int], names: Sequence[str] | None = None, source: object = "the labels"
+) -> list[ClassInfo]:
+    """Class table for sorted ``codes`` (names default to the codes as text). Codes must fit
+    an unsigned 16-bit class map, which keeps a value free for nodata (see
+    ``classmap.class_dtype_and_nodata``); ``source`` names the labels in the message."""
     if len(codes) > MAX_CLASSES:
         raise LabelError(f"{len(codes)} classes found; at most {MAX_CLASSES} are supported")
+    outside = [int(c) for c in codes if not 0 <= int(c) <= MAX_CODE]
+    if outside:
+        raise LabelError(
+            f"{source}: class code {outside[0]} is outside 0..{MAX_CODE}; class maps are "
+            "written as 8- or 16-bit unsigned integers with one value kept free for nodata. "
+            "Recode the labels into that range (gdal_calc.py, or the vector field), or declare "
+            f"{outside[0]} the label raster's nodata if it marks unlabelled pixels"
+        )
     names = list(names) if names is not None else [str(c) for c in codes]
     classes, spare = [], iter(PALETTE * (1 + len(codes) // len(PALETTE)))
     for i, (code, name) in enumerate(zip(codes, names, strict=True)):
@@ -248,7 +261,7 @@ def _read_shapes(spec: LabelSpec, crs_wkt: str, version: tuple | None) -> Shapes
         unique, names = [background_code, *unique], [spec.background, *names]
         order = np.argsort(unique)
         unique, names = [unique[i] for i in order], [names[i] for i in order]
-    classes = tuple(build_classes(unique, names))
+    classes = tuple(build_classes(unique, names, spec.path))
     geometries = tuple(dict(transform_geom(src_wkt, crs_wkt, f["geometry"])) for f in kept)
     boxes = np.array([_bbox(g) for g in geometries]).reshape(-1, 4)
     # Draw larger polygons first so the smaller one wins where they overlap.
@@ -340,7 +353,7 @@ def label_classes(spec: LabelSpec, grids: Sequence[Grid]) -> list[ClassInfo]:
             "the label raster's nodata value and extent"
         )
     names = raster_class_names(spec.path)
-    return build_classes(sorted(codes), [names.get(c, str(c)) for c in sorted(codes)])
+    return build_classes(sorted(codes), [names.get(c, str(c)) for c in sorted(codes)], spec.path)
 
 
 def raster_class_names(path: Path) -> dict[int, str]:

@@ -27,6 +27,7 @@ from .errors import OutputExistsError, OutputLockedError, OutputWriteError, Scra
 UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it)
 os.umask(UMASK)
 
+
 class IncompleteWrite(OSError):
     """A check of a finished temporary found it incomplete (see ``atomic_output``'s check)."""
 
@@ -263,6 +264,11 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool) -> None:
     """A user-facing text output (a sidecar, a report): locked, refused if it exists."""
     with atomic_output(path, overwrite) as tmp:
         tmp.write_text(text)
+
+
+def remove_path(path: Path) -> None:
+    """Remove a file, a folder tree or a link (the link itself, never what it points to)."""
+    _remove(path)
 
 
 def _remove(path: Path) -> None:

@@ -35,7 +35,6 @@ from .device import autocast, autocast_dtype, pick_device
 from .errors import BandError, InputError
 from .raster import (
     GDAL_ENV,
-    band_names,
     data_bands,
     open_raster,
     read_valid,
@@ -45,6 +44,7 @@ from .windows import blend_weight, cover_offsets, window_stride
 from .writers import ClassMapSink, Outputs, outputs_for
 
 Progress = Callable[..., None]
+MAX_WINDOW = 8192  # px: a window side beyond this is a typo, not a choice
 
 
 class DriftWarning(UserWarning):
@@ -103,23 +103,78 @@ class Predictor:
         return torch.softmax(logits.float(), dim=1)
 
 
-def scene_indexes(path: Path, src, meta: dict) -> list[int]:
-    """The scene's bands in the model's order: all its data bands (alpha bands are masks) when
-    the counts match, else the bands whose descriptions carry the trained names; otherwise a
-    BandError."""
+class BandOrderWarning(UserWarning):
+    """A scene's bands were taken in file order because they, or the model's, have no names."""
+
+
+def scene_indexes(path: Path, src, meta: dict, warn: bool = True) -> list[int]:
+    """The scene's bands (1-based indexes) in the model's order.
+
+    Where every data band of the scene has a description and the model's bands have names,
+    bands are matched by name, whatever their order and count (a trained name missing or
+    described twice is a BandError that shows both orders). Otherwise the data bands (alpha
+    bands are masks) are taken in file order when the counts agree, with a
+    :class:`BandOrderWarning`; a scene whose described bands are the model's generic names in
+    another order is refused, as order and names then disagree.
+    """
     trained = [b["name"] for b in meta["bands"]]
     usable = data_bands(src)
+    described = [src.descriptions[i - 1] for i in usable]
+    generic = meta.get("band_names") == "numbers" or (  # bundles before the key: by the names
+        "band_names" not in meta and trained == [f"B{i}" for i in range(1, len(trained) + 1)]
+    )
+    if all(described) and not generic:
+        return _match_names(path, trained, [str(d) for d in described], usable)
+    if all(described) and set(described) == set(trained) and described != trained:
+        raise BandError(
+            f"{path} describes its bands as {', '.join(map(str, described))}, but the model "
+            f"was trained on bands without names, taken in file order ({', '.join(trained)}); "
+            "write the scene with its bands in the training scene's order and without "
+            "descriptions, or retrain on described bands"
+        )
     if len(usable) == len(trained):
+        if warn:
+            why = (
+                "the scene's bands have no descriptions"
+                if not all(described)
+                else ("the model's bands have no names (its training scene had no descriptions)")
+            )
+            warnings.warn(
+                f"{path}: {why}, so its {len(usable)} bands were taken in file order as "
+                f"{_shown(trained)}; make sure the order is the training scene's",
+                BandOrderWarning,
+                stacklevel=2,
+            )
         return usable
-    names = band_names(src)  # B1 … Bn unless every band has its own description
-    if all(src.descriptions) and set(trained) <= set(names):
-        return [names.index(n) + 1 for n in trained]
-    shown = ", ".join(trained) if len(trained) <= 6 else f"{trained[0]} … {trained[-1]}"
     alpha = f" (and {src.count - len(usable)} alpha)" if len(usable) < src.count else ""
     raise BandError(
         f"{path} has {len(usable)} bands{alpha} but the model was trained on {len(trained)} "
-        f"({shown}); pass a {len(trained)}-band scene with the same bands in the same order"
+        f"({_shown(trained)}); pass a {len(trained)}-band scene with the same bands in the "
+        "same order, or describe the scene's bands with the trained names"
     )
+
+
+def _match_names(
+    path: Path, trained: Sequence[str], described: Sequence[str], usable: Sequence[int]
+) -> list[int]:
+    missing = [n for n in trained if n not in described]
+    twice = sorted({n for n in trained if described.count(n) > 1})
+    if missing or twice:
+        problem = (
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+            if missing
+            else f"{', '.join(twice)} {'is' if len(twice) == 1 else 'are'} described twice"
+        )
+        raise BandError(
+            f"{path}: the model's band {problem}. The scene's bands, in file order: "
+            f"{', '.join(described)}; the model's: {', '.join(trained)}. Pass a scene that has "
+            "each trained band once (by its description), or fix the band descriptions"
+        )
+    return [usable[described.index(n)] for n in trained]
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names) if len(names) <= 6 else f"{names[0]} … {names[-1]}"
 
 
 class Drift:
@@ -363,7 +418,7 @@ def predict(
     pixels = []
     for scene, _outputs in plan:
         with open_raster(scene) as src:
-            scene_indexes(scene, src, loaded.meta)  # refuse every bad scene before writing
+            scene_indexes(scene, src, loaded.meta, warn=False)  # refuse bad scenes up front
             pixels.append(src.width * src.height)
     from .prediction_pool import Tally, predict_in_processes
 
@@ -383,3 +438,9 @@ def check_options(options: PredictOptions, workers: int = 1) -> None:
         raise InputError(f"--overlap must be a fraction in [0, 1), not {options.overlap:g}")
     if options.batch_size < 1 or (options.patch_size is not None and options.patch_size < 8):
         raise InputError("--batch-size must be at least 1 and --patch-size at least 8")
+    if options.patch_size is not None and options.patch_size > MAX_WINDOW:
+        raise InputError(
+            f"--patch-size {options.patch_size} is larger than {MAX_WINDOW} px: one window "
+            "would need more memory than it is worth (the U-Net's context is far smaller); "
+            "use a window of a few hundred to a few thousand pixels"
+        )

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from .errors import WorkerError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+state = {"killed_workers": False}  # see stop()
 
 
 def init_worker(parent: int) -> None:
@@ -73,7 +74,13 @@ def _init(parent: int, initializer, initargs: tuple) -> None:
 
 
 def stop(pool: ProcessPoolExecutor) -> None:
-    """Cancel queued work and kill the workers (they hold nothing that must be kept)."""
+    """Cancel queued work and kill the workers (they hold nothing that must be kept).
+
+    A worker killed while it sends a result leaves half a message in the pool's result pipe,
+    whose write end this process also holds: the pool's manager thread then waits for the rest
+    forever, and Python's exit joins that thread. ``state["killed_workers"]`` tells the CLI to
+    leave with ``os._exit`` once everything of ours is cleaned up."""
+    state["killed_workers"] = True
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:

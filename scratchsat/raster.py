@@ -75,10 +75,15 @@ def read_shrunk(
 
 def band_names(src: rasterio.DatasetReader) -> list[str]:
     """Band descriptions where every band has one, else ``B1 … Bn``."""
-    descriptions = list(src.descriptions)
-    if all(descriptions) and len(set(descriptions)) == len(descriptions):
-        return [str(d) for d in descriptions]
+    if names_described(src):
+        return [str(d) for d in src.descriptions]
     return [f"B{i}" for i in range(1, src.count + 1)]
+
+
+def names_described(src: rasterio.DatasetReader) -> bool:
+    """Whether :func:`band_names` are the bands' own descriptions (else numbers)."""
+    descriptions = list(src.descriptions)
+    return all(descriptions) and len(set(descriptions)) == len(descriptions)
 
 
 def data_bands(src: rasterio.DatasetReader) -> list[int]:

@@ -397,6 +397,7 @@ def resumed_config(
         if explicit is not None
         else [f.name for f in fields(asked) if getattr(asked, f.name) != getattr(defaults, f.name)]
     )
+    names = [n for n in names if n in {f.name for f in fields(TrainConfig)}]
     changed = [
         n for n in names if n not in RUNTIME_SETTINGS and getattr(asked, n) != getattr(saved, n)
     ]
@@ -451,6 +452,7 @@ def bundle_meta(run: Run) -> dict:
         "task": run.tiles.task,
         "patch_size": run.tiles.patch_size,
         "bands": info["bands"],
+        "band_names": info.get("band_names"),
         "dtype": info["dtype"],
         "nodata": info["nodata"],
         "nodata_is_nan": info.get("nodata_is_nan", False),

@@ -10,9 +10,10 @@ split are dropped.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from .raster import (
     band_names,
     data_bands,
     masked_fill,
+    names_described,
     open_raster,
     read_valid,
     reads_mask_band,
@@ -97,6 +99,7 @@ class Scene:
     uses_mask: bool
     block_height: int = 1
     fill: tuple[float, ...] | None = None  # stored in pixels only GDAL's mask band marks invalid
+    names_described: bool = False  # band names are the bands' descriptions, not numbers
 
 
 @dataclass
@@ -130,6 +133,7 @@ def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scen
             reads_mask_band(src, indexes),
             src.block_shapes[indexes[0] - 1][0],
             masked_fill(src, indexes),
+            names_described=names_described(src),
         )
 
 
@@ -263,7 +267,7 @@ def _run_strip(args) -> Strip:
     return tile_strip(*args)
 
 
-def iter_strips(tasks: Sequence[tuple], workers: int) -> Iterable[Strip]:
+def iter_strips(tasks: Sequence[tuple], workers: int) -> Iterator[Strip]:
     """Strips in task order. With several ``workers``, each process reads and cuts whole
     strips. With one, a thread reads the next strip (GDAL decodes it on all cores, outside the
     GIL) while this one cuts the current strip into a buffer reused from strip to strip, so a
@@ -316,6 +320,13 @@ def tile(
     _check_same_bands(infos)
     spec = LabelSpec(Path(labels), label_field, background)
     classes = label_classes(spec, [s.grid for s in infos])
+    for info in infos:
+        if min(info.grid.width, info.grid.height) < options.patch_size:
+            raise InputError(
+                f"{info.path} is {info.grid.width} × {info.grid.height} px, smaller than "
+                f"--patch-size {options.patch_size}; pass a patch size of at most "
+                f"{min(info.grid.width, info.grid.height)} px, or a larger scene"
+            )
     with atomic_output(out, overwrite) as tmp:
         tmp.mkdir()
         _write_store(tmp, infos, spec, classes, options, progress)
@@ -354,19 +365,19 @@ def _write_store(
     masks = store.NpyWriter(folder / "masks.npy", np.uint8, (size, size))
     stats, skipped = BandStats.empty(bands, infos[0].dtype), Counter()
     windows, counts, total = [], [], 0
+    # closing: an exception here (Ctrl-C) must stop the workers now, not at garbage collection
     try:
-        for done, (strip, scene) in enumerate(
-            zip(iter_strips(tasks, options.workers), scene_of_task, strict=True), 1
-        ):
-            images.append(strip.images)
-            masks.append(strip.masks)
-            stats.update(strip.stats)
-            skipped.update(strip.skipped)
-            total += strip.windows
-            windows.append(np.stack([np.full(len(strip.xs), scene), strip.xs, strip.ys], 1))
-            counts.append(strip.class_counts)
-            if progress:
-                progress(done, len(tasks))
+        with contextlib.closing(iter_strips(tasks, options.workers)) as strips:
+            for done, (strip, scene) in enumerate(zip(strips, scene_of_task, strict=True), 1):
+                images.append(strip.images)
+                masks.append(strip.masks)
+                stats.update(strip.stats)
+                skipped.update(strip.skipped)
+                total += strip.windows
+                windows.append(np.stack([np.full(len(strip.xs), scene), strip.xs, strip.ys], 1))
+                counts.append(strip.class_counts)
+                if progress:
+                    progress(done, len(tasks))
     finally:
         images.close()
         masks.close()

@@ -46,17 +46,17 @@ def noise_bands(folder, count=3, side=600):
 
 def test_an_injected_full_disk_is_an_error_and_leaves_nothing(tmp_path):
     target = tmp_path / "out.bin"
-    with pytest.raises(OutputWriteError, match=r"no space left on .* out.bin \(needed about 5.0 MB"):
-        with atomic_output(target, size_hint=5_000_000) as tmp:
-            tmp.write_bytes(b"x" * 1000)
-            raise OSError(errno.ENOSPC, "No space left on device")
+    full, hint = r"no space left on .* out.bin \(needed about 5.2 MB", 5 << 20
+    with pytest.raises(OutputWriteError, match=full), atomic_output(target, size_hint=hint) as tmp:
+        tmp.write_bytes(b"x" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert listing(tmp_path) == []
 
 
 def test_an_injected_permission_error_says_the_folder_is_not_writable(tmp_path):
-    with pytest.raises(OutputWriteError, match="read-only or not writable"):
-        with atomic_output(tmp_path / "x.json") as tmp:
-            raise PermissionError(errno.EROFS, "Read-only file system", str(tmp))
+    with pytest.raises(OutputWriteError, match="read-only or not writable"), atomic_output(
+            tmp_path / "x.json") as tmp:
+        raise PermissionError(errno.EROFS, "Read-only file system", str(tmp))
     assert listing(tmp_path) == []
 
 
@@ -109,9 +109,9 @@ def test_a_geotiff_missing_its_last_blocks_is_caught(tmp_path):
     path.write_bytes(data[:100])
     with pytest.raises(IncompleteWrite, match="cannot be read back"):
         check_written(path)
-    with pytest.raises(OutputWriteError, match=r"writing .*y.tif failed \(it was written but"):
-        with atomic_output(tmp_path / "y.tif", check=check_written) as tmp:
-            tmp.write_bytes(data[:100])
+    with pytest.raises(OutputWriteError, match=r"writing .*y.tif failed \(it was written but"), \
+            atomic_output(tmp_path / "y.tif", check=check_written) as tmp:
+        tmp.write_bytes(data[:100])
     assert listing(tmp_path) == ["x.tif"]
 
 
@@ -157,10 +157,9 @@ def test_a_second_writer_of_the_same_output_is_refused(tmp_path):
                               text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        with pytest.raises(OutputLockedError, match=rf"another scratchsat process \(PID "
-                                                    rf"{holder.pid}\)"):
-            with atomic_output(target) as tmp:
-                tmp.write_text("second")
+        locked = rf"another scratchsat process \(PID {holder.pid}\)"
+        with pytest.raises(OutputLockedError, match=locked), atomic_output(target) as tmp:
+            tmp.write_text("second")
         assert not target.exists()
         holder.send_signal(signal.SIGKILL)  # dies holding the lock, leaving its temporary
         holder.wait()
@@ -181,9 +180,8 @@ def test_locks_are_reentrant_within_a_process_and_released(tmp_path):
     with output_lock(target), output_lock(target):
         write_atomically(target / "x.json", lambda tmp: tmp.write_text("{}"))
     assert listing(tmp_path) == ["run"]
-    with pytest.raises(OutputExistsError):
-        with atomic_output(target):
-            pass
+    with pytest.raises(OutputExistsError), atomic_output(target):
+        pass
 
 
 def test_temporaries_of_live_processes_are_kept(tmp_path):

@@ -382,7 +382,7 @@ def test_statistics_of_large_patches_come_from_a_lattice(tmp_path):
 
 
 @pytest.mark.parametrize(("dtype", "codes"), [("uint16", (1000, 40_000)),
-                                              ("int16", (-5, 12)),
+                                              ("int16", (5, 12_000)),
                                               ("float32", (2.0, 9.0))])
 def test_label_codes_of_every_dtype_map_to_ids(tiny_scene, tmp_path, dtype, codes):
     scene, _, _, label_codes = tiny_scene

@@ -15,7 +15,7 @@ import torch
 from ..device import pick_device
 from ..models import ModelConfig, build_model
 from ..prediction import DriftWarning, PredictOptions, Predictor, SceneReader, predict_scene
-from ..raster import reads_mask_band
+from ..raster import band_names, reads_mask_band
 from ..windows import window_stride
 from ..writers import Outputs
 from .train import synchronize
@@ -24,7 +24,7 @@ from .train import synchronize
 def meta_for(scene: Path, patch_size: int, classes: int) -> dict:
     """A bundle description matching the scene's bands, for a randomly initialised model."""
     with rasterio.open(scene) as src:
-        bands = [{"name": f"B{i}", "mean": 1000.0, "std": 500.0} for i in range(src.count)]
+        bands = [{"name": n, "mean": 1000.0, "std": 500.0} for n in band_names(src)]
         dtype = src.dtypes[0]
     return {
         "task": "segmentation",
