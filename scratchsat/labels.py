@@ -229,6 +229,11 @@ def read_shapes(spec: LabelSpec, crs_wkt: str) -> Shapes:
 @functools.lru_cache(maxsize=4)
 def _read_shapes(spec: LabelSpec, crs_wkt: str, version: tuple | None) -> Shapes:
     features, src_wkt, fields = _vector_fields(spec.path)
+    if not features:
+        raise LabelError(
+            f"{spec.path} holds no features (no polygons); pass vector labels with polygons "
+            "of the classes"
+        )
     if spec.field is None or spec.field not in fields:
         what = "needs --label-field" if spec.field is None else f"has no field {spec.field!r}"
         raise LabelError(f"{spec.path} {what}; its fields are: {', '.join(fields) or '(none)'}")

@@ -211,6 +211,10 @@ def write_error(
             f"no space left on {where} to write {path.name} ({about}, {_mb(free or 0)} free); "
             "free some space or write to another folder"
         )
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR) and not where.is_dir():
+        return OutputWriteError(
+            f"cannot write {path}: {where} is a file, not a folder; choose an output in a folder"
+        )
     if exc.errno in NOT_ALLOWED:
         return OutputWriteError(
             f"cannot write {path}: {where} is read-only or not writable for this user "

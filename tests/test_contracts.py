@@ -302,3 +302,11 @@ def test_resume_refuses_settings_that_change_the_run(small_run, seg_tiles, tmp_p
     result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--resume",
                                  "--epochs", "1", "--device", "cpu", "--workers", "0"])
     assert result.exit_code == 0, result.output
+
+
+def test_vector_labels_without_features_are_refused(tmp_path):
+    scene = write_raster(tmp_path / "scene.tif", np.ones((2, 32, 32), np.uint16))
+    (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')
+    with pytest.raises(LabelError, match="holds no features"):
+        tile([scene], tmp_path / "empty.geojson", tmp_path / "tiles",
+             options=TileOptions(patch_size=16))

@@ -206,7 +206,7 @@ def test_outputs_in_a_folder_that_cannot_be_created(tmp_path):
     result = runner.invoke(app, ["stack", str(bands[0]), "--out",
                                  str(tmp_path / "file" / "sub" / "s.tif")])
     refused_cleanly(result, "s.tif")
-    assert "Not a directory" in result.output
+    assert "is a file, not a folder" in result.output
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only folder needs root")
@@ -232,3 +232,38 @@ def test_stack_refuses_to_write_over_its_own_input(tmp_path):
     refused_cleanly(result, "is the input")
     assert bands[0].read_bytes() == before
     time.sleep(0)  # keeps the import used on platforms without mount
+
+
+HOLD_RUN = textwrap.dedent("""
+    import sys, time
+    from scratchsat.outputs import output_lock
+    with output_lock(sys.argv[1]):
+        print("holding", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_a_second_train_into_the_same_run_folder_is_refused(seg_tiles, tmp_path):
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--epochs", "1"])
+        refused_cleanly(result, f"is being written by another scratchsat process (PID "
+                                f"{holder.pid})")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_new_run_removes_what_a_killed_run_left_in_its_folder(small_run, seg_tiles, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    stale = run / ".checkpoint.pt.999999999-0123abcd.part"
+    stale.write_bytes(b"half a checkpoint")
+    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--epochs", "1",
+                                 "--batch-size", "8", "--width", "8"])
+    assert result.exit_code == 0, result.output
+    assert not stale.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the lock is gone too
