@@ -23,15 +23,21 @@ from rasterio.transform import from_origin
 
 import scratchsat.bench as bench
 from scratchsat.bench.predict import bench_predict
-from scratchsat.raster import geotiff_profile
+from scratchsat.geo.raster import geotiff_profile
 
 
 def write_big_scene(path: Path, side: int, seed: int = 0) -> Path:
     """A 13-band uint16 scene written strip by strip (memory stays small at any size)."""
     rng = np.random.default_rng(seed)
-    profile = geotiff_profile(width=side, height=side, count=13, dtype="uint16",
-                              crs="EPSG:32633", transform=from_origin(400000, 5800000, 10, 10),
-                              nodata=0)
+    profile = geotiff_profile(
+        width=side,
+        height=side,
+        count=13,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=from_origin(400000, 5800000, 10, 10),
+        nodata=0,
+    )
     with rasterio.open(path, "w", **profile) as dst:
         for top in range(0, side, 512):
             rows = min(512, side - top)
@@ -50,15 +56,24 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tiny:
-        bench.SIZES["full"] = {"scene": 256, "load_patch": 64, "train_scene": 256, "epochs": 1,
-                               "steps": 1, "resnet_batch": 4, "unet_patch": 32, "unet_batch": 4}
+        bench.SIZES["full"] = {
+            "scene": 256,
+            "load_patch": 64,
+            "train_scene": 256,
+            "epochs": 1,
+            "steps": 1,
+            "resnet_batch": 4,
+            "unet_patch": 32,
+            "unet_batch": 4,
+        }
         args.side = 512
     start = time.perf_counter()
     result = bench.run_benchmarks(quick=False, device=args.device, log=print)
     scene = write_big_scene(args.out / "big.tif", args.side)
     patch = 32 if args.tiny else 256
-    result["predict_big"] = bench_predict(scene, patch_size=patch, device=args.device,
-                                          batch_size=4 if args.tiny else 32)
+    result["predict_big"] = bench_predict(
+        scene, patch_size=patch, device=args.device, batch_size=4 if args.tiny else 32
+    )
     big = result["predict_big"]
     big["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
@@ -73,8 +88,10 @@ def main() -> None:
     p = result["predict_big"]
     bound = min(p["model_only_mpx_s"], p["read_mpx_s"])
     bounds = f"model {p['model_only_mpx_s']:.1f}, read {p['read_mpx_s']:.1f} Mpx/s"
-    print(f"{'predict ' + str(p['scene']) + ' px':60} {p['end_to_end_mpx_s']:>14.1f} Mpx/s "
-          f"{bounds:>36} {p['end_to_end_mpx_s'] / bound:>6.2f}")
+    print(
+        f"{'predict ' + str(p['scene']) + ' px':60} {p['end_to_end_mpx_s']:>14.1f} Mpx/s "
+        f"{bounds:>36} {p['end_to_end_mpx_s'] / bound:>6.2f}"
+    )
     print(f"peak host memory {p['peak_rss_mb']:.0f} MB, device {p.get('peak_cuda_mb', 0):.0f} MB")
 
 

@@ -21,10 +21,10 @@ import numpy as np
 import rasterio
 from sklearn.ensemble import RandomForestClassifier
 
-from scratchsat.classmap import class_dtype_and_nodata, classes_tag, colormap
-from scratchsat.dataset import read_tiles
 from scratchsat.evaluation import evaluate
-from scratchsat.raster import geotiff_profile, valid_mask
+from scratchsat.geo.classmap import class_dtype_and_nodata, classes_tag, colormap
+from scratchsat.geo.raster import geotiff_profile, valid_mask
+from scratchsat.tiles.format import read_tiles
 
 
 def training_pixels(tiles: Path, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,8 +46,15 @@ def predict_scene(forest, scene: Path, out: Path, classes: list[dict]) -> None:
     with rasterio.open(scene) as src:
         data = src.read()
         valid = valid_mask(data, src.nodata)
-        profile = geotiff_profile(width=src.width, height=src.height, count=1, dtype=dtype,
-                                  crs=src.crs, transform=src.transform, nodata=nodata)
+        profile = geotiff_profile(
+            width=src.width,
+            height=src.height,
+            count=1,
+            dtype=dtype,
+            crs=src.crs,
+            transform=src.transform,
+            nodata=nodata,
+        )
     result = np.full(valid.shape, nodata, dtype=dtype)
     pixels = np.moveaxis(data, 0, -1)[valid].astype(np.float32)
     result[valid] = codes[forest.predict(pixels)]
@@ -74,22 +81,28 @@ def main() -> None:
     tiles = read_tiles(args.tiles)
     x, y = training_pixels(args.tiles, args.samples, args.seed)
     start = time.perf_counter()
-    forest = RandomForestClassifier(args.trees, n_jobs=-1, random_state=args.seed,
-                                    min_samples_leaf=2).fit(x, y)
+    forest = RandomForestClassifier(
+        args.trees, n_jobs=-1, random_state=args.seed, min_samples_leaf=2
+    ).fit(x, y)
     fit_s = time.perf_counter() - start
     predict_scene(forest, args.scene, args.out, list(tiles.classes))
     rows = {}
     for name, path in (("random forest", args.out), ("cnn", args.cnn)):
-        rows[name] = evaluate(path, args.labels, label_field=args.label_field, tiles=args.tiles,
-                              split=args.split)
-    print(f"{args.split} split of {args.tiles}: {rows['cnn']['pixels']:,} pixels; forest fit on "
-          f"{len(y):,} training pixels in {fit_s:.1f} s")
+        rows[name] = evaluate(
+            path, args.labels, label_field=args.label_field, tiles=args.tiles, split=args.split
+        )
+    print(
+        f"{args.split} split of {args.tiles}: {rows['cnn']['pixels']:,} pixels; forest fit on "
+        f"{len(y):,} training pixels in {fit_s:.1f} s"
+    )
     print(f"{'':14} {'accuracy':>9} {'mean IoU':>9} {'macro F1':>9}   per-class IoU")
     for name, r in rows.items():
         scored = [c for c in r["classes"] if c["iou"] is not None]
         ious = ", ".join(f"{c['name']} {c['iou']:.2f}" for c in scored)
-        print(f"{name:14} {r['overall_accuracy']:9.3f} {r['mean_iou']:9.3f} "
-              f"{r['macro_f1']:9.3f}   {ious}")
+        print(
+            f"{name:14} {r['overall_accuracy']:9.3f} {r['mean_iou']:9.3f} "
+            f"{r['macro_f1']:9.3f}   {ious}"
+        )
     Path(args.out).with_suffix(".json").write_text(json.dumps(rows, indent=2) + "\n")
 
 

@@ -18,8 +18,9 @@ out = Path(sys.argv[1] if len(sys.argv) > 1 else "example-chips")
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 10
 chips = out / "chips"
 
-scene = scratchsat.write_scene(out / "scene.tif", out / "labels.tif", width=640, height=640,
-                               seed=4, region_scale=40)
+scene = scratchsat.write_scene(
+    out / "scene.tif", out / "labels.tif", width=640, height=640, seed=4, region_scale=40
+)
 names = dict(scene.classes)
 with rasterio.open(scene.path) as src, rasterio.open(scene.labels_path) as lab:
     for row in range(0, 640, 32):
@@ -32,18 +33,35 @@ with rasterio.open(scene.path) as src, rasterio.open(scene.labels_path) as lab:
             code = int(np.bincount(codes.ravel(), minlength=5)[1:].argmax()) + 1
             folder = chips / names[code].replace(" ", "-")
             folder.mkdir(parents=True, exist_ok=True)
-            profile = {**src.profile, "width": 32, "height": 32,
-                       "transform": src.window_transform(window)}
+            profile = {
+                **src.profile,
+                "width": 32,
+                "height": 32,
+                "transform": src.window_transform(window),
+            }
             with rasterio.open(folder / f"chip_{row}_{col}.tif", "w", **profile) as dst:
                 dst.write(data)
                 dst.descriptions = src.descriptions
 
 # A folder of class folders needs no --labels: the folder names are the classes.
-tiles = scratchsat.tile([chips], None, out / "tiles", overwrite=True,
-                        options=scratchsat.TileOptions(task="classification"))
-report = scratchsat.train(tiles, out / "run", overwrite=True,
-                          config=scratchsat.TrainConfig(model="resnet18", epochs=epochs))
-print(f"{sum(1 for _ in chips.rglob('*.tif'))} chips in "
-      f"{', '.join(sorted(p.name for p in chips.iterdir()))}")
-print(f"test accuracy {report['test']['overall_accuracy']:.3f}, "
-      f"macro F1 {report['test']['macro_f1']:.3f}")
+tiles = scratchsat.tile(
+    [chips],
+    None,
+    out / "tiles",
+    overwrite=True,
+    options=scratchsat.TileOptions(task="classification"),
+)
+report = scratchsat.train(
+    tiles,
+    out / "run",
+    overwrite=True,
+    config=scratchsat.TrainConfig(model="resnet18", epochs=epochs),
+)
+print(
+    f"{sum(1 for _ in chips.rglob('*.tif'))} chips in "
+    f"{', '.join(sorted(p.name for p in chips.iterdir()))}"
+)
+print(
+    f"test accuracy {report['test']['overall_accuracy']:.3f}, "
+    f"macro F1 {report['test']['macro_f1']:.3f}"
+)

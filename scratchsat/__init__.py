@@ -6,16 +6,15 @@ The Python API mirrors the CLI: ``stack``, ``tile`` (with ``TileOptions``), ``tr
 torch-based names load on first use, so ``import scratchsat`` stays fast.
 """
 
-__version__ = "0.1.0"
-
-from .errors import ScratchsatError  # noqa: E402
-from .stack import stack  # noqa: E402
-from .synth import write_scene  # noqa: E402
-from .tiling import TileOptions, tile  # noqa: E402
+from ._version import __version__
+from .errors import ScratchsatError
+from .extras.synth import write_scene
+from .tiles.stack import stack
+from .tiles.tiling import TileOptions, tile
 
 _LAZY = {
-    "train": ("training", "train"),
-    "TrainConfig": ("run", "TrainConfig"),
+    "train": ("training.loop", "train"),
+    "TrainConfig": ("training.setup", "TrainConfig"),
     "build_model": ("models", "build_model"),
     "ModelConfig": ("models", "ModelConfig"),
     "register_model": ("models", "register_model"),
@@ -23,7 +22,7 @@ _LAZY = {
     "PredictOptions": ("prediction", "PredictOptions"),
     "evaluate": ("evaluation", "evaluate"),
     "load_bundle": ("bundle", "load_bundle"),
-    "PatchDataset": ("dataset", "PatchDataset"),
+    "PatchDataset": ("training.data", "PatchDataset"),
 }
 
 

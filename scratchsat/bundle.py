@@ -19,11 +19,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import __version__
-from .distributed import unwrap
+from ._version import __version__
 from .errors import BundleError, InputError
+from .geo.outputs import write_atomically, write_json
 from .models import ModelConfig, build_model
-from .outputs import write_atomically, write_json
+from .models.inputs import unwrap
 
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1

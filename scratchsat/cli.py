@@ -7,11 +7,14 @@ is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import os
 import signal
 import sys
 import threading
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -20,7 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import __version__
+from ._version import __version__
 from .errors import InputError, ScratchsatError, Terminated
 
 app = typer.Typer(
@@ -185,7 +188,7 @@ def stack(
 
     Example: scratchsat stack T33UUU_*_B0[1-8].jp2 --out scene.tif
     """
-    from .stack import stack as run_stack
+    from .tiles.stack import stack as run_stack
 
     with progress_bar("stack") as callback:
         path = run_stack(
@@ -271,8 +274,8 @@ def tile(
     Example: scratchsat tile scene.tif --labels landuse.gpkg --label-field fclass
     --patch-size 32 --out tiles/brandenburg
     """
-    from .tiling import TileOptions
-    from .tiling import tile as run_tile
+    from .tiles.tiling import TileOptions
+    from .tiles.tiling import tile as run_tile
 
     options = TileOptions(
         patch_size=patch_size,
@@ -299,7 +302,7 @@ def tile(
             overwrite=overwrite,
             progress=callback,
         )
-    from .index import read_dataset_json
+    from .tiles.format import read_dataset_json
 
     info = read_dataset_json(folder)
     splits = ", ".join(f"{n} {name}" for name, n in info["splits"].items())
@@ -307,8 +310,35 @@ def tile(
     say(f"wrote {info['patches']} patches ({splits}; skipped: {skipped}) to {folder}")
 
 
+def with_settings(command: F) -> F:
+    """Give ``command`` one option per model setting (``settings.ModelSettings``), passed in
+    its ``**model_settings``: a setting added there is a ``train`` option at once."""
+    from .settings import ModelSettings
+
+    signature = inspect.signature(command)
+    types = typing.get_type_hints(ModelSettings)
+    hints = typing.get_type_hints(command, include_extras=True)  # this module's strings
+    kept = [
+        p.replace(annotation=hints.get(p.name, p.annotation))
+        for p in signature.parameters.values()
+        if p.kind != p.VAR_KEYWORD
+    ]
+    added = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=f.default,
+            annotation=Annotated[types[f.name], typer.Option(help=f.metadata["help"])],
+        )
+        for f in dataclasses.fields(ModelSettings)
+    ]
+    command.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
 @handle_errors
+@with_settings
 def train(
     ctx: typer.Context,
     tiles: Annotated[Path, typer.Argument(help="Tiles folder written by `scratchsat tile`.")],
@@ -370,19 +400,11 @@ def train(
         int | None,
         typer.Option(help="Stop after this many epochs without a better validation score."),
     ] = None,
-    width: Annotated[int, typer.Option(help="simple/unet: channels of the first block.")] = 32,
-    depth: Annotated[
-        int | None, typer.Option(help="simple: blocks (3); unet: poolings (4).")
-    ] = None,
-    activation: Annotated[
-        str, typer.Option(help="simple/unet/resnet: relu, gelu, elu or silu.")
-    ] = "relu",
-    norm: Annotated[str, typer.Option(help="batch, group or none.")] = "batch",
-    init: Annotated[str, typer.Option(help="kaiming, xavier or orthogonal.")] = "kaiming",
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its checkpoint, same settings.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in --out.")] = False,
+    **model_settings,  # one option per field of settings.ModelSettings (see with_settings)
 ) -> None:
     """Train a network from random weights on a tiles folder.
 
@@ -392,11 +414,11 @@ def train(
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
     """
     from .errors import TrainingInterrupted
-    from .report import LABELS
-    from .training import TrainConfig
-    from .training import train as run_train
+    from .training.loop import TrainConfig
+    from .training.loop import train as run_train
+    from .training.report import LABELS
 
-    config = TrainConfig(
+    config = TrainConfig.of(
         model=model,
         epochs=epochs,
         batch_size=batch_size,
@@ -415,11 +437,7 @@ def train(
         seed=seed,
         batch_augment=batch_augment,
         patience=patience,
-        width=width,
-        depth=depth,
-        activation=activation,
-        norm=norm,
-        init=init,
+        **model_settings,
     )
     secondary = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 alone speaks
     if secondary:
@@ -568,7 +586,7 @@ def evaluate(
     --tiles tiles/brandenburg --split test --json scores.json
     """
     from .evaluation import evaluate as run_evaluate
-    from .outputs import check_output
+    from .geo.outputs import check_output
 
     if json_out is not None:
         check_output(json_out, overwrite)
@@ -586,7 +604,7 @@ def evaluate(
 
     show_scores(result, Console(soft_wrap=True))
     if json_out is not None:
-        from .outputs import write_json
+        from .geo.outputs import write_json
 
         write_json(json_out, result, overwrite=overwrite)
         say(f"wrote {json_out}")
@@ -610,7 +628,7 @@ def demo(
 
     Example: scratchsat demo --out scratchsat-demo
     """
-    from .demo import demo as run_demo
+    from .extras.demo import demo as run_demo
 
     result = run_demo(
         out, epochs=epochs, device=device, overwrite=overwrite, bars=progress_bar, log=say
@@ -638,7 +656,7 @@ def info(
     """
     import json
 
-    from .info import describe
+    from .extras.info import describe
 
     described = describe(path)
     if json_output:
@@ -676,7 +694,7 @@ def bench(
     Example: scratchsat bench --quick --json bench.json
     """
     from .bench import STEPS, run_benchmarks
-    from .outputs import check_output
+    from .geo.outputs import check_output
 
     steps = [step.strip() for step in only.split(",") if step.strip()]
     unknown = [step for step in steps if step not in STEPS]
@@ -688,7 +706,7 @@ def bench(
     if json_out is not None:
         check_output(json_out, overwrite)
     if tile_scene is not None:  # refuse a file tile would refuse before anything runs
-        from .tiling import describe_scene
+        from .tiles.tiling import describe_scene
 
         describe_scene(tile_scene, None)
     result = run_benchmarks(quick=quick, device=device, log=say, tile_scene=tile_scene, only=steps)
@@ -696,7 +714,7 @@ def bench(
 
     show_bench(result, Console(soft_wrap=True))
     if json_out is not None:
-        from .outputs import write_json
+        from .geo.outputs import write_json
 
         write_json(json_out, result, overwrite=overwrite)
         say(f"wrote {json_out}")
@@ -704,7 +722,7 @@ def bench(
 
 def main() -> None:
     """Console-script entry point."""
-    from .processes import state as workers
+    from .geo.processes import state as workers
 
     try:
         app(prog_name="scratchsat")
@@ -717,4 +735,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

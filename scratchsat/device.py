@@ -9,6 +9,13 @@ import torch
 from .errors import InputError
 
 
+def check_device_name(name: str) -> None:
+    """A device name that cannot be one (a typo), refused before anything runs."""
+    kind, _, number = name.partition(":")
+    if name != "auto" and (kind not in ("cpu", "cuda", "mps") or (number and not number.isdigit())):
+        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
+
+
 def pick_device(name: str) -> torch.device:
     """``auto`` → CUDA, else Apple's MPS, else the CPU; a named one must exist."""
     if name == "auto":
@@ -16,8 +23,7 @@ def pick_device(name: str) -> torch.device:
             return torch.device("cuda")
         mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    if name.split(":")[0] not in ("cpu", "cuda", "mps"):
-        raise InputError(f"unknown device {name!r}; choose auto, cpu, cuda or mps")
+    check_device_name(name)
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(
             f"--device {name} asked for, but PyTorch sees no CUDA GPU (torch {torch.__version__},"

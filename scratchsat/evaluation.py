@@ -18,13 +18,13 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from .classmap import read_classes_tag
 from .errors import InputError
-from .index import read_dataset_json
-from .labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
+from .geo.classmap import read_classes_tag
+from .geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
+from .geo.raster import GDAL_ENV, Grid, open_raster
+from .geo.windows import SPLITS
 from .metrics import scores
-from .raster import GDAL_ENV, Grid, open_raster
-from .windows import SPLITS
+from .tiles.format import read_dataset_json
 
 ROWS = 512  # rows read at a time
 
@@ -46,7 +46,8 @@ def split_mask(tiles: Path, split: str, grid: Grid) -> np.ndarray:
         raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     info = read_dataset_json(tiles)
     scenes = [
-        i for i, s in enumerate(info["sources"])
+        i
+        for i, s in enumerate(info["sources"])
         if (s["width"], s["height"]) == (grid.width, grid.height)
         and np.allclose(s["transform"], list(grid.transform)[:6])
     ]
@@ -101,7 +102,7 @@ def evaluate(
     grid, nodata, predicted = prediction_grid(prediction)
     spec = LabelSpec(Path(labels), label_field, background)
     truth = label_classes(spec, [grid])
-    region = split_mask(Path(tiles), split, grid) if tiles is not None else None
+    region = split_mask(Path(tiles), split, grid) if tiles is not None and split else None
     pairs: Counter = Counter()  # (label id, prediction code) → pixels
     with rasterio.Env(**GDAL_ENV), open_raster(prediction) as src:
         for top in range(0, grid.height, ROWS):
@@ -128,5 +129,10 @@ def evaluate(
     result = scores(confusion, [c["name"] for c in classes])
     for entry, c in zip(result["classes"], classes, strict=True):
         entry["code"] = c["code"]
-    return {"prediction": str(prediction), "labels": str(labels), "split": split,
-            "pixels": int(confusion.sum()), **result}
+    return {
+        "prediction": str(prediction),
+        "labels": str(labels),
+        "split": split,
+        "pixels": int(confusion.sum()),
+        **result,
+    }

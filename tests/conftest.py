@@ -18,14 +18,33 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 ORIGIN = (500_000.0, 5_800_000.0)
 
 
-def write_raster(path: Path, data: np.ndarray, *, crs="EPSG:32633", res=10.0, origin=ORIGIN,
-                 nodata=None, driver="GTiff", descriptions=None, **extra) -> Path:
+def write_raster(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs="EPSG:32633",
+    res=10.0,
+    origin=ORIGIN,
+    nodata=None,
+    driver="GTiff",
+    descriptions=None,
+    **extra,
+) -> Path:
     """Write (C, H, W) or (H, W) ``data`` to ``path``."""
     data = data[None] if data.ndim == 2 else data
-    with rasterio.open(path, "w", driver=driver, width=data.shape[2], height=data.shape[1],
-                       count=data.shape[0], dtype=data.dtype, crs=crs,
-                       transform=from_origin(origin[0], origin[1], res, res), nodata=nodata,
-                       **extra) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver=driver,
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=from_origin(origin[0], origin[1], res, res),
+        nodata=nodata,
+        **extra,
+    ) as dst:
         dst.write(data)
         if descriptions:
             dst.descriptions = tuple(descriptions)
@@ -36,16 +55,18 @@ def write_with_alpha(path: Path, data: np.ndarray, valid: np.ndarray, **extra) -
     """3-band ``data`` plus an alpha band (0 where not ``valid``), as ``gdalwarp -dstalpha``
     writes; GDAL reads an 8/16-bit alpha band as the other bands' mask."""
     alpha = np.where(valid, np.iinfo(data.dtype).max, 0).astype(data.dtype)
-    return write_raster(path, np.concatenate([data, alpha[None]]), photometric="RGB",
-                        alpha="YES", **extra)
+    return write_raster(
+        path, np.concatenate([data, alpha[None]]), photometric="RGB", alpha="YES", **extra
+    )
 
 
 def gdalinfo(path: Path) -> dict:
     """``gdalinfo -json`` of ``path``: an independent check of what we wrote."""
     if shutil.which("gdalinfo") is None:
         pytest.skip("GDAL's command-line tools are not installed (apt-get install gdal-bin)")
-    out = subprocess.run(["gdalinfo", "-json", "-mm", str(path)], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run(
+        ["gdalinfo", "-json", "-mm", str(path)], check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out)
 
 
@@ -72,13 +93,21 @@ def tiny_scene(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     return scene, label_path, image, labels
 
 
-def make_tiles(folder: Path, *, size: int = 320, count: int = 6, patch_size: int = 32,
-               task: str = "segmentation", seed: int = 0) -> Path:
+def make_tiles(
+    folder: Path,
+    *,
+    size: int = 320,
+    count: int = 6,
+    patch_size: int = 32,
+    task: str = "segmentation",
+    seed: int = 0,
+) -> Path:
     """Tile a synthetic scene (4 classes, nodata edge) into ``folder`` with 64 px split blocks."""
     from scratchsat import TileOptions, tile, write_scene
 
-    scene = write_scene(folder / "scene.tif", folder / "labels.tif", width=size, height=size,
-                        count=count, seed=seed)
+    scene = write_scene(
+        folder / "scene.tif", folder / "labels.tif", width=size, height=size, count=count, seed=seed
+    )
     options = TileOptions(patch_size=patch_size, block_size=64, task=task, seed=seed)
     return tile([scene.path], scene.labels_path, folder / "tiles", options=options)
 
@@ -99,10 +128,10 @@ def cls_tiles(tmp_path_factory) -> Path:
 def small_run(seg_tiles, tmp_path_factory) -> Path:
     """A tiny U-Net trained for one epoch on ``seg_tiles``: a real bundle for tests that need
     one but do not judge its quality (trained once per test session)."""
-    from scratchsat.training import TrainConfig, train
+    from scratchsat.training.loop import TrainConfig, train
 
     run = tmp_path_factory.mktemp("small") / "run"
-    train(seg_tiles, run, TrainConfig(epochs=1, batch_size=8, width=8))
+    train(seg_tiles, run, TrainConfig.of(epochs=1, batch_size=8, width=8))
     return run
 
 
@@ -111,8 +140,9 @@ def small_disk(tmp_path):
     """A 1 MB tmpfs folder, to fill up; skipped where mounting is not allowed (needs root)."""
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True
+    )
     if mounted.returncode:
         pytest.skip("cannot mount a size-limited tmpfs here (needs root and mount rights)")
     yield folder

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchsat.augment import BandJitter, BandNoise, build_augment
 from scratchsat.errors import InputError
+from scratchsat.training.augment import BandJitter, BandNoise, build_augment
 
 BANDS = st.sampled_from([1, 3, 4, 6, 13])
 DTYPES = st.sampled_from([np.uint8, np.uint16, np.float32])

@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader
 
-from scratchsat.batch import d4, d4_batch, host_batch, normalise_batch, raw_view
-from scratchsat.dataset import EpochSampler, PatchDataset, normalise, read_tiles
 from scratchsat.errors import InputError
-from scratchsat.run import build_loaders
-from scratchsat.training import TrainConfig, train
+from scratchsat.tiles.format import read_tiles
+from scratchsat.training.batch import d4, d4_batch, host_batch, normalise_batch, raw_view
+from scratchsat.training.data import EpochSampler, PatchDataset, normalise
+from scratchsat.training.loop import TrainConfig, train
+from scratchsat.training.setup import build_loaders
 
 
 def test_raw_batches_normalise_like_single_patches(seg_tiles):
@@ -22,8 +23,9 @@ def test_raw_batches_normalise_like_single_patches(seg_tiles):
     raw = PatchDataset(tiles, "train", raw=True)
     x, y, k = next(iter(DataLoader(raw, batch_size=8)))
     assert x.dtype == torch.int16 and k.tolist() == [0] * 8  # no seed: identity
-    got = normalise_batch(x, tiles.dtype, torch.from_numpy(tiles.mean),
-                          torch.from_numpy(tiles.std), tiles.nodata)
+    got = normalise_batch(
+        x, tiles.dtype, torch.from_numpy(tiles.mean), torch.from_numpy(tiles.std), tiles.nodata
+    )
     images = np.load(seg_tiles / "images.npy")[raw.indices[:8]]
     want = np.stack([normalise(i, tiles.mean, tiles.std, tiles.nodata) for i in images])
     np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-5)
@@ -52,13 +54,13 @@ def test_d4_batch_applies_each_samples_symmetry_to_image_and_mask():
 
 
 def test_training_with_per_batch_d4_learns_and_replays(seg_tiles, tmp_path):
-    config = TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3, batch_augment=True)
+    config = TrainConfig.of(epochs=8, batch_size=8, width=8, lr=3e-3, batch_augment=True)
     report = train(seg_tiles, tmp_path / "a", config)
     assert report["val"]["overall_accuracy"] > 0.85
-    again = train(seg_tiles, tmp_path / "b", TrainConfig(**{**config.__dict__, "epochs": 2}))
+    again = train(seg_tiles, tmp_path / "b", TrainConfig.of(**{**config.__dict__, "epochs": 2}))
     first = json.loads((tmp_path / "a" / "report.json").read_text())
     assert first["val"]["confusion"] != again["val"]["confusion"]  # 2 vs 8 epochs differ
-    third = train(seg_tiles, tmp_path / "c", TrainConfig(**{**config.__dict__, "epochs": 2}))
+    third = train(seg_tiles, tmp_path / "c", TrainConfig.of(**{**config.__dict__, "epochs": 2}))
     assert third["val"]["confusion"] == again["val"]["confusion"]
 
 
@@ -87,25 +89,26 @@ def test_a_list_of_keys_fetches_the_collated_batch_in_one_read(tiles_name, reque
         np.testing.assert_array_equal(targets[i].numpy(), target.numpy())
 
 
-
 def test_gpu_loaders_read_raw_batches_in_the_training_process(seg_tiles):
     # Built for a CUDA device without touching it: the loaders are only configured here.
     cuda, tiles = torch.device("cuda"), read_tiles(seg_tiles)
-    raw = build_loaders(TrainConfig(batch_size=8, aug="d4"), tiles, None, cuda)
+    raw = build_loaders(TrainConfig.of(batch_size=8, aug="d4"), tiles, None, cuda)
     train_loader = raw["train"]
     assert train_loader.dataset.raw and train_loader.num_workers == 0
     assert train_loader.batch_size is None and isinstance(train_loader.sampler, BatchSampler)
     assert train_loader.sampler.batch_size == 8 and train_loader.pin_memory
     assert raw["val"].dataset.raw and raw["val"].num_workers == 0
-    geo = build_loaders(TrainConfig(batch_size=8, aug="geo"), tiles, None, cuda)["train"]
+    geo = build_loaders(TrainConfig.of(batch_size=8, aug="geo"), tiles, None, cuda)["train"]
     assert not geo.dataset.raw and geo.batch_size == 8
     assert geo.num_workers == min(8, os.cpu_count() or 1)  # interpolating: per patch in workers
-    chosen = build_loaders(TrainConfig(batch_size=8, workers=1), tiles, None, cuda)["train"]
+    chosen = build_loaders(TrainConfig.of(batch_size=8, workers=1), tiles, None, cuda)["train"]
     assert chosen.dataset.raw and chosen.num_workers == 1  # the user's choice stands
 
 
-@pytest.mark.parametrize(("dtype", "nodata"), [("uint16", 0), ("uint16", None), ("uint8", 7),
-                                               ("int16", -9), ("float32", float("nan"))])
+@pytest.mark.parametrize(
+    ("dtype", "nodata"),
+    [("uint16", 0), ("uint16", None), ("uint8", 7), ("int16", -9), ("float32", float("nan"))],
+)
 def test_host_batches_match_the_device_path(dtype, nodata):
     # The CPU path (numpy, one pass per sample, threads) gives what the torch path gives.
     rng = np.random.default_rng(4)

@@ -12,20 +12,43 @@ import scratchsat.bench as bench
 from scratchsat.cli import app
 
 runner = CliRunner()
-TINY = {"scene": 256, "load_patch": 64, "train_scene": 256, "epochs": 1, "steps": 1,
-        "resnet_batch": 4, "unet_patch": 32, "unet_batch": 4}
+TINY = {
+    "scene": 256,
+    "load_patch": 64,
+    "train_scene": 256,
+    "epochs": 1,
+    "steps": 1,
+    "resnet_batch": 4,
+    "unet_patch": 32,
+    "unet_batch": 4,
+}
 
 
 def test_bench_prints_a_table_and_writes_json(tmp_path, monkeypatch):
     monkeypatch.setitem(bench.SIZES, "quick", TINY)
-    mine = write_raster(tmp_path / "mine.tif", np.ones((3, 200, 130), np.float32),
-                        tiled=True, blockxsize=64, blockysize=64, compress="deflate")
+    mine = write_raster(
+        tmp_path / "mine.tif",
+        np.ones((3, 200, 130), np.float32),
+        tiled=True,
+        blockxsize=64,
+        blockysize=64,
+        compress="deflate",
+    )
     out = tmp_path / "bench.json"
-    result = runner.invoke(app, ["bench", "--quick", "--device", "cpu", "--json", str(out),
-                                 "--tile-scene", str(mine)])
+    result = runner.invoke(
+        app, ["bench", "--quick", "--device", "cpu", "--json", str(out), "--tile-scene", str(mine)]
+    )
     assert result.exit_code == 0, result.output
-    for text in ("full read", "raw slices", "model only", "classic fp32 loop", "Mpx/s",
-                 "cores", "tile synthetic", "tile mine.tif"):
+    for text in (
+        "full read",
+        "raw slices",
+        "model only",
+        "classic fp32 loop",
+        "Mpx/s",
+        "cores",
+        "tile synthetic",
+        "tile mine.tif",
+    ):
         assert text in result.output, result.output
     figures = json.loads(out.read_text())
     assert figures["hardware"]["device"] == "cpu" and figures["hardware"]["cores"] >= 1
@@ -45,8 +68,9 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, monkeypatch):
 
 def test_bench_refuses_a_tile_scene_without_crs_up_front(tmp_path):
     plain = tmp_path / "plain.tif"
-    with rasterio.open(plain, "w", driver="GTiff", width=8, height=8, count=1,
-                       dtype="uint8") as dst:
+    with rasterio.open(
+        plain, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8"
+    ) as dst:
         dst.write(np.zeros((1, 8, 8), np.uint8))
     result = runner.invoke(app, ["bench", "--quick", "--tile-scene", str(plain)])
     assert result.exit_code == 1
@@ -65,5 +89,7 @@ def test_bench_only_some_steps(tmp_path, monkeypatch):
     assert "full read" in result.output and "model only" not in result.output
     wrong = runner.invoke(app, ["bench", "--only", "tile,fly"])
     assert wrong.exit_code == 1 and "Traceback" not in wrong.output
-    assert ("--only 'tile,fly': unknown step 'fly'; name one or more of tile, load, train, "
-            "predict, separated by commas") in " ".join(wrong.output.split())
+    assert (
+        "--only 'tile,fly': unknown step 'fly'; name one or more of tile, load, train, "
+        "predict, separated by commas"
+    ) in " ".join(wrong.output.split())

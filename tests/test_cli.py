@@ -22,9 +22,24 @@ def test_help_lists_commands_and_version():
 def test_tile_through_the_cli(tiny_scene, tmp_path):
     scene, labels, *_ = tiny_scene
     out = tmp_path / "tiles"
-    result = runner.invoke(app, ["--quiet", "tile", str(scene), "--labels", str(labels),
-                                 "--out", str(out), "--patch-size", "10", "--val", "0",
-                                 "--test", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "--quiet",
+            "tile",
+            str(scene),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+            "--patch-size",
+            "10",
+            "--val",
+            "0",
+            "--test",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "dataset.json").read_text())["patches"] == 14
 
@@ -32,8 +47,9 @@ def test_tile_through_the_cli(tiny_scene, tmp_path):
 def test_stack_through_the_cli(tiny_scene, tmp_path):
     scene, labels, *_ = tiny_scene
     out = tmp_path / "stacked.tif"
-    result = runner.invoke(app, ["stack", str(scene), str(labels), "--out", str(out),
-                                 "--band-names", "a,b,c"])
+    result = runner.invoke(
+        app, ["stack", str(scene), str(labels), "--out", str(out), "--band-names", "a,b,c"]
+    )
     assert result.exit_code == 0, result.output
     assert out.exists()
 
@@ -42,21 +58,60 @@ def test_errors_exit_1_without_traceback(tiny_scene, tmp_path):
     scene, labels, *_ = tiny_scene
     out = tmp_path / "exists"
     out.mkdir()
-    proc = subprocess.run([sys.executable, "-m", "scratchsat", "tile", str(scene), "--labels",
-                           str(labels), "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchsat",
+            "tile",
+            str(scene),
+            "--labels",
+            str(labels),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("Error: ") and "exists already; pass --overwrite" in proc.stderr
     assert "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "scratchsat", "stack", str(tmp_path / "no.tif"),
-                           "--out", str(tmp_path / "o.tif")], capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scratchsat",
+            "stack",
+            str(tmp_path / "no.tif"),
+            "--out",
+            str(tmp_path / "o.tif"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1 and "no.tif: no such file" in proc.stderr
     assert not (tmp_path / "o.tif").exists()
 
 
 def test_train_through_the_cli(seg_tiles, tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(out), "--epochs", "2",
-                                 "--batch-size", "8", "--width", "8", "--aug", "geo"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(out),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--width",
+            "8",
+            "--aug",
+            "geo",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "epoch   1/2" in result.output and "epoch   2/2" in result.output
     assert "best epoch" in result.output and str(out) in result.output
@@ -65,16 +120,19 @@ def test_train_through_the_cli(seg_tiles, tmp_path):
 
 
 def run_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scratchsat", *map(str, args)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "scratchsat", *map(str, args)], capture_output=True, text=True
+    )
 
 
 def test_train_errors_exit_1_without_traceback(seg_tiles, tmp_path):
     cases = [
         ((tmp_path / "nope", "--out", tmp_path / "r"), "does not exist; make one with"),
         ((seg_tiles, "--out", tmp_path / "r", "--model", "vgg"), "known models: simple"),
-        ((seg_tiles, "--out", tmp_path / "r", "--model", "simple"),
-         "simple is a classification model but"),
+        (
+            (seg_tiles, "--out", tmp_path / "r", "--model", "simple"),
+            "simple is a classification model but",
+        ),
         ((seg_tiles, "--out", tmp_path / "r", "--device", "tpu"), "unknown device 'tpu'"),
     ]
     for args, message in cases:
@@ -92,9 +150,25 @@ def test_ctrl_c_during_training_saves_a_checkpoint_and_exits_130(seg_tiles, tmp_
     import time
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "scratchsat", "train", str(seg_tiles),
-                             "--out", str(out), "--epochs", "500", "--batch-size", "8",
-                             "--width", "8"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scratchsat",
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(out),
+            "--epochs",
+            "500",
+            "--batch-size",
+            "8",
+            "--width",
+            "8",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     while not (out / "metrics.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

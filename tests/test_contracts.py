@@ -14,9 +14,9 @@ import torch
 from conftest import write_raster
 from typer.testing import CliRunner
 
-from scratchsat.classmap import class_dtype_and_nodata
 from scratchsat.cli import app
 from scratchsat.errors import BandError, BundleError, DatasetError, InputError, LabelError
+from scratchsat.geo.classmap import class_dtype_and_nodata
 from scratchsat.prediction import (
     BandOrderWarning,
     PredictOptions,
@@ -25,9 +25,9 @@ from scratchsat.prediction import (
     predict_scene,
     scene_indexes,
 )
-from scratchsat.tiling import TileOptions, tile
-from scratchsat.training import TrainConfig, train
-from scratchsat.writers import Outputs
+from scratchsat.prediction.writers import Outputs
+from scratchsat.tiles.tiling import TileOptions, tile
+from scratchsat.training.loop import TrainConfig, train
 
 runner = CliRunner()
 
@@ -59,6 +59,7 @@ def class_map(path):
 
 # ---- bands ---------------------------------------------------------------------------------
 
+
 def test_described_bands_are_matched_by_name_in_any_order(small_run, seg_tiles, tmp_path):
     scene = seg_tiles.parent / "scene.tif"
     predict(small_run, [scene], tmp_path / "straight.tif")
@@ -75,13 +76,14 @@ def test_band_names_that_conflict_are_refused_with_both_orders(small_run, seg_ti
     scene = seg_tiles.parent / "scene.tif"
     with rasterio.open(scene) as src:
         names = list(src.descriptions)
-    renamed = rewrite_bands(scene, tmp_path / "renamed.tif", range(6),
-                            [*names[:5], "thermal"])
-    with pytest.raises(BandError, match=rf"{names[5]} is missing.*file order: "
-                                        rf"{', '.join(names[:5])}, thermal; the model's: "):
+    renamed = rewrite_bands(scene, tmp_path / "renamed.tif", range(6), [*names[:5], "thermal"])
+    with pytest.raises(
+        BandError,
+        match=rf"{names[5]} is missing.*file order: "
+        rf"{', '.join(names[:5])}, thermal; the model's: ",
+    ):
         predict(small_run, [renamed], tmp_path / "x.tif")
-    twice = rewrite_bands(scene, tmp_path / "twice.tif", [0, 1, 2, 3, 4, 5, 0],
-                          [*names, names[0]])
+    twice = rewrite_bands(scene, tmp_path / "twice.tif", [0, 1, 2, 3, 4, 5, 0], [*names, names[0]])
     with pytest.raises(BandError, match=rf"{names[0]} is described twice"):
         predict(small_run, [twice], tmp_path / "x.tif")
     assert not (tmp_path / "x.tif").exists()
@@ -93,8 +95,9 @@ def test_undescribed_bands_are_taken_in_order_with_a_warning(small_run, seg_tile
     with pytest.warns(BandOrderWarning, match="no descriptions.*taken in file order"):
         predict(small_run, [plain], tmp_path / "plain_pred.tif")
     predict(small_run, [scene], tmp_path / "straight.tif")
-    np.testing.assert_array_equal(class_map(tmp_path / "plain_pred.tif"),
-                                  class_map(tmp_path / "straight.tif"))
+    np.testing.assert_array_equal(
+        class_map(tmp_path / "plain_pred.tif"), class_map(tmp_path / "straight.tif")
+    )
     fewer = rewrite_bands(scene, tmp_path / "fewer.tif", range(5), None)
     with pytest.raises(BandError, match="has 5 bands but the model was trained on 6"):
         predict(small_run, [fewer], tmp_path / "x.tif")
@@ -102,10 +105,12 @@ def test_undescribed_bands_are_taken_in_order_with_a_warning(small_run, seg_tile
 
 def test_a_model_without_band_names_refuses_a_scene_that_reorders_them(tmp_path):
     meta = {"bands": [{"name": f"B{i}"} for i in (1, 2, 3)]}
-    ordered = write_raster(tmp_path / "a.tif", np.zeros((3, 4, 4), np.uint8),
-                           descriptions=["B1", "B2", "B3"])
-    swapped = write_raster(tmp_path / "b.tif", np.zeros((3, 4, 4), np.uint8),
-                           descriptions=["B2", "B1", "B3"])
+    ordered = write_raster(
+        tmp_path / "a.tif", np.zeros((3, 4, 4), np.uint8), descriptions=["B1", "B2", "B3"]
+    )
+    swapped = write_raster(
+        tmp_path / "b.tif", np.zeros((3, 4, 4), np.uint8), descriptions=["B2", "B1", "B3"]
+    )
     with rasterio.open(ordered) as src, pytest.warns(BandOrderWarning, match="model's bands"):
         assert scene_indexes(ordered, src, meta) == [1, 2, 3]
     with rasterio.open(swapped) as src, pytest.raises(BandError, match="without names"):
@@ -114,11 +119,21 @@ def test_a_model_without_band_names_refuses_a_scene_that_reorders_them(tmp_path)
 
 # ---- class codes -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("codes", "dtype", "nodata"), [
-    ([0, 254], "uint8", 255), ([1, 255], "uint8", 0), ([0, 255], "uint16", 65535),
-    ([0, 1000], "uint16", 65535), ([1, 65535], "uint16", 0), ([0, 65535], "uint16", 65534),
-    ([0, 65534, 65535], "uint16", 65533), ([3], "uint8", 255), ([255], "uint8", 0),
-])
+
+@pytest.mark.parametrize(
+    ("codes", "dtype", "nodata"),
+    [
+        ([0, 254], "uint8", 255),
+        ([1, 255], "uint8", 0),
+        ([0, 255], "uint16", 65535),
+        ([0, 1000], "uint16", 65535),
+        ([1, 65535], "uint16", 0),
+        ([0, 65535], "uint16", 65534),
+        ([0, 65534, 65535], "uint16", 65533),
+        ([3], "uint8", 255),
+        ([255], "uint8", 0),
+    ],
+)
 def test_the_class_map_nodata_is_never_a_class_code(codes, dtype, nodata):
     assert class_dtype_and_nodata(codes) == (dtype, nodata)
     with pytest.raises(InputError, match="does not fit a class map"):
@@ -132,10 +147,15 @@ def test_pixels_of_the_top_code_read_back_as_that_class(tmp_path, codes):
     rng = np.random.default_rng(0)
     data = rng.normal(0, 1, (2, 40, 40)).astype(np.float32)
     scene = write_raster(tmp_path / "scene.tif", data)
-    meta = {"task": "segmentation", "patch_size": 16, "dtype": "float32",
-            "bands": [{"name": f"B{i}", "mean": 0.0, "std": 1.0} for i in (1, 2)],
-            "classes": [{"id": i, "code": c, "name": f"c{c}", "colour": "#102030"}
-                        for i, c in enumerate(codes)]}
+    meta = {
+        "task": "segmentation",
+        "patch_size": 16,
+        "dtype": "float32",
+        "bands": [{"name": f"B{i}", "mean": 0.0, "std": 1.0} for i in (1, 2)],
+        "classes": [
+            {"id": i, "code": c, "name": f"c{c}", "colour": "#102030"} for i, c in enumerate(codes)
+        ],
+    }
     predictor = Predictor(torch.nn.Identity(), meta, torch.device("cpu"))
     with pytest.warns(BandOrderWarning):
         predict_scene(predictor, scene, Outputs(tmp_path / "pred.tif"), PredictOptions())
@@ -162,25 +182,44 @@ def test_vector_labels_with_negative_codes_are_refused(tmp_path):
 
     scene = write_raster(tmp_path / "scene.tif", np.ones((2, 32, 32), np.uint16))
     schema = {"geometry": "Polygon", "properties": {"code": "int"}}
-    with fiona.open(tmp_path / "l.gpkg", "w", driver="GPKG", crs="EPSG:32633",
-                    schema=schema) as dst:
+    with fiona.open(
+        tmp_path / "l.gpkg", "w", driver="GPKG", crs="EPSG:32633", schema=schema
+    ) as dst:
         x, y = 500_000.0, 5_800_000.0
         ring = [(x, y), (x + 200, y), (x + 200, y - 200), (x, y - 200), (x, y)]
-        dst.write({"geometry": {"type": "Polygon", "coordinates": [ring]},
-                   "properties": {"code": -3}})
+        dst.write(
+            {"geometry": {"type": "Polygon", "coordinates": [ring]}, "properties": {"code": -3}}
+        )
     with pytest.raises(LabelError, match="class code -3 is outside"):
-        tile([scene], tmp_path / "l.gpkg", tmp_path / "tiles", label_field="code",
-             options=TileOptions(patch_size=16))
+        tile(
+            [scene],
+            tmp_path / "l.gpkg",
+            tmp_path / "tiles",
+            label_field="code",
+            options=TileOptions(patch_size=16),
+        )
 
 
 # ---- bad inputs ----------------------------------------------------------------------------
+
 
 def test_a_scene_smaller_than_the_patch(tmp_path):
     scene = write_raster(tmp_path / "s.tif", np.ones((2, 20, 20), np.uint16))
     labels = write_raster(tmp_path / "l.tif", np.ones((20, 20), np.uint8))
     for size in ("32", "100000000"):
-        result = runner.invoke(app, ["tile", str(scene), "--labels", str(labels), "--patch-size",
-                                     size, "--out", str(tmp_path / "t")])
+        result = runner.invoke(
+            app,
+            [
+                "tile",
+                str(scene),
+                "--labels",
+                str(labels),
+                "--patch-size",
+                size,
+                "--out",
+                str(tmp_path / "t"),
+            ],
+        )
         refused(result, f"is 20 × 20 px, smaller than --patch-size {size}")
     assert not (tmp_path / "t").exists()
 
@@ -193,11 +232,15 @@ def test_float64_scenes_with_nan_and_inf(tmp_path):
     scene = write_raster(tmp_path / "s.tif", data, descriptions=["a", "b", "c"])
     labels = np.where(np.arange(64)[None, :] < 32, 1, 2).repeat(64, 0).astype(np.uint8)
     label_path = write_raster(tmp_path / "l.tif", labels)
-    tiles = tile([scene], label_path, tmp_path / "tiles",
-                 options=TileOptions(patch_size=16, block_size=16, seed=2))
+    tiles = tile(
+        [scene],
+        label_path,
+        tmp_path / "tiles",
+        options=TileOptions(patch_size=16, block_size=16, seed=2),
+    )
     info = json.loads((tiles / "dataset.json").read_text())
     assert all(np.isfinite([b["mean"], b["std"]]).all() for b in info["bands"])
-    report = train(tiles, tmp_path / "run", TrainConfig(epochs=2, batch_size=4, width=8))
+    report = train(tiles, tmp_path / "run", TrainConfig.of(epochs=2, batch_size=4, width=8))
     assert np.isfinite(report["val"]["loss"])
     predict(tmp_path / "run", [scene], tmp_path / "pred.tif")
     with rasterio.open(tmp_path / "pred.tif") as src:
@@ -210,11 +253,21 @@ def test_float64_scenes_with_nan_and_inf(tmp_path):
 @pytest.mark.parametrize("command", ["tile", "predict"])
 def test_workers_below_one_are_refused(small_run, seg_tiles, tmp_path, command):
     scene = seg_tiles.parent / "scene.tif"
-    args = {"tile": ["tile", str(scene), "--labels", str(seg_tiles.parent / "labels.tif"),
-                     "--out", str(tmp_path / "t")],
-            "predict": ["predict", str(small_run), str(scene), "--out", str(tmp_path / "p.tif")]}
-    refused(runner.invoke(app, [*args[command], "--workers", "0"]),
-            "--workers must be at least 1, not 0")
+    args = {
+        "tile": [
+            "tile",
+            str(scene),
+            "--labels",
+            str(seg_tiles.parent / "labels.tif"),
+            "--out",
+            str(tmp_path / "t"),
+        ],
+        "predict": ["predict", str(small_run), str(scene), "--out", str(tmp_path / "p.tif")],
+    }
+    refused(
+        runner.invoke(app, [*args[command], "--workers", "0"]),
+        "--workers must be at least 1, not 0",
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -227,20 +280,22 @@ def edited(seg_tiles, tmp_path, edit):
     return copy
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d.pop("classes"), "'classes' must be a list, found missing"),
-    (lambda d: d.update(bands=d["bands"][:2]), "describes patches of 2 bands"),
-    (lambda d: d.update(classes=d["classes"][:2]), "holds class id 3 but"),
-    (lambda d: d.update(format_version=7), "format_version 7, newer than"),
-    (lambda d: d.update(patch_size="32"), "'patch_size' must be a int, found str"),
-    (lambda d: d["bands"][0].pop("std"), "every entry of 'bands' needs 'std'"),
-    (lambda d: d["classes"].reverse(), "class ids must be 0, 1, … in order"),
-])
-def test_a_hand_edited_dataset_json_is_refused_before_training(seg_tiles, tmp_path, edit,
-                                                                message):
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("classes"), "'classes' must be a list, found missing"),
+        (lambda d: d.update(bands=d["bands"][:2]), "describes patches of 2 bands"),
+        (lambda d: d.update(classes=d["classes"][:2]), "holds class id 3 but"),
+        (lambda d: d.update(format_version=7), "format_version 7, newer than"),
+        (lambda d: d.update(patch_size="32"), "'patch_size' must be a int, found str"),
+        (lambda d: d["bands"][0].pop("std"), "every entry of 'bands' needs 'std'"),
+        (lambda d: d["classes"].reverse(), "class ids must be 0, 1, … in order"),
+    ],
+)
+def test_a_hand_edited_dataset_json_is_refused_before_training(seg_tiles, tmp_path, edit, message):
     copy = edited(seg_tiles, tmp_path, edit)
     with pytest.raises(DatasetError, match=message):
-        train(copy, tmp_path / "run", TrainConfig(epochs=1))
+        train(copy, tmp_path / "run", TrainConfig.of(epochs=1))
     assert not (tmp_path / "run").exists()  # no empty run folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiles"]  # nor a lock file
 
@@ -290,17 +345,34 @@ def test_demo_overwrite_replaces_a_symlinked_run_folder_without_following_it(tmp
 
 # ---- resume --------------------------------------------------------------------------------
 
+
 def test_resume_refuses_settings_that_change_the_run(small_run, seg_tiles, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
-    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--resume",
-                                 "--epochs", "5", "--lr", "0.1"])
+    result = runner.invoke(
+        app,
+        ["train", str(seg_tiles), "--out", str(run), "--resume", "--epochs", "5", "--lr", "0.1"],
+    )
     refused(result, "--epochs 5 (the run has 1), --lr 0.1 (the run has 0.002) would change it")
     with pytest.raises(InputError, match="--batch-size 4 .the run has 8."):
-        train(seg_tiles, run, TrainConfig(batch_size=4), resume=True)
+        train(seg_tiles, run, TrainConfig.of(batch_size=4), resume=True)
     # the same values, and settings that only change speed, are accepted
-    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--resume",
-                                 "--epochs", "1", "--device", "cpu", "--workers", "0"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(run),
+            "--resume",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--workers",
+            "0",
+        ],
+    )
     assert result.exit_code == 0, result.output
 
 
@@ -308,5 +380,9 @@ def test_vector_labels_without_features_are_refused(tmp_path):
     scene = write_raster(tmp_path / "scene.tif", np.ones((2, 32, 32), np.uint16))
     (tmp_path / "empty.geojson").write_text('{"type": "FeatureCollection", "features": []}')
     with pytest.raises(LabelError, match="holds no features"):
-        tile([scene], tmp_path / "empty.geojson", tmp_path / "tiles",
-             options=TileOptions(patch_size=16))
+        tile(
+            [scene],
+            tmp_path / "empty.geojson",
+            tmp_path / "tiles",
+            options=TileOptions(patch_size=16),
+        )

@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from scratchsat.dataset import EpochSampler, PatchDataset, normalise, read_tiles
 from scratchsat.errors import DatasetError, InputError
-from scratchsat.windows import SPLITS
+from scratchsat.geo.windows import SPLITS
+from scratchsat.tiles.format import read_tiles
+from scratchsat.training.data import EpochSampler, PatchDataset, normalise
 
 
 def test_items_are_normalised_with_the_folder_statistics(seg_tiles):
@@ -51,8 +52,9 @@ def test_invalid_pixels_become_zero_in_every_band():
     np.testing.assert_allclose(out[:, 0, 1], 0)  # band 2 nodata
     np.testing.assert_allclose(out[:, 1, 1], [2.0, 2.0])
     floats = np.array([[[np.nan, 1.0]]], np.float32)
-    np.testing.assert_allclose(normalise(floats, np.zeros(1, np.float32),
-                                         np.ones(1, np.float32), None), [[[0.0, 1.0]]])
+    np.testing.assert_allclose(
+        normalise(floats, np.zeros(1, np.float32), np.ones(1, np.float32), None), [[[0.0, 1.0]]]
+    )
 
 
 def test_splits_partition_the_store(seg_tiles):

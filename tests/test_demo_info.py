@@ -26,14 +26,27 @@ def test_demo_trains_predicts_and_scores_an_unseen_scene(demo_folder):
     assert accuracy > 0.8  # four classes; an untrained or broken pipeline scores ≈ 0.3
     scores = json.loads((out / "unseen_scores.json").read_text())
     assert scores["overall_accuracy"] == pytest.approx(accuracy, abs=1e-3)
-    for name in ("scene.tif", "unseen.tif", "unseen_prediction.tif", "unseen_quicklook.png",
-                 "scene_quicklook.png", "run/curves.png", "run/confusion.png",
-                 "run/model.json", "tiles/dataset.json", "unseen_prediction.qml"):
+    for name in (
+        "scene.tif",
+        "unseen.tif",
+        "unseen_prediction.tif",
+        "unseen_quicklook.png",
+        "scene_quicklook.png",
+        "run/curves.png",
+        "run/confusion.png",
+        "run/model.json",
+        "tiles/dataset.json",
+        "unseen_prediction.qml",
+    ):
         assert (out / name).exists(), name
     for png in out.rglob("*.png"):
         assert png.read_bytes()[:4] == b"\x89PNG"
-    assert [c["name"] for c in scores["classes"]] == ["water", "vegetation", "bare soil",
-                                                      "built-up"]
+    assert [c["name"] for c in scores["classes"]] == [
+        "water",
+        "vegetation",
+        "bare soil",
+        "built-up",
+    ]
     again = runner.invoke(app, ["demo", "--out", str(out)])
     assert again.exit_code == 1 and "holds an earlier demo; pass --overwrite" in again.output
 
@@ -52,8 +65,9 @@ def test_info_on_a_raster_tiles_and_a_model(demo_folder):
     described = json.loads(runner.invoke(app, ["info", "--json", str(out / "run")]).output)
     assert described["kind"] == "model" and described["parameters"] > 10_000
     assert described["scores"]["test"]["overall_accuracy"] > 0.5
-    described = json.loads(runner.invoke(app, ["info", "--json",
-                                                str(out / "unseen_prediction.tif")]).output)
+    described = json.loads(
+        runner.invoke(app, ["info", "--json", str(out / "unseen_prediction.tif")]).output
+    )
     assert described["classes"][0]["name"] == "water"
 
 
@@ -83,8 +97,9 @@ def test_info_reads_an_alpha_band_as_the_mask(tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 bands of uint16 (band 4: alpha, the mask)" in result.output
     assert "60.0% of pixels" in result.output
-    described = json.loads(runner.invoke(app, ["info", "--json",
-                                                str(tmp_path / "rgba.tif")]).output)
+    described = json.loads(
+        runner.invoke(app, ["info", "--json", str(tmp_path / "rgba.tif")]).output
+    )
     assert [b["index"] for b in described["bands"]] == [1, 2, 3]
     assert described["alpha_bands"] == [4] and described["mask_band"] is True
     assert all(b["max"] == 40 for b in described["bands"])  # masked pixels left out
@@ -93,7 +108,7 @@ def test_info_reads_an_alpha_band_as_the_mask(tmp_path):
 def test_quicklooks_leave_masked_pixels_white(tmp_path):
     import numpy as np
 
-    from scratchsat.pictures import quicklook_rgb
+    from scratchsat.extras.pictures import quicklook_rgb
 
     rng = np.random.default_rng(0)
     data = rng.integers(100, 200, (3, 10, 10)).astype(np.uint16)

@@ -10,10 +10,29 @@ from scratchsat.bundle import load_bundle
 def test_torchrun_two_processes_train_one_run(seg_tiles, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-         "-m", "scratchsat", "train", str(seg_tiles), "--out", str(out), "--epochs", "3",
-         "--batch-size", "4", "--width", "8"],
-        capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node=2",
+            "-m",
+            "scratchsat",
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(out),
+            "--epochs",
+            "3",
+            "--batch-size",
+            "4",
+            "--width",
+            "8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert output.count("epoch   1/3") == 1 and output.count("best epoch") == 1  # rank 0 only

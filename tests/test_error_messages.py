@@ -10,25 +10,28 @@ import pytest
 from conftest import write_raster
 
 from scratchsat.bundle import load_bundle
-from scratchsat.dataset import read_tiles
 from scratchsat.errors import BundleError, DatasetError, InputError
 from scratchsat.evaluation import evaluate
 from scratchsat.models import build_model
-from scratchsat.optim import class_weights
 from scratchsat.prediction import PredictOptions, predict
-from scratchsat.training import TrainConfig, train
+from scratchsat.tiles.format import read_tiles
+from scratchsat.training.loop import TrainConfig, train
+from scratchsat.training.optim import class_weights
 
 
-@pytest.mark.parametrize(("options", "message"), [
-    ({"lr": 0.0}, r"--lr must be positive and --weight-decay not negative, not 0 and 0.01"),
-    ({"weight_decay": -1.0}, r"--lr must be positive .* not 0.002 and -1"),
-    ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\), not 1"),
-    ({"patience": 0}, r"--patience must be at least 1 epoch, not 0"),
-    ({"class_weights": "balanced"}, r"unknown class weighting 'balanced'; choose one of none"),
-])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"lr": 0.0}, r"--lr must be positive and --weight-decay not negative, not 0 and 0.01"),
+        ({"weight_decay": -1.0}, r"--lr must be positive .* not 0.002 and -1"),
+        ({"label_smoothing": 1.0}, r"--label-smoothing must be in \[0, 1\), not 1"),
+        ({"patience": 0}, r"--patience must be at least 1 epoch, not 0"),
+        ({"class_weights": "balanced"}, r"unknown class weighting 'balanced'; choose one of none"),
+    ],
+)
 def test_training_settings_that_cannot_work(seg_tiles, tmp_path, options, message):
     with pytest.raises(InputError, match=message):
-        train(seg_tiles, tmp_path / "run", TrainConfig(**options))
+        train(seg_tiles, tmp_path / "run", TrainConfig.of(**options))
     assert not (tmp_path / "run").exists()
 
 
@@ -55,7 +58,7 @@ def test_a_foreign_dataset_json(seg_tiles, tmp_path):
 @pytest.fixture(scope="module")
 def small_run(seg_tiles, tmp_path_factory):
     run = tmp_path_factory.mktemp("small") / "run"
-    train(seg_tiles, run, TrainConfig(epochs=1, batch_size=8, width=8))
+    train(seg_tiles, run, TrainConfig.of(epochs=1, batch_size=8, width=8))
     return run
 
 
@@ -81,8 +84,13 @@ def test_predict_options_and_outputs(small_run, seg_tiles, tmp_path):
 
 
 def test_evaluate_split_on_another_grid(seg_tiles, tmp_path):
-    write_raster(tmp_path / "pred.tif", np.ones((5, 5), np.uint8), nodata=255,
-                 origin=(399_960.0, 5_800_020.0))  # inside the tiled scene, another size
+    write_raster(
+        tmp_path / "pred.tif",
+        np.ones((5, 5), np.uint8),
+        nodata=255,
+        origin=(399_960.0, 5_800_020.0),
+    )  # inside the tiled scene, another size
     with pytest.raises(InputError, match=r"no scene of .* has the prediction's grid \(5 × 5"):
-        evaluate(tmp_path / "pred.tif", seg_tiles.parent / "labels.tif", tiles=seg_tiles,
-                 split="test")
+        evaluate(
+            tmp_path / "pred.tif", seg_tiles.parent / "labels.tif", tiles=seg_tiles, split="test"
+        )

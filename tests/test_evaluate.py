@@ -10,10 +10,10 @@ import rasterio
 from conftest import ORIGIN, write_raster
 from typer.testing import CliRunner
 
-from scratchsat.classmap import classes_tag
 from scratchsat.cli import app
 from scratchsat.errors import InputError
 from scratchsat.evaluation import evaluate
+from scratchsat.geo.classmap import classes_tag
 
 runner = CliRunner()
 
@@ -57,22 +57,40 @@ def test_vector_labels_are_matched_by_class_name(tmp_path):
     pred[:, 10:] = 2
     path = write_raster(tmp_path / "pred.tif", pred, nodata=255)
     with rasterio.open(path, "r+") as dst:
-        dst.update_tags(CLASSES=classes_tag([
-            {"code": 1, "name": "water", "colour": "#0000ff"},
-            {"code": 2, "name": "forest", "colour": "#00ff00"}]))
+        dst.update_tags(
+            CLASSES=classes_tag(
+                [
+                    {"code": 1, "name": "water", "colour": "#0000ff"},
+                    {"code": 2, "name": "forest", "colour": "#00ff00"},
+                ]
+            )
+        )
     x0, y0 = ORIGIN
 
     def box(a, b, name):
-        ring = [[x0 + a * 10, y0], [x0 + b * 10, y0], [x0 + b * 10, y0 - 100],
-                [x0 + a * 10, y0 - 100], [x0 + a * 10, y0]]
-        return {"type": "Feature", "properties": {"kind": name},
-                "geometry": {"type": "Polygon", "coordinates": [ring]}}
+        ring = [
+            [x0 + a * 10, y0],
+            [x0 + b * 10, y0],
+            [x0 + b * 10, y0 - 100],
+            [x0 + a * 10, y0 - 100],
+            [x0 + a * 10, y0],
+        ]
+        return {
+            "type": "Feature",
+            "properties": {"kind": name},
+            "geometry": {"type": "Polygon", "coordinates": [ring]},
+        }
 
     labels = tmp_path / "labels.geojson"
-    labels.write_text(json.dumps({
-        "type": "FeatureCollection",
-        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
-        "features": [box(0, 10, "water"), box(10, 20, "forest")]}))
+    labels.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32633"}},
+                "features": [box(0, 10, "water"), box(10, 20, "forest")],
+            }
+        )
+    )
     result = evaluate(path, labels, label_field="kind")
     assert result["overall_accuracy"] == 1.0 and result["pixels"] == 200
     assert [c["name"] for c in result["classes"]] == ["forest", "water"]
@@ -91,30 +109,50 @@ def test_one_split_only(seg_tiles):
     profile.update(nodata=255)
     with rasterio.open(folder.parent / "perfect.tif", "w", **profile) as dst:
         dst.write(codes, 1)
-    result = evaluate(folder.parent / "perfect.tif", folder / "labels.tif", tiles=seg_tiles,
-                      split="test")
+    result = evaluate(
+        folder.parent / "perfect.tif", folder / "labels.tif", tiles=seg_tiles, split="test"
+    )
     assert result["overall_accuracy"] == 1.0
     assert result["pixels"] == sum(c["pixels_by_split"]["test"] for c in info["classes"])
     with pytest.raises(InputError, match="--tiles and --split go together"):
         evaluate(folder.parent / "perfect.tif", folder / "labels.tif", split="test")
     with pytest.raises(InputError, match="unknown split 'holdout'"):
-        evaluate(folder.parent / "perfect.tif", folder / "labels.tif", tiles=seg_tiles,
-                 split="holdout")
+        evaluate(
+            folder.parent / "perfect.tif", folder / "labels.tif", tiles=seg_tiles, split="holdout"
+        )
 
 
 def test_through_the_cli_with_json(tmp_path):
     write_raster(tmp_path / "pred.tif", PRED, nodata=255)
     write_raster(tmp_path / "truth.tif", TRUTH, nodata=0)
     out = tmp_path / "scores.json"
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "pred.tif"), "--labels",
-                                 str(tmp_path / "truth.tif"), "--json", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "pred.tif"),
+            "--labels",
+            str(tmp_path / "truth.tif"),
+            "--json",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "overall accuracy 0.846" in result.output and "mean IoU 0.732" in result.output
     saved = json.loads(out.read_text())
     assert {"overall_accuracy", "mean_iou", "classes", "confusion"} <= set(saved)
     assert saved["confusion"] == [[5, 0], [2, 6]]
-    again = runner.invoke(app, ["evaluate", str(tmp_path / "pred.tif"), "--labels",
-                                str(tmp_path / "truth.tif"), "--json", str(out)])
+    again = runner.invoke(
+        app,
+        [
+            "evaluate",
+            str(tmp_path / "pred.tif"),
+            "--labels",
+            str(tmp_path / "truth.tif"),
+            "--json",
+            str(out),
+        ],
+    )
     assert again.exit_code == 1 and "exists already; pass --overwrite" in again.output
 
 
@@ -130,6 +168,7 @@ def test_errors(tmp_path):
         evaluate(tmp_path / "float.tif", tmp_path / "truth.tif")
     with pytest.raises(InputError, match="far.tif does not overlap the scene"):
         evaluate(tmp_path / "pred.tif", tmp_path / "far.tif")
-    result = runner.invoke(app, ["evaluate", str(tmp_path / "nope.tif"), "--labels",
-                                 str(tmp_path / "truth.tif")])
+    result = runner.invoke(
+        app, ["evaluate", str(tmp_path / "nope.tif"), "--labels", str(tmp_path / "truth.tif")]
+    )
     assert result.exit_code == 1 and "nope.tif: no such file" in result.output

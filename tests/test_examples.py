@@ -12,8 +12,9 @@ EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def run(name: str, *args) -> str:
-    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *map(str, args)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *map(str, args)], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -26,8 +27,10 @@ def test_synthetic_flow(tmp_path):
     out = run("synthetic_flow.py", tmp_path, 4)
     assert figure(r"unseen scene: accuracy ([\d.]+)", out) > 0.7
     assert "water" in out and "built-up" in out
-    with rasterio.open(tmp_path / "unseen_classes.tif") as pred, \
-            rasterio.open(tmp_path / "unseen.tif") as scene:
+    with (
+        rasterio.open(tmp_path / "unseen_classes.tif") as pred,
+        rasterio.open(tmp_path / "unseen.tif") as scene,
+    ):
         assert pred.transform == scene.transform and pred.shape == scene.shape
 
 

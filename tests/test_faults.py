@@ -33,7 +33,11 @@ class Paused:
         env = {**os.environ, "SCRATCHSAT_FAULT_TOKEN": self.token}
         self.process = subprocess.Popen(
             [sys.executable, str(HARNESS), target, str(n), str(self.gate), "--", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         line = self.process.stdout.readline()
         assert line.strip() == "PAUSED", line + self.process.stderr.read()
 
@@ -60,13 +64,15 @@ class Paused:
 
 def leftovers(folder: Path) -> list[str]:
     """Temporaries and locks anywhere under ``folder``."""
-    return [str(p) for p in folder.rglob(".*") if p.name.endswith((".part", ".lock", ".old",
-                                                                     ".cog"))]
+    return [
+        str(p) for p in folder.rglob(".*") if p.name.endswith((".part", ".lock", ".old", ".cog"))
+    ]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "scratchsat", *args], capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "scratchsat", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,20 +81,37 @@ def scenes(tmp_path_factory):
     from scratchsat import write_scene
 
     folder = tmp_path_factory.mktemp("scenes")
-    made = [write_scene(folder / f"s{i}.tif", folder / f"s{i}_labels.tif", width=256,
-                        height=256, count=6, seed=i) for i in range(4)]
+    made = [
+        write_scene(
+            folder / f"s{i}.tif",
+            folder / f"s{i}_labels.tif",
+            width=256,
+            height=256,
+            count=6,
+            seed=i,
+        )
+        for i in range(4)
+    ]
     return folder, made
 
 
 @pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
 def test_stack_interrupted_while_writing(tmp_path, number):
     rng = np.random.default_rng(0)
-    bands = [write_raster(tmp_path / f"b{i}.tif", rng.integers(0, 9999, (1100, 1100),
-                                                               dtype=np.uint16))
-             for i in range(3)]
+    bands = [
+        write_raster(tmp_path / f"b{i}.tif", rng.integers(0, 9999, (1100, 1100), dtype=np.uint16))
+        for i in range(3)
+    ]
     out = tmp_path / "out"
-    paused = Paused(tmp_path, "scratchsat.stack:read_on_grid", 4, "stack", *map(str, bands),
-                    "--out", str(out / "stack.tif"))
+    paused = Paused(
+        tmp_path,
+        "scratchsat.tiles.stack:read_on_grid",
+        4,
+        "stack",
+        *map(str, bands),
+        "--out",
+        str(out / "stack.tif"),
+    )
     code, err = paused.signal(number)
     assert code == 128 + number, err
     assert "Traceback" not in err and "Interrupted" in err
@@ -99,9 +122,21 @@ def test_stack_interrupted_while_writing(tmp_path, number):
 def test_tile_with_workers_interrupted(scenes, tmp_path, number):
     folder, made = scenes
     out = tmp_path / "tiles"
-    paused = Paused(tmp_path, "scratchsat.store:NpyWriter.append", 3, "tile",
-                    *[str(s.path) for s in made], "--labels", str(made[0].labels_path),
-                    "--patch-size", "16", "--workers", "2", "--out", str(out))
+    paused = Paused(
+        tmp_path,
+        "scratchsat.tiles.store:NpyWriter.append",
+        3,
+        "tile",
+        *[str(s.path) for s in made],
+        "--labels",
+        str(made[0].labels_path),
+        "--patch-size",
+        "16",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    )
     code, err = paused.signal(number)
     assert code == (-9 if number == signal.SIGKILL else 128 + number), err
     assert "Traceback" not in err
@@ -113,16 +148,26 @@ def test_tile_with_workers_interrupted(scenes, tmp_path, number):
         assert list(tmp_path.glob("*tiles*")) == []  # no folder, no temporary, no lock
     else:
         assert not out.exists()  # what a killed process leaves is hidden and stale ...
-        result = cli("tile", str(made[0].path), "--labels", str(made[0].labels_path),
-                     "--patch-size", "16", "--out", str(out))
+        result = cli(
+            "tile",
+            str(made[0].path),
+            "--labels",
+            str(made[0].labels_path),
+            "--patch-size",
+            "16",
+            "--out",
+            str(out),
+        )
         assert result.returncode == 0, result.stderr
         assert leftovers(tmp_path) == []  # ... and the next run removes it
 
 
 def metric_rows(run: Path) -> list[dict]:
     with open(run / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k.startswith(("val_", "train_loss", "lr"))}
-                for row in csv.DictReader(f)]
+        return [
+            {k: v for k, v in row.items() if k.startswith(("val_", "train_loss", "lr"))}
+            for row in csv.DictReader(f)
+        ]
 
 
 TRAIN = ("--epochs", "2", "--batch-size", "8", "--width", "8")
@@ -136,13 +181,22 @@ def straight(seg_tiles, tmp_path_factory):
     return run
 
 
-def test_train_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(seg_tiles, straight,
-                                                                        tmp_path):
+def test_train_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(
+    seg_tiles, straight, tmp_path
+):
     stopped = tmp_path / "stopped"
     # to_device's 14th call: batch 3 of epoch 2 (an epoch: 8 steps, then 3 validation batches);
     # the signal comes before that step, which still finishes: the stop is at a step boundary
-    paused = Paused(tmp_path, "scratchsat.training:to_device", 14, "train", str(seg_tiles),
-                    "--out", str(stopped), *TRAIN)
+    paused = Paused(
+        tmp_path,
+        "scratchsat.training.loop:to_device",
+        14,
+        "train",
+        str(seg_tiles),
+        "--out",
+        str(stopped),
+        *TRAIN,
+    )
     code, err = paused.signal(signal.SIGINT)
     assert code == 130, err
     assert "Traceback" not in err and "Interrupted at epoch 2, step 3;" in err, err
@@ -155,19 +209,34 @@ def test_train_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(seg_tile
 
 def test_train_sigterm_exits_143_with_a_resumable_checkpoint(seg_tiles, tmp_path):
     run = tmp_path / "run"
-    paused = Paused(tmp_path, "scratchsat.training:to_device", 3, "train", str(seg_tiles),
-                    "--out", str(run), *TRAIN)
+    paused = Paused(
+        tmp_path,
+        "scratchsat.training.loop:to_device",
+        3,
+        "train",
+        str(seg_tiles),
+        "--out",
+        str(run),
+        *TRAIN,
+    )
     code, err = paused.signal(signal.SIGTERM)
     assert code == 143, err
     assert "Interrupted at epoch 1, step 3; a checkpoint of that point is in" in err, err
     assert (run / "checkpoint.pt").exists() and leftovers(tmp_path) == []
 
 
-def test_train_sigint_during_the_first_validation_saves_what_it_says(seg_tiles, straight,
-                                                                       tmp_path):
+def test_train_sigint_during_the_first_validation_saves_what_it_says(seg_tiles, straight, tmp_path):
     run = tmp_path / "run"
-    paused = Paused(tmp_path, "scratchsat.training:evaluate", 1, "train", str(seg_tiles),
-                    "--out", str(run), *TRAIN)
+    paused = Paused(
+        tmp_path,
+        "scratchsat.training.loop:evaluate",
+        1,
+        "train",
+        str(seg_tiles),
+        "--out",
+        str(run),
+        *TRAIN,
+    )
     code, err = paused.signal(signal.SIGINT)
     assert code == 130, err
     assert "a checkpoint of that point is in" in err and (run / "checkpoint.pt").exists()
@@ -180,9 +249,20 @@ def test_predict_with_workers_interrupted(scenes, small_run, tmp_path, number):
     bundle = small_run
     folder, made = scenes
     out = tmp_path / "preds"
-    paused = Paused(tmp_path, "scratchsat.prediction_pool:Tally.update", 2, "predict",
-                    str(bundle), *[str(s.path) for s in made], "--out", str(out), "--workers",
-                    "2", "--probabilities", str(tmp_path / "probs"))
+    paused = Paused(
+        tmp_path,
+        "scratchsat.prediction.pool:Tally.update",
+        2,
+        "predict",
+        str(bundle),
+        *[str(s.path) for s in made],
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--probabilities",
+        str(tmp_path / "probs"),
+    )
     code, err = paused.signal(number)
     assert code == (-9 if number == signal.SIGKILL else 128 + number), err
     assert "Traceback" not in err

@@ -74,9 +74,17 @@ def test_each_model_overfits_one_tiny_batch(name):
     assert loss.item() < 0.2 * first
 
 
-@pytest.mark.parametrize("option", [{"activation": "gelu"}, {"norm": "group"}, {"norm": "none"},
-                                    {"init": "xavier"}, {"init": "orthogonal"},
-                                    {"activation": "silu", "depth": 2}])
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"activation": "gelu"},
+        {"norm": "group"},
+        {"norm": "none"},
+        {"init": "xavier"},
+        {"init": "orthogonal"},
+        {"activation": "silu", "depth": 2},
+    ],
+)
 @pytest.mark.parametrize("name", ["simple", "unet", "resnet18"])
 def test_options_build_working_models(name, option):
     model = small(name, 6, 2, **option)
@@ -108,8 +116,11 @@ def test_config_round_trips_and_rebuilds_the_same_architecture():
 def test_bad_choices_list_the_allowed_values():
     with pytest.raises(InputError, match="unknown model 'vgg16'; known models: simple, resnet18"):
         build_model("vgg16", 3, 2, "classification")
-    with pytest.raises(InputError, match="unet is a segmentation model but the task is "
-                                         "classification; choose one of simple, resnet18"):
+    with pytest.raises(
+        InputError,
+        match="unet is a segmentation model but the task is "
+        "classification; choose one of simple, resnet18",
+    ):
         build_model("unet", 3, 2, "classification")
     with pytest.raises(InputError, match="unknown activation 'tanh'; choose one of relu, gelu"):
         build_model("simple", 3, 2, "classification", activation="tanh")
@@ -118,7 +129,7 @@ def test_bad_choices_list_the_allowed_values():
 
 
 def test_a_registered_model_builds_by_name_and_random_init_applies():
-    from scratchsat.models import FACTORIES, register_model
+    from scratchsat.models import REGISTRY, register_model
 
     def tiny(config):
         return torch.nn.Conv2d(config.in_channels, config.num_classes, 1)
@@ -132,5 +143,4 @@ def test_a_registered_model_builds_by_name_and_random_init_applies():
         with pytest.raises(InputError, match="'unet' is a built-in model"):
             register_model("unet", "segmentation", tiny)
     finally:
-        MODELS.pop("tiny-fcn")
-        FACTORIES.pop("tiny-fcn")
+        REGISTRY.pop("tiny-fcn")

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from scratchsat.cli import app
 from scratchsat.errors import OutputExistsError, OutputLockedError, OutputWriteError
-from scratchsat.outputs import IncompleteWrite, atomic_output, output_lock, write_atomically
-from scratchsat.raster import check_written
+from scratchsat.geo.outputs import IncompleteWrite, atomic_output, output_lock, write_atomically
+from scratchsat.geo.raster import check_written
 
 runner = CliRunner()
 
@@ -39,9 +39,10 @@ def listing(folder) -> list[str]:
 def noise_bands(folder, count=3, side=600):
     """Uint16 random bands: they do not compress, so they fill a small disk."""
     rng = np.random.default_rng(0)
-    return [write_raster(folder / f"b{i}.tif", rng.integers(0, 65535, (side, side),
-                                                              dtype=np.uint16))
-            for i in range(count)]
+    return [
+        write_raster(folder / f"b{i}.tif", rng.integers(0, 65535, (side, side), dtype=np.uint16))
+        for i in range(count)
+    ]
 
 
 def test_an_injected_full_disk_is_an_error_and_leaves_nothing(tmp_path):
@@ -54,8 +55,10 @@ def test_an_injected_full_disk_is_an_error_and_leaves_nothing(tmp_path):
 
 
 def test_an_injected_permission_error_says_the_folder_is_not_writable(tmp_path):
-    with pytest.raises(OutputWriteError, match="read-only or not writable"), atomic_output(
-            tmp_path / "x.json") as tmp:
+    with (
+        pytest.raises(OutputWriteError, match="read-only or not writable"),
+        atomic_output(tmp_path / "x.json") as tmp,
+    ):
         raise PermissionError(errno.EROFS, "Read-only file system", str(tmp))
     assert listing(tmp_path) == []
 
@@ -70,18 +73,38 @@ def test_stack_onto_a_full_disk(tmp_path, small_disk):
 
 def test_tile_onto_a_full_disk(seg_tiles, small_disk):
     scene = seg_tiles.parent / "scene.tif"
-    result = runner.invoke(app, ["tile", str(scene), "--labels", str(seg_tiles.parent /
-                                 "labels.tif"), "--patch-size", "32", "--out",
-                                 str(small_disk / "tiles")])
+    result = runner.invoke(
+        app,
+        [
+            "tile",
+            str(scene),
+            "--labels",
+            str(seg_tiles.parent / "labels.tif"),
+            "--patch-size",
+            "32",
+            "--out",
+            str(small_disk / "tiles"),
+        ],
+    )
     refused_cleanly(result, "no space left on")
     assert listing(small_disk) == []
 
 
 def test_predict_onto_a_full_disk(small_run, seg_tiles, small_disk):
     scene = seg_tiles.parent / "scene.tif"
-    result = runner.invoke(app, ["predict", str(small_run), str(scene), "--out",
-                                 str(small_disk / "classes.tif"), "--probabilities",
-                                 str(small_disk / "probs.tif"), "--float"])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(small_run),
+            str(scene),
+            "--out",
+            str(small_disk / "classes.tif"),
+            "--probabilities",
+            str(small_disk / "probs.tif"),
+            "--float",
+        ],
+    )
     refused_cleanly(result, "no space left on")
     assert listing(small_disk) == []  # no class map, no sidecar, no temporary
 
@@ -89,16 +112,34 @@ def test_predict_onto_a_full_disk(small_run, seg_tiles, small_disk):
 def test_train_onto_a_full_disk(seg_tiles, small_disk):
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * 900_000)
-    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(small_disk / "run"),
-                                 "--epochs", "1", "--batch-size", "8", "--width", "8"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(small_disk / "run"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--width",
+            "8",
+        ],
+    )
     refused_cleanly(result, "no space left on")
     assert not [p for p in (small_disk / "run").rglob("*") if ".part" in p.name]
     assert not (small_disk / "run" / "model.json").exists()
 
 
 def test_a_geotiff_missing_its_last_blocks_is_caught(tmp_path):
-    path = write_raster(tmp_path / "x.tif", np.random.default_rng(0).integers(
-        0, 65535, (2, 300, 300), dtype=np.uint16), tiled=True, blockxsize=128, blockysize=128)
+    path = write_raster(
+        tmp_path / "x.tif",
+        np.random.default_rng(0).integers(0, 65535, (2, 300, 300), dtype=np.uint16),
+        tiled=True,
+        blockxsize=128,
+        blockysize=128,
+    )
     check_written(path)  # whole: passes
     data = path.read_bytes()
     with rasterio.open(path) as src:
@@ -109,14 +150,15 @@ def test_a_geotiff_missing_its_last_blocks_is_caught(tmp_path):
     path.write_bytes(data[:100])
     with pytest.raises(IncompleteWrite, match="cannot be read back"):
         check_written(path)
-    with pytest.raises(OutputWriteError, match=r"writing .*y.tif failed \(it was written but"), \
-            atomic_output(tmp_path / "y.tif", check=check_written) as tmp:
+    with (
+        pytest.raises(OutputWriteError, match=r"writing .*y.tif failed \(it was written but"),
+        atomic_output(tmp_path / "y.tif", check=check_written) as tmp,
+    ):
         tmp.write_bytes(data[:100])
     assert listing(tmp_path) == ["x.tif"]
 
 
-def test_sidecars_are_refused_without_overwrite_and_never_followed(small_run, seg_tiles,
-                                                                    tmp_path):
+def test_sidecars_are_refused_without_overwrite_and_never_followed(small_run, seg_tiles, tmp_path):
     scene, out = seg_tiles.parent / "scene.tif", tmp_path / "classes.tif"
     (tmp_path / "classes.qml").write_text("my own style")
     result = runner.invoke(app, ["predict", str(small_run), str(scene), "--out", str(out)])
@@ -131,8 +173,9 @@ def test_sidecars_are_refused_without_overwrite_and_never_followed(small_run, se
     (tmp_path / "classes.tif.aux.xml").symlink_to(tmp_path / "missing-target")  # dangling
     result = runner.invoke(app, ["predict", str(small_run), str(scene), "--out", str(out)])
     assert result.exit_code == 1 and "exists already" in result.output
-    result = runner.invoke(app, ["predict", str(small_run), str(scene), "--out", str(out),
-                                 "--overwrite"])
+    result = runner.invoke(
+        app, ["predict", str(small_run), str(scene), "--out", str(out), "--overwrite"]
+    )
     assert result.exit_code == 0, result.output
     assert elsewhere.read_text() == "precious"  # the link was replaced, not followed
     assert not (tmp_path / "classes.qml").is_symlink()
@@ -143,7 +186,7 @@ def test_sidecars_are_refused_without_overwrite_and_never_followed(small_run, se
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from scratchsat.outputs import atomic_output
+    from scratchsat.geo.outputs import atomic_output
     with atomic_output(sys.argv[1]) as tmp:
         tmp.write_text("first")
         print("holding", flush=True)
@@ -153,8 +196,9 @@ HOLD = textwrap.dedent("""
 
 def test_a_second_writer_of_the_same_output_is_refused(tmp_path):
     target = tmp_path / "out.txt"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(target)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         locked = rf"another scratchsat process \(PID {holder.pid}\)"
@@ -203,8 +247,9 @@ def test_temporaries_of_live_processes_are_kept(tmp_path):
 def test_outputs_in_a_folder_that_cannot_be_created(tmp_path):
     (tmp_path / "file").write_text("not a folder")
     bands = noise_bands(tmp_path, count=1, side=20)
-    result = runner.invoke(app, ["stack", str(bands[0]), "--out",
-                                 str(tmp_path / "file" / "sub" / "s.tif")])
+    result = runner.invoke(
+        app, ["stack", str(bands[0]), "--out", str(tmp_path / "file" / "sub" / "s.tif")]
+    )
     refused_cleanly(result, "s.tif")
     assert "is a file, not a folder" in result.output
 
@@ -213,8 +258,9 @@ def test_outputs_in_a_folder_that_cannot_be_created(tmp_path):
 def test_outputs_in_a_read_only_folder(tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
-                      capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a read-only tmpfs here")
     try:
         bands = noise_bands(tmp_path, count=1, side=20)
@@ -227,8 +273,7 @@ def test_outputs_in_a_read_only_folder(tmp_path):
 def test_stack_refuses_to_write_over_its_own_input(tmp_path):
     bands = noise_bands(tmp_path, count=2, side=20)
     before = bands[0].read_bytes()
-    result = runner.invoke(app, ["stack", *map(str, bands), "--out", str(bands[0]),
-                                 "--overwrite"])
+    result = runner.invoke(app, ["stack", *map(str, bands), "--out", str(bands[0]), "--overwrite"])
     refused_cleanly(result, "is the input")
     assert bands[0].read_bytes() == before
     time.sleep(0)  # keeps the import used on platforms without mount
@@ -236,7 +281,7 @@ def test_stack_refuses_to_write_over_its_own_input(tmp_path):
 
 HOLD_RUN = textwrap.dedent("""
     import sys, time
-    from scratchsat.outputs import output_lock
+    from scratchsat.geo.outputs import output_lock
     with output_lock(sys.argv[1]):
         print("holding", flush=True)
         time.sleep(60)
@@ -245,13 +290,15 @@ HOLD_RUN = textwrap.dedent("""
 
 def test_a_second_train_into_the_same_run_folder_is_refused(seg_tiles, tmp_path):
     run = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN, str(run)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN, str(run)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "holding"
         result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--epochs", "1"])
-        refused_cleanly(result, f"is being written by another scratchsat process (PID "
-                                f"{holder.pid})")
+        refused_cleanly(
+            result, f"is being written by another scratchsat process (PID {holder.pid})"
+        )
     finally:
         holder.kill()
         holder.wait()
@@ -262,8 +309,21 @@ def test_a_new_run_removes_what_a_killed_run_left_in_its_folder(small_run, seg_t
     run.mkdir()
     stale = run / ".checkpoint.pt.999999999-0123abcd.part"
     stale.write_bytes(b"half a checkpoint")
-    result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(run), "--epochs", "1",
-                                 "--batch-size", "8", "--width", "8"])
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--width",
+            "8",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert not stale.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the lock is gone too

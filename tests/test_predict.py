@@ -15,12 +15,18 @@ import torch
 from conftest import gdalinfo, make_tiles, write_raster, write_with_alpha
 from typer.testing import CliRunner
 
-from scratchsat.classmap import sidecars
 from scratchsat.cli import app
 from scratchsat.errors import BandError, InputError, OutputExistsError
-from scratchsat.prediction import DriftWarning, PredictOptions, Predictor, predict, predict_scene
-from scratchsat.training import TrainConfig, train
-from scratchsat.writers import Outputs
+from scratchsat.geo.classmap import sidecars
+from scratchsat.prediction import (
+    DriftWarning,
+    PredictOptions,
+    Predictor,
+    predict,
+    predict_scene,
+)
+from scratchsat.prediction.writers import Outputs
+from scratchsat.training.loop import TrainConfig, train
 
 runner = CliRunner()
 CODES = [3, 7, 11, 20]
@@ -35,8 +41,10 @@ def identity_meta(bands: int, patch_size: int, task: str = "segmentation") -> di
         "patch_size": patch_size,
         "dtype": "float32",
         "bands": [{"name": f"B{i}", "mean": 0.0, "std": 1.0} for i in range(1, bands + 1)],
-        "classes": [{"id": i, "code": c, "name": f"class {c}", "colour": COLOURS[i]}
-                    for i, c in enumerate(CODES[:bands])],
+        "classes": [
+            {"id": i, "code": c, "name": f"class {c}", "colour": COLOURS[i]}
+            for i, c in enumerate(CODES[:bands])
+        ],
     }
 
 
@@ -61,15 +69,23 @@ def expected(data: np.ndarray):
     return codes, probs, invalid
 
 
-@pytest.mark.parametrize(("height", "width", "patch", "overlap"), [
-    (37, 53, 16, 0.0), (37, 53, 16, 0.25), (37, 53, 16, 0.5), (70, 100, 32, 0.3),
-    (10, 12, 16, 0.25), (33, 17, 8, 0.75),
-])
+@pytest.mark.parametrize(
+    ("height", "width", "patch", "overlap"),
+    [
+        (37, 53, 16, 0.0),
+        (37, 53, 16, 0.25),
+        (37, 53, 16, 0.5),
+        (70, 100, 32, 0.3),
+        (10, 12, 16, 0.25),
+        (33, 17, 8, 0.75),
+    ],
+)
 def test_identity_model_is_reproduced_exactly(tmp_path, height, width, patch, overlap):
     data = random_scene(tmp_path / "scene.tif", height, width)
     predictor = Predictor(torch.nn.Identity(), identity_meta(4, patch), torch.device("cpu"))
-    options = PredictOptions(patch_size=patch, overlap=overlap, batch_size=3,
-                             float_probabilities=True)
+    options = PredictOptions(
+        patch_size=patch, overlap=overlap, batch_size=3, float_probabilities=True
+    )
     outputs = Outputs(tmp_path / "pred.tif", tmp_path / "probs.tif")
     predict_scene(predictor, tmp_path / "scene.tif", outputs, options)
     codes, probs, invalid = expected(data)
@@ -94,7 +110,7 @@ def test_the_class_map_opens_in_gis_tools_with_a_legend(tmp_path):
     assert band["type"] == "Byte" and band["noDataValue"] == 255
     assert band["colorInterpretation"] == "Palette"
     table = band["colorTable"]["entries"]
-    assert table[3] == [0x11, 0x22, 0x33, 255] and table[20] == [0xaa, 0xbb, 0xcc, 255]
+    assert table[3] == [0x11, 0x22, 0x33, 255] and table[20] == [0xAA, 0xBB, 0xCC, 255]
     assert table[255][3] == 0  # nodata is transparent
     assert band["categories"][7] == "class 7" and band["categories"][20] == "class 20"
     assert {r["f"][1] for r in info["rat"]["row"]} == {f"class {c}" for c in CODES}
@@ -103,8 +119,7 @@ def test_the_class_map_opens_in_gis_tools_with_a_legend(tmp_path):
     assert 'label="class 11"' in sidecars(path)["qml"].read_text()
     probs = gdalinfo(tmp_path / "p.tif")
     assert [b["description"] for b in probs["bands"]] == [f"class {c}" for c in CODES]
-    assert all(b["type"] == "Byte" and b["colorInterpretation"] != "Alpha"
-               for b in probs["bands"])
+    assert all(b["type"] == "Byte" and b["colorInterpretation"] != "Alpha" for b in probs["bands"])
     assert probs["bands"][0]["mask"]["flags"] == ["PER_DATASET"]
 
 
@@ -122,8 +137,11 @@ def test_cog_output_passes_a_cog_validator(tmp_path):
         info = gdalinfo(path)
         assert info["metadata"]["IMAGE_STRUCTURE"]["LAYOUT"] == "COG"
         assert info["bands"][0]["overviews"]
-    assert gdalinfo(tmp_path / "pred.tif")["bands"][0]["colorTable"]["entries"][7][:3] == \
-        [0x44, 0x55, 0x66]
+    assert gdalinfo(tmp_path / "pred.tif")["bands"][0]["colorTable"]["entries"][7][:3] == [
+        0x44,
+        0x55,
+        0x66,
+    ]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
@@ -141,25 +159,34 @@ def test_classification_writes_one_cell_per_window(tmp_path):
     write_raster(tmp_path / "scene.tif", data)
     meta = identity_meta(3, 10, task="classification")
     predictor = Predictor(WindowMean(), meta, torch.device("cpu"))
-    predict_scene(predictor, tmp_path / "scene.tif", Outputs(tmp_path / "pred.tif"),
-                  PredictOptions(overlap=0.0))
-    with rasterio.open(tmp_path / "pred.tif") as src, \
-            rasterio.open(tmp_path / "scene.tif") as scene:
+    predict_scene(
+        predictor,
+        tmp_path / "scene.tif",
+        Outputs(tmp_path / "pred.tif"),
+        PredictOptions(overlap=0.0),
+    )
+    with (
+        rasterio.open(tmp_path / "pred.tif") as src,
+        rasterio.open(tmp_path / "scene.tif") as scene,
+    ):
         assert (src.width, src.height) == (5, 4)
         assert src.transform == scene.transform * scene.transform.scale(10)
         cells = src.read(1)
-    np.testing.assert_array_equal(cells, [[3] * 5, [3] * 5, [7, 7, 11, 11, 11],
-                                          [7, 7, 11, 11, 11]])
+    np.testing.assert_array_equal(cells, [[3] * 5, [3] * 5, [7, 7, 11, 11, 11], [7, 7, 11, 11, 11]])
 
 
 def test_wrong_band_count_is_refused_and_nothing_is_written(tmp_path, trained_run):
     run, _ = trained_run
     write_raster(tmp_path / "four.tif", np.ones((4, 20, 20), np.uint16), nodata=0)
-    with pytest.raises(BandError, match=r"four.tif has 4 bands but the model was trained on 6 "
-                                        r"\(B1, B2, B3, B4, B5, B6\); pass a 6-band scene"):
+    with pytest.raises(
+        BandError,
+        match=r"four.tif has 4 bands but the model was trained on 6 "
+        r"\(B1, B2, B3, B4, B5, B6\); pass a 6-band scene",
+    ):
         predict(run, [tmp_path / "four.tif"], tmp_path / "pred.tif")
-    result = runner.invoke(app, ["predict", str(run), str(tmp_path / "four.tif"),
-                                 "--out", str(tmp_path / "pred.tif")])
+    result = runner.invoke(
+        app, ["predict", str(run), str(tmp_path / "four.tif"), "--out", str(tmp_path / "pred.tif")]
+    )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert result.output.startswith("Error: ") and "has 4 bands" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["four.tif"]
@@ -174,7 +201,7 @@ def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
     tiles = make_tiles(folder, size=320)
     run = folder / "run"
-    train(tiles, run, TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3))
+    train(tiles, run, TrainConfig.of(epochs=8, batch_size=8, width=8, lr=3e-3))
     return run, folder
 
 
@@ -182,11 +209,22 @@ def test_a_trained_model_predicts_an_unseen_scene_through_the_cli(tmp_path, trai
     from scratchsat import write_scene
 
     run, _ = trained_run
-    scene = write_scene(tmp_path / "other.tif", tmp_path / "truth.tif", width=260, height=190,
-                        count=6, seed=42)
+    scene = write_scene(
+        tmp_path / "other.tif", tmp_path / "truth.tif", width=260, height=190, count=6, seed=42
+    )
     out = tmp_path / "pred.tif"
-    result = runner.invoke(app, ["predict", str(run), str(scene.path), "--out", str(out),
-                                 "--probabilities", str(tmp_path / "probs.tif")])
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(run),
+            str(scene.path),
+            "--out",
+            str(out),
+            "--probabilities",
+            str(tmp_path / "probs.tif"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as pred, rasterio.open(scene.labels_path) as truth:
         got, want = pred.read(1), truth.read(1)
@@ -233,8 +271,9 @@ def test_drift_and_dtype_warnings(tmp_path, trained_run):
 def test_bad_options(tmp_path, trained_run):
     run, folder = trained_run
     with pytest.raises(InputError, match=r"--overlap must be a fraction in \[0, 1\)"):
-        predict(run, [folder / "scene.tif"], tmp_path / "p.tif",
-                options=PredictOptions(overlap=1.0))
+        predict(
+            run, [folder / "scene.tif"], tmp_path / "p.tif", options=PredictOptions(overlap=1.0)
+        )
     with pytest.raises(InputError, match="is the scene itself"):
         predict(run, [folder / "scene.tif"], folder / "scene.tif", overwrite=True)
 
@@ -248,8 +287,17 @@ def test_memory_stays_flat_as_the_scene_grows(tmp_path, trained_run):
     paths = []
     for rows in (2048, 20480):
         data = np.random.default_rng(0).integers(1, 3000, (6, rows, 128), dtype=np.uint16)
-        paths.append(write_raster(tmp_path / f"s{rows}.tif", data, nodata=0, tiled=True,
-                                  blockxsize=128, blockysize=128, compress="deflate"))
+        paths.append(
+            write_raster(
+                tmp_path / f"s{rows}.tif",
+                data,
+                nodata=0,
+                tiled=True,
+                blockxsize=128,
+                blockysize=128,
+                compress="deflate",
+            )
+        )
     script = textwrap.dedent(f"""
         import resource, sys
         from scratchsat.prediction import predict, PredictOptions
@@ -258,8 +306,13 @@ def test_memory_stays_flat_as_the_scene_grows(tmp_path, trained_run):
                     options=PredictOptions(batch_size=8))
             print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     """)
-    out = subprocess.run([sys.executable, "-c", script, *map(str, paths)], check=True,
-                         capture_output=True, text=True, env={**os.environ, "GDAL_CACHEMAX": "4"})
+    out = subprocess.run(
+        [sys.executable, "-c", script, *map(str, paths)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GDAL_CACHEMAX": "4"},
+    )
     small, large = map(float, out.stdout.split())
     extra = 6 * 4 * 128 * (20480 - 2048) / 2**20  # the large scene's extra pixels as float32
     assert large - small < 0.25 * extra, (small, large)
@@ -269,13 +322,21 @@ def test_several_scenes_in_worker_processes_match_one_process(tmp_path, trained_
     from scratchsat import write_scene
 
     run, _ = trained_run
-    scenes = [write_scene(tmp_path / f"s{i}.tif", tmp_path / f"l{i}.tif", width=90 + 10 * i,
-                          height=70, count=6, seed=i).path for i in range(3)]
+    scenes = [
+        write_scene(
+            tmp_path / f"s{i}.tif",
+            tmp_path / f"l{i}.tif",
+            width=90 + 10 * i,
+            height=70,
+            count=6,
+            seed=i,
+        ).path
+        for i in range(3)
+    ]
     seen = []
     one = predict(run, scenes, tmp_path / "one", progress=lambda d, t, **f: seen.append((d, t)))
     assert seen[-1] == (sum(90 * 70 + 10 * i * 70 for i in range(3)),) * 2  # one count, all
-    two = predict(run, scenes, tmp_path / "two", options=PredictOptions(device="cpu"),
-                  workers=2)
+    two = predict(run, scenes, tmp_path / "two", options=PredictOptions(device="cpu"), workers=2)
     for a, b in zip(one, two, strict=True):
         with rasterio.open(a) as x, rasterio.open(b) as y:
             np.testing.assert_array_equal(x.read(), y.read())
@@ -285,9 +346,11 @@ def test_several_scenes_in_worker_processes_match_one_process(tmp_path, trained_
 def test_codes_above_254_make_a_uint16_map(tmp_path):
     data = random_scene(tmp_path / "scene.tif", 20, 30, bands=3)
     meta = identity_meta(3, 8)
-    meta["classes"] = [{"id": 0, "code": 100, "name": "a", "colour": "#ff0000"},
-                       {"id": 1, "code": 300, "name": "b", "colour": "#00ff00"},
-                       {"id": 2, "code": 1000, "name": "c", "colour": "#0000ff"}]
+    meta["classes"] = [
+        {"id": 0, "code": 100, "name": "a", "colour": "#ff0000"},
+        {"id": 1, "code": 300, "name": "b", "colour": "#00ff00"},
+        {"id": 2, "code": 1000, "name": "c", "colour": "#0000ff"},
+    ]
     predictor = Predictor(torch.nn.Identity(), meta, torch.device("cpu"))
     predict_scene(predictor, tmp_path / "scene.tif", Outputs(tmp_path / "pred.tif"))
     invalid = (data == NODATA).any(0) | np.isnan(data).any(0)
@@ -299,7 +362,7 @@ def test_codes_above_254_make_a_uint16_map(tmp_path):
         assert src.colormap(1)[300][:3] == (0, 255, 0)
 
 
-@pytest.mark.filterwarnings("ignore::scratchsat.prediction.DriftWarning")
+@pytest.mark.filterwarnings("ignore::scratchsat.prediction.engine.DriftWarning")
 def test_an_alpha_band_is_a_mask_not_a_band(tmp_path):
     # RGB + alpha, as gdalwarp -dstalpha writes (GDAL reads an 8/16-bit alpha band as the
     # mask): an identity model over the 3 data bands; alpha 0 pixels come out as nodata.
@@ -310,17 +373,29 @@ def test_an_alpha_band_is_a_mask_not_a_band(tmp_path):
     write_with_alpha(tmp_path / "rgba.tif", data, valid)
     meta = {**identity_meta(3, 8), "dtype": "uint16"}
     predictor = Predictor(torch.nn.Identity(), meta, torch.device("cpu"))
-    predict_scene(predictor, tmp_path / "rgba.tif", Outputs(tmp_path / "pred.tif", None),
-                  PredictOptions(patch_size=8, overlap=0.25))
+    predict_scene(
+        predictor,
+        tmp_path / "rgba.tif",
+        Outputs(tmp_path / "pred.tif", None),
+        PredictOptions(patch_size=8, overlap=0.25),
+    )
     with rasterio.open(tmp_path / "pred.tif") as src:
         codes = src.read(1)
     want = np.array(CODES[:3], np.uint8)[data.argmax(0)]
     want[:, :5] = 255
     np.testing.assert_array_equal(codes, want)
-    four = Predictor(torch.nn.Identity(), {**identity_meta(4, 8), "dtype": "uint16"},
-                     torch.device("cpu"))  # the alpha band does not make up a 4th band
-    with pytest.raises(BandError, match=r"rgba.tif has 3 bands \(and 1 alpha\) but the model "
-                                        r"was trained on 4 \(B1, B2, B3, B4\)"):
-        predict_scene(four, tmp_path / "rgba.tif", Outputs(tmp_path / "p4.tif", None),
-                      PredictOptions(patch_size=8))
+    four = Predictor(
+        torch.nn.Identity(), {**identity_meta(4, 8), "dtype": "uint16"}, torch.device("cpu")
+    )  # the alpha band does not make up a 4th band
+    with pytest.raises(
+        BandError,
+        match=r"rgba.tif has 3 bands \(and 1 alpha\) but the model "
+        r"was trained on 4 \(B1, B2, B3, B4\)",
+    ):
+        predict_scene(
+            four,
+            tmp_path / "rgba.tif",
+            Outputs(tmp_path / "p4.tif", None),
+            PredictOptions(patch_size=8),
+        )
     assert not (tmp_path / "p4.tif").exists()

@@ -4,7 +4,7 @@ import rasterio
 from conftest import gdalinfo, write_raster, write_with_alpha
 
 from scratchsat.errors import BandError, NoOverlapError, OutputExistsError, RasterReadError
-from scratchsat.stack import stack
+from scratchsat.tiles.stack import stack
 
 
 @pytest.fixture
@@ -17,12 +17,24 @@ def band_files(tmp_path):
     twenty[:, 15:] = 9
     twenty[19, 29] = -9999
     floats = np.linspace(0, 1, 40 * 60, dtype=np.float32).reshape(40, 60)
-    return [
-        write_raster(tmp_path / "T_B02.tif", ten, nodata=0),
-        write_raster(tmp_path / "T_B05.jp2", twenty, res=20.0, nodata=-9999,
-                     driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES"),
-        write_raster(tmp_path / "T_NDVI.jp2", floats),
-    ], ten, twenty, floats
+    return (
+        [
+            write_raster(tmp_path / "T_B02.tif", ten, nodata=0),
+            write_raster(
+                tmp_path / "T_B05.jp2",
+                twenty,
+                res=20.0,
+                nodata=-9999,
+                driver="JP2OpenJPEG",
+                QUALITY=100,
+                REVERSIBLE="YES",
+            ),
+            write_raster(tmp_path / "T_NDVI.jp2", floats),
+        ],
+        ten,
+        twenty,
+        floats,
+    )
 
 
 def test_stack_resamples_onto_finest_grid_with_lossless_dtype(band_files, tmp_path):
@@ -55,7 +67,7 @@ def test_stack_output_checked_by_gdalinfo(band_files, tmp_path):
     info = gdalinfo(out)
     assert info["size"] == [60, 40]
     assert info["geoTransform"] == [500000.0, 10.0, 0.0, 5800000.0, 0.0, -10.0]
-    assert info["coordinateSystem"]["wkt"].startswith("PROJCRS[\"WGS 84 / UTM zone 33N\"")
+    assert info["coordinateSystem"]["wkt"].startswith('PROJCRS["WGS 84 / UTM zone 33N"')
     assert [b["description"] for b in info["bands"]] == ["blue", "re1", "ndvi"]
     assert all(b["block"] == [256, 256] or b["block"][0] == 60 for b in info["bands"])
     assert info["metadata"]["IMAGE_STRUCTURE"]["COMPRESSION"] == "DEFLATE"
@@ -73,8 +85,14 @@ def test_stack_reprojects_other_crs_onto_first(tmp_path):
     # The same area in ETRS89 / UTM 32N (EPSG:25832), far enough to need a real warp.
     with rasterio.open(first) as src:
         bounds = rasterio.warp.transform_bounds(src.crs, "EPSG:25832", *src.bounds)
-    second = write_raster(tmp_path / "b.tif", np.full((40, 40), 8, np.uint16), crs="EPSG:25832",
-                          origin=(bounds[0] - 50, bounds[3] + 50), res=10.0, nodata=0)
+    second = write_raster(
+        tmp_path / "b.tif",
+        np.full((40, 40), 8, np.uint16),
+        crs="EPSG:25832",
+        origin=(bounds[0] - 50, bounds[3] + 50),
+        res=10.0,
+        nodata=0,
+    )
     out = stack([first, second], tmp_path / "s.tif")
     with rasterio.open(out) as src:
         assert src.crs.to_epsg() == 32633

@@ -1,7 +1,7 @@
 import numpy as np
 import rasterio
 
-from scratchsat.synth import CLASSES, NODATA, synth_arrays, write_scene
+from scratchsat.extras.synth import CLASSES, NODATA, synth_arrays, write_scene
 
 
 def test_synth_is_seeded_and_has_a_nodata_border():
@@ -25,11 +25,13 @@ def test_classes_differ_spectrally_and_built_up_by_texture():
     assert means[1][nir] < means[1][1]  # water falls off in the near-infrared
     # Built-up and bare soil: close means, very different local variance.
     assert abs(means[4][nir] - means[3][nir]) / means[3][nir] < 0.1
+
     def local_var(code):
         rows, cols = np.nonzero((labels == code) & valid)
         inner = (rows < 255) & (cols < 255)
         r, c = rows[inner], cols[inner]
         return np.mean((image[nir, r, c].astype(float) - image[nir, r, c + 1]) ** 2)
+
     assert local_var(4) > 10 * local_var(3)
 
 

@@ -6,7 +6,6 @@ import rasterio
 from conftest import gdalinfo, write_raster, write_with_alpha
 from rasterio.warp import transform_geom
 
-from scratchsat.dataset import PatchDataset
 from scratchsat.errors import (
     BandError,
     LabelError,
@@ -15,9 +14,10 @@ from scratchsat.errors import (
     OutputExistsError,
     RasterReadError,
 )
-from scratchsat.labels import IGNORE_INDEX
-from scratchsat.synth import write_scene
-from scratchsat.tiling import TileOptions, tile
+from scratchsat.extras.synth import write_scene
+from scratchsat.geo.labels import IGNORE_INDEX
+from scratchsat.tiles.tiling import TileOptions, tile
+from scratchsat.training.data import PatchDataset
 
 ALL_TRAIN = TileOptions(patch_size=10, val=0.0, test=0.0)
 
@@ -35,8 +35,7 @@ def test_counts_classes_and_statistics_by_hand(tiny_scene, tmp_path):
     assert info["skipped"] == {"nodata": 1, "split_border": 0, "unlabeled": 1}
     assert info["splits"] == {"train": 14, "val": 0, "test": 0}
     # The user's codes stay codes; ids are their order.
-    assert [(c["id"], c["code"], c["name"]) for c in info["classes"]] == [(0, 3, "3"),
-                                                                         (1, 7, "7")]
+    assert [(c["id"], c["code"], c["name"]) for c in info["classes"]] == [(0, 3, "3"), (1, 7, "7")]
     # Code 3: 40×20 px minus the nodata window and the one nodata pixel; code 7: 40×20 minus
     # the unlabelled 10×10 corner.
     assert [c["pixels"] for c in info["classes"]] == [40 * 20 - 100 - 1, 40 * 20 - 100]
@@ -63,8 +62,8 @@ def test_patches_hold_scene_pixels_and_ignore_invalid(tiny_scene, tmp_path):
     code_to_id = {3: 0, 7: 1, 0: IGNORE_INDEX}
     for patch, mask, (scene_index, col, row) in zip(images, masks, windows, strict=True):
         assert scene_index == 0
-        np.testing.assert_array_equal(patch, image[:, row:row + 10, col:col + 10])
-        expected = np.vectorize(code_to_id.get)(label_codes[row:row + 10, col:col + 10])
+        np.testing.assert_array_equal(patch, image[:, row : row + 10, col : col + 10])
+        expected = np.vectorize(code_to_id.get)(label_codes[row : row + 10, col : col + 10])
         if (row, col) == (10, 10):
             expected[5, 5] = IGNORE_INDEX  # band 2 is nodata at scene pixel (15, 15)
         np.testing.assert_array_equal(mask, expected)
@@ -73,26 +72,42 @@ def test_patches_hold_scene_pixels_and_ignore_invalid(tiny_scene, tmp_path):
 
 def test_classification_gives_majority_class_per_patch(tiny_scene, tmp_path):
     scene, labels, *_ = tiny_scene
-    out = tile([scene], labels, tmp_path / "t",
-               options=TileOptions(patch_size=20, val=0, test=0, task="classification"))
+    out = tile(
+        [scene],
+        labels,
+        tmp_path / "t",
+        options=TileOptions(patch_size=20, val=0, test=0, task="classification"),
+    )
     assert not (out / "masks.npy").exists()
     # Windows at (0,0), (0,20), (20,0), (20,20): left ones are code 3 (id 0), right ones 7.
     windows, classes = load(out, "windows"), load(out, "labels")
-    assert {(int(c), int(r)): int(k) for (_, c, r), k in zip(windows, classes, strict=True)} \
-        == {(0, 0): 0, (20, 0): 1, (0, 20): 0, (20, 20): 1}
+    assert {(int(c), int(r)): int(k) for (_, c, r), k in zip(windows, classes, strict=True)} == {
+        (0, 0): 0,
+        (20, 0): 1,
+        (0, 20): 0,
+        (20, 20): 1,
+    }
 
 
 def test_min_valid_and_band_subset(tiny_scene, tmp_path):
     scene, labels, image, _ = tiny_scene
-    out = tile([scene], labels, tmp_path / "t",
-               options=TileOptions(patch_size=20, val=0, test=0, min_valid=0.8, bands=("nir",)))
+    out = tile(
+        [scene],
+        labels,
+        tmp_path / "t",
+        options=TileOptions(patch_size=20, val=0, test=0, min_valid=0.8, bands=("nir",)),
+    )
     info = json.loads((out / "dataset.json").read_text())
     # The top-left 20 px window is 25% nodata: below 0.8 valid.
     assert info["skipped"]["nodata"] == 1 and info["patches"] == 3
     assert [b["name"] for b in info["bands"]] == ["nir"] and info["bands"][0]["index"] == 2
     assert load(out, "images").shape == (3, 1, 20, 20)
-    out2 = tile([scene], labels, tmp_path / "t2", options=TileOptions(
-        patch_size=20, val=0, test=0, bands=("2", "1")))
+    out2 = tile(
+        [scene],
+        labels,
+        tmp_path / "t2",
+        options=TileOptions(patch_size=20, val=0, test=0, bands=("2", "1")),
+    )
     info2 = json.loads((out2 / "dataset.json").read_text())
     assert [b["name"] for b in info2["bands"]] == ["nir", "red"]
 
@@ -116,20 +131,21 @@ def test_label_raster_on_coarser_grid_uses_nearest(tiny_scene, tmp_path):
     masks, windows = load(out, "masks"), load(out, "windows")
     fine = np.repeat(np.repeat(coarse, 2, 0), 2, 1) - 1  # codes 1..5 → ids 0..4
     for mask, (_, col, row) in zip(masks, windows, strict=True):
-        expected = fine[row:row + 10, col:col + 10].copy()
+        expected = fine[row : row + 10, col : col + 10].copy()
         if (row, col) == (10, 10):
             expected[5, 5] = IGNORE_INDEX
         np.testing.assert_array_equal(mask, expected)
 
 
 def polygon(x0, y0, x1, y1):
-    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1],
-                                                [x0, y0]]]}
+    return {"type": "Polygon", "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]}
 
 
 def write_geojson(path, features, crs="EPSG:4326", src_crs="EPSG:32633"):
-    items = [{"type": "Feature", "properties": props,
-              "geometry": transform_geom(src_crs, crs, geom)} for geom, props in features]
+    items = [
+        {"type": "Feature", "properties": props, "geometry": transform_geom(src_crs, crs, geom)}
+        for geom, props in features
+    ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": items}))
     return path
 
@@ -139,17 +155,26 @@ def test_vector_labels_with_string_field_partial_cover_and_overlap(tiny_scene, t
     x0, y0 = 500_000, 5_800_000  # scene's top-left; 10 m pixels, 40×40
     forest = polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100)  # cols 10–29, rows 10–29
     pond = polygon(x0 + 150, y0 - 250, x0 + 250, y0 - 150)  # cols 15–24, rows 15–24
-    labels = write_geojson(tmp_path / "labels.geojson", [
-        (pond, {"kind": "water", "osm": 1}), (forest, {"kind": "forest", "osm": 2})])
-    out = tile([scene], labels, tmp_path / "t", label_field="kind",
-               options=TileOptions(patch_size=10, stride=5, val=0, test=0))
+    labels = write_geojson(
+        tmp_path / "labels.geojson",
+        [(pond, {"kind": "water", "osm": 1}), (forest, {"kind": "forest", "osm": 2})],
+    )
+    out = tile(
+        [scene],
+        labels,
+        tmp_path / "t",
+        label_field="kind",
+        options=TileOptions(patch_size=10, stride=5, val=0, test=0),
+    )
     info = json.loads((out / "dataset.json").read_text())
     assert [(c["id"], c["code"], c["name"]) for c in info["classes"]] == [
-        (0, 1, "forest"), (1, 2, "water")]
+        (0, 1, "forest"),
+        (1, 2, "water"),
+    ]
     masks, windows = load(out, "masks"), load(out, "windows")
     scene_ids = np.full((40, 40), -1)
     for mask, (_, col, row) in zip(masks, windows, strict=True):
-        scene_ids[row:row + 10, col:col + 10] = mask
+        scene_ids[row : row + 10, col : col + 10] = mask
     # The smaller polygon wins where they overlap, whatever the file order.
     assert (scene_ids[16:24, 16:24] == 1).all()
     assert scene_ids[12, 12] == 0 and scene_ids[27, 20] == 0
@@ -162,10 +187,13 @@ def test_vector_labels_with_string_field_partial_cover_and_overlap(tiny_scene, t
 def test_vector_labels_background_class(tiny_scene, tmp_path):
     scene, *_ = tiny_scene
     x0, y0 = 500_000, 5_800_000
-    labels = write_geojson(tmp_path / "l.geojson", [
-        (polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest"})])
-    out = tile([scene], labels, tmp_path / "t", label_field="kind", background="other",
-               options=ALL_TRAIN)
+    labels = write_geojson(
+        tmp_path / "l.geojson",
+        [(polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest"})],
+    )
+    out = tile(
+        [scene], labels, tmp_path / "t", label_field="kind", background="other", options=ALL_TRAIN
+    )
     info = json.loads((out / "dataset.json").read_text())
     assert [(c["code"], c["name"]) for c in info["classes"]] == [(0, "other"), (1, "forest")]
     assert info["patches"] == 15  # only the nodata window is skipped
@@ -174,15 +202,22 @@ def test_vector_labels_background_class(tiny_scene, tmp_path):
 def test_vector_labels_errors(tiny_scene, tmp_path):
     scene, *_ = tiny_scene
     x0, y0 = 500_000, 5_800_000
-    labels = write_geojson(tmp_path / "l.geojson", [
-        (polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest", "code": 4})])
-    with pytest.raises(LabelError, match=r"l\.geojson has no field 'knd'; its fields are: "
-                                         r"kind, code"):
+    labels = write_geojson(
+        tmp_path / "l.geojson",
+        [(polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest", "code": 4})],
+    )
+    with pytest.raises(
+        LabelError,
+        match=r"l\.geojson has no field 'knd'; its fields are: "
+        r"kind, code",
+    ):
         tile([scene], labels, tmp_path / "t", label_field="knd")
     with pytest.raises(LabelError, match=r"needs --label-field; its fields are: kind, code"):
         tile([scene], labels, tmp_path / "t")
-    far = write_geojson(tmp_path / "far.geojson", [
-        (polygon(x0 + 9000, y0 - 9000, x0 + 9500, y0 - 8500), {"kind": "forest"})])
+    far = write_geojson(
+        tmp_path / "far.geojson",
+        [(polygon(x0 + 9000, y0 - 9000, x0 + 9500, y0 - 8500), {"kind": "forest"})],
+    )
     with pytest.raises(NoOverlapError, match=r"far\.geojson does not overlap the scene"):
         tile([scene], far, tmp_path / "t", label_field="kind")
     assert not (tmp_path / "t").exists()
@@ -191,9 +226,13 @@ def test_vector_labels_errors(tiny_scene, tmp_path):
 def test_integer_vector_field_keeps_codes(tiny_scene, tmp_path):
     scene, *_ = tiny_scene
     x0, y0 = 500_000, 5_800_000
-    labels = write_geojson(tmp_path / "l.gpkg.geojson", [
-        (polygon(x0, y0 - 400, x0 + 200, y0), {"code": 11}),
-        (polygon(x0 + 200, y0 - 400, x0 + 400, y0), {"code": 42})])
+    labels = write_geojson(
+        tmp_path / "l.gpkg.geojson",
+        [
+            (polygon(x0, y0 - 400, x0 + 200, y0), {"code": 11}),
+            (polygon(x0 + 200, y0 - 400, x0 + 400, y0), {"code": 42}),
+        ],
+    )
     out = tile([scene], labels, tmp_path / "t", label_field="code", options=ALL_TRAIN)
     info = json.loads((out / "dataset.json").read_text())
     assert [(c["code"], c["name"]) for c in info["classes"]] == [(11, "11"), (42, "42")]
@@ -214,16 +253,22 @@ def test_label_raster_errors(tiny_scene, tmp_path):
 
 def test_scene_errors(tiny_scene, tmp_path):
     scene, labels, *_ = tiny_scene
-    with pytest.raises(BandError, match=r"band 'swir' is not in the scene, which has 2 bands "
-                                        r"\(red, nir\)"):
+    with pytest.raises(
+        BandError,
+        match=r"band 'swir' is not in the scene, which has 2 bands "
+        r"\(red, nir\)",
+    ):
         tile([scene], labels, tmp_path / "t", options=TileOptions(bands=("swir",)))
     corrupt = tmp_path / "corrupt.tif"
     corrupt.write_bytes(scene.read_bytes()[:300])
     with pytest.raises(RasterReadError, match=r"corrupt\.tif"):
         tile([corrupt], labels, tmp_path / "t")
     blank = write_raster(tmp_path / "blank.tif", np.zeros((2, 40, 40), np.uint16), nodata=0)
-    with pytest.raises(NoPatchesError, match=r"all 16 windows of 10×10 px were skipped "
-                                             r"\(16 nodata\)"):
+    with pytest.raises(
+        NoPatchesError,
+        match=r"all 16 windows of 10×10 px were skipped "
+        r"\(16 nodata\)",
+    ):
         tile([blank], labels, tmp_path / "t", options=ALL_TRAIN)
     assert not (tmp_path / "t").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
@@ -243,8 +288,9 @@ def test_output_not_overwritten_without_flag(tiny_scene, tmp_path):
 
 @pytest.fixture
 def synth_scene(tmp_path):
-    return write_scene(tmp_path / "s.tif", tmp_path / "s_labels.tif", width=200, height=180,
-                       count=4, seed=3)
+    return write_scene(
+        tmp_path / "s.tif", tmp_path / "s_labels.tif", width=200, height=180, count=4, seed=3
+    )
 
 
 def test_spatial_split_never_overlaps_across_splits(synth_scene, tmp_path):
@@ -267,16 +313,24 @@ def test_spatial_split_never_overlaps_across_splits(synth_scene, tmp_path):
 def test_workers_give_the_same_store(synth_scene, tmp_path):
     options = TileOptions(patch_size=32, val=0.2, test=0.1)
     one = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "one", options=options)
-    two = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "two",
-               options=TileOptions(patch_size=32, val=0.2, test=0.1, workers=2))
+    two = tile(
+        [synth_scene.path],
+        synth_scene.labels_path,
+        tmp_path / "two",
+        options=TileOptions(patch_size=32, val=0.2, test=0.1, workers=2),
+    )
     for name in ("images", "masks", "splits", "windows", "labels"):
         np.testing.assert_array_equal(load(one, name), load(two, name))
     assert (one / "dataset.json").read_text() == (two / "dataset.json").read_text()
 
 
 def test_index_geojson_footprints_lie_inside_the_scene(synth_scene, tmp_path):
-    out = tile([synth_scene.path], synth_scene.labels_path, tmp_path / "t",
-               options=TileOptions(patch_size=32))
+    out = tile(
+        [synth_scene.path],
+        synth_scene.labels_path,
+        tmp_path / "t",
+        options=TileOptions(patch_size=32),
+    )
     index = json.loads((out / "index.geojson").read_text())
     assert index["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32633"
     with rasterio.open(synth_scene.path) as src:
@@ -293,27 +347,36 @@ def test_index_geojson_footprints_lie_inside_the_scene(synth_scene, tmp_path):
 
 def test_chips_are_georeferenced(tiny_scene, tmp_path):
     scene, labels, image, _ = tiny_scene
-    out = tile([scene], labels, tmp_path / "t",
-               options=TileOptions(patch_size=10, val=0, test=0, chips=True))
+    out = tile(
+        [scene],
+        labels,
+        tmp_path / "t",
+        options=TileOptions(patch_size=10, val=0, test=0, chips=True),
+    )
     windows = load(out, "windows")
     _, col, row = windows[3]
     info = gdalinfo(out / "chips" / "000003.tif")
     assert info["size"] == [10, 10]
-    assert info["geoTransform"] == [500_000 + 10 * col, 10.0, 0.0, 5_800_000 - 10 * row, 0.0,
-                                    -10.0]
+    assert info["geoTransform"] == [500_000 + 10 * col, 10.0, 0.0, 5_800_000 - 10 * row, 0.0, -10.0]
     assert [b["description"] for b in info["bands"]] == ["red", "nir"]
     with rasterio.open(out / "chips" / "000003.tif") as src:
-        np.testing.assert_array_equal(src.read(), image[:, row:row + 10, col:col + 10])
+        np.testing.assert_array_equal(src.read(), image[:, row : row + 10, col : col + 10])
     assert gdalinfo(out / "chips" / "000003_labels.tif")["bands"][0]["noDataValue"] == 255
 
 
 def test_real_like_scene_across_two_scenes(tmp_path):
-    a = write_scene(tmp_path / "a.tif", tmp_path / "a_l.tif", width=128, height=128, count=13,
-                    seed=1)
-    b = write_scene(tmp_path / "b.tif", tmp_path / "b_l.tif", width=128, height=128, count=13,
-                    seed=2)
-    out = tile([a.path, b.path], a.labels_path, tmp_path / "t",
-               options=TileOptions(patch_size=32, val=0, test=0))
+    a = write_scene(
+        tmp_path / "a.tif", tmp_path / "a_l.tif", width=128, height=128, count=13, seed=1
+    )
+    b = write_scene(
+        tmp_path / "b.tif", tmp_path / "b_l.tif", width=128, height=128, count=13, seed=2
+    )
+    out = tile(
+        [a.path, b.path],
+        a.labels_path,
+        tmp_path / "t",
+        options=TileOptions(patch_size=32, val=0, test=0),
+    )
     windows = load(out, "windows")
     info = json.loads((out / "dataset.json").read_text())
     assert set(windows[:, 0].tolist()) == {0, 1}
@@ -327,10 +390,17 @@ def test_geopackage_and_shapefile_labels_match_geojson(tiny_scene, tmp_path, dri
 
     scene, *_ = tiny_scene
     x0, y0 = 500_000, 5_800_000
-    shapes = [(polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest"}),
-              (polygon(x0 + 150, y0 - 250, x0 + 250, y0 - 150), {"kind": "water"})]
-    reference = tile([scene], write_geojson(tmp_path / "l.geojson", shapes), tmp_path / "a",
-                     label_field="kind", options=ALL_TRAIN)
+    shapes = [
+        (polygon(x0 + 100, y0 - 300, x0 + 300, y0 - 100), {"kind": "forest"}),
+        (polygon(x0 + 150, y0 - 250, x0 + 250, y0 - 150), {"kind": "water"}),
+    ]
+    reference = tile(
+        [scene],
+        write_geojson(tmp_path / "l.geojson", shapes),
+        tmp_path / "a",
+        label_field="kind",
+        options=ALL_TRAIN,
+    )
     schema = {"geometry": "Polygon", "properties": {"kind": "str"}}
     path = tmp_path / f"labels{suffix}"
     with fiona.open(path, "w", driver=driver, crs="EPSG:32633", schema=schema) as dst:
@@ -346,11 +416,13 @@ def test_patches_of_many_strips_hold_their_own_pixels(tmp_path):
     # while the next strip is read ahead; every patch must still hold its own pixels.
     rng = np.random.default_rng(5)
     image = rng.integers(1, 60_000, (3, 80, 48), dtype=np.uint16)
-    scene = write_raster(tmp_path / "scene.tif", image, tiled=True, blockxsize=16,
-                         blockysize=16, compress="deflate")
+    scene = write_raster(
+        tmp_path / "scene.tif", image, tiled=True, blockxsize=16, blockysize=16, compress="deflate"
+    )
     labels = write_raster(tmp_path / "labels.tif", rng.integers(1, 4, (80, 48), dtype=np.uint8))
-    out = tile([scene], labels, tmp_path / "t",
-               options=TileOptions(patch_size=16, val=0.0, test=0.0))
+    out = tile(
+        [scene], labels, tmp_path / "t", options=TileOptions(patch_size=16, val=0.0, test=0.0)
+    )
     images, windows = load(out, "images"), load(out, "windows")
     assert len(images) == 15
     for patch, (_, x, y) in zip(images, windows, strict=True):
@@ -367,8 +439,9 @@ def test_statistics_of_large_patches_come_from_a_lattice(tmp_path):
     image[:, 300, 300] = 0  # nodata on the lattice: not counted
     scene = write_raster(tmp_path / "scene.tif", image, nodata=0)
     labels = write_raster(tmp_path / "labels.tif", np.ones((512, 512), np.uint8))
-    out = tile([scene], labels, tmp_path / "t",
-               options=TileOptions(patch_size=256, val=0.0, test=0.0))
+    out = tile(
+        [scene], labels, tmp_path / "t", options=TileOptions(patch_size=256, val=0.0, test=0.0)
+    )
     info = json.loads((out / "dataset.json").read_text())
     assert info["statistics_step"] == 4 and info["patches"] == 4
     lattice = image[:, ::4, ::4].reshape(2, -1)
@@ -381,9 +454,10 @@ def test_statistics_of_large_patches_come_from_a_lattice(tmp_path):
         assert row["p98"] == pytest.approx(np.percentile(band, 98))
 
 
-@pytest.mark.parametrize(("dtype", "codes"), [("uint16", (1000, 40_000)),
-                                              ("int16", (5, 12_000)),
-                                              ("float32", (2.0, 9.0))])
+@pytest.mark.parametrize(
+    ("dtype", "codes"),
+    [("uint16", (1000, 40_000)), ("int16", (5, 12_000)), ("float32", (2.0, 9.0))],
+)
 def test_label_codes_of_every_dtype_map_to_ids(tiny_scene, tmp_path, dtype, codes):
     scene, _, _, label_codes = tiny_scene
     values = np.where(label_codes == 3, codes[0], codes[1]).astype(dtype)
@@ -402,8 +476,9 @@ def test_label_codes_of_every_dtype_map_to_ids(tiny_scene, tmp_path, dtype, code
 
 def test_unreadable_block_in_a_later_strip_leaves_nothing(tmp_path):
     image = np.random.default_rng(0).integers(1, 60_000, (2, 64, 64), dtype=np.uint16)
-    scene = write_raster(tmp_path / "scene.tif", image, tiled=True, blockxsize=16,
-                         blockysize=16, compress="deflate")
+    scene = write_raster(
+        tmp_path / "scene.tif", image, tiled=True, blockxsize=16, blockysize=16, compress="deflate"
+    )
     with rasterio.open(scene) as src:
         offset = int(src.get_tag_item("BLOCK_OFFSET_3_3", "TIFF", bidx=2))
     raw = bytearray(scene.read_bytes())
@@ -436,8 +511,12 @@ def test_alpha_band_is_a_mask_and_masked_pixels_normalise_to_zero(tmp_path):
     data[:, ~mask] = 0  # what the file holds there
     scene = write_masked(tmp_path / "rgba.tif", data, mask=mask, alpha=True)
     labels = write_raster(tmp_path / "labels.tif", np.ones((40, 40), np.uint8))
-    out = tile([scene], labels, tmp_path / "t", options=TileOptions(patch_size=20, val=0.0,
-                                                                     test=0.0, min_valid=0.1))
+    out = tile(
+        [scene],
+        labels,
+        tmp_path / "t",
+        options=TileOptions(patch_size=20, val=0.0, test=0.0, min_valid=0.1),
+    )
     info = json.loads((out / "dataset.json").read_text())
     assert [b["name"] for b in info["bands"]] == ["B1", "B2", "B3"]  # alpha is not a band
     images, masks, windows = load(out, "images"), load(out, "masks"), load(out, "windows")
@@ -462,16 +541,21 @@ def test_alpha_band_is_a_mask_and_masked_pixels_normalise_to_zero(tmp_path):
     assert edge_patches == 2
 
 
-@pytest.mark.parametrize(("dtype", "nodata", "stored"), [("int16", -1, -1), ("float32", None,
-                                                                                 "nan")])
+@pytest.mark.parametrize(
+    ("dtype", "nodata", "stored"), [("int16", -1, -1), ("float32", None, "nan")]
+)
 def test_internal_mask_stores_nodata_or_nan(tmp_path, dtype, nodata, stored):
     data = np.arange(2 * 30 * 30).reshape(2, 30, 30).astype(dtype) % 500 + 1
     mask = np.ones((30, 30), bool)
     mask[25:, :] = False
     scene = write_masked(tmp_path / "scene.tif", data, mask=mask, nodata=nodata)
     labels = write_raster(tmp_path / "labels.tif", np.ones((30, 30), np.uint8))
-    out = tile([scene], labels, tmp_path / "t",
-               options=TileOptions(patch_size=10, val=0.0, test=0.0, min_valid=0.1))
+    out = tile(
+        [scene],
+        labels,
+        tmp_path / "t",
+        options=TileOptions(patch_size=10, val=0.0, test=0.0, min_valid=0.1),
+    )
     images, windows = load(out, "images"), load(out, "windows")
     bottom = images[windows[:, 2] == 20][:, :, 5:, :]  # rows 25..29 are masked
     assert len(bottom) == 3
@@ -485,7 +569,7 @@ def test_internal_mask_stores_nodata_or_nan(tmp_path, dtype, nodata, stored):
 
 
 def test_masked_fill_reads_the_centre_or_else_the_whole_scene(tmp_path):
-    from scratchsat.raster import masked_fill
+    from scratchsat.geo.raster import masked_fill
 
     data = np.full((2, 40, 40), 10, np.uint16)
     data[:, :, 20:] = 30  # the right half is brighter

@@ -12,7 +12,6 @@ import torch
 from safetensors.torch import load_file
 
 from scratchsat.bundle import load_bundle
-from scratchsat.dataset import PatchDataset
 from scratchsat.errors import (
     BundleError,
     DatasetError,
@@ -21,16 +20,19 @@ from scratchsat.errors import (
     OutputExistsError,
     TrainingInterrupted,
 )
-from scratchsat.optim import class_weights, lr_factor
-from scratchsat.training import TrainConfig, train
+from scratchsat.training.data import PatchDataset
+from scratchsat.training.loop import TrainConfig, train
+from scratchsat.training.optim import class_weights, lr_factor
 
-FAST = TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3)
+FAST = TrainConfig.of(epochs=8, batch_size=8, width=8, lr=3e-3)
 
 
 def val_columns(run) -> list[dict]:
     with open(run / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k.startswith(("val_", "train_loss"))}
-                for row in csv.DictReader(f)]
+        return [
+            {k: v for k, v in row.items() if k.startswith(("val_", "train_loss"))}
+            for row in csv.DictReader(f)
+        ]
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +56,16 @@ def test_a_small_unet_learns_the_synthetic_classes(trained, seg_tiles):
 
 def test_the_run_folder_holds_bundle_metrics_report_and_pictures(trained, seg_tiles):
     run, report = trained
-    for name in ("model.json", "model.safetensors", "last.safetensors", "checkpoint.pt",
-                 "metrics.csv", "report.json", "curves.png", "confusion.png"):
+    for name in (
+        "model.json",
+        "model.safetensors",
+        "last.safetensors",
+        "checkpoint.pt",
+        "metrics.csv",
+        "report.json",
+        "curves.png",
+        "confusion.png",
+    ):
         assert (run / name).stat().st_size > 0, name
     assert not list(run.glob(".*part"))
     meta = json.loads((run / "model.json").read_text())
@@ -105,25 +115,26 @@ def test_bundle_errors(tmp_path, trained):
 
 
 def test_same_seed_same_metrics_on_cpu(seg_tiles, tmp_path):
-    config = TrainConfig(epochs=2, batch_size=8, width=8, aug="geo")
+    config = TrainConfig.of(epochs=2, batch_size=8, width=8, aug="geo")
     train(seg_tiles, tmp_path / "a", config)
     train(seg_tiles, tmp_path / "b", config)
-    train(seg_tiles, tmp_path / "c", TrainConfig(**{**config.__dict__, "seed": 1}))
+    train(seg_tiles, tmp_path / "c", TrainConfig.of(**{**config.__dict__, "seed": 1}))
     assert val_columns(tmp_path / "a") == val_columns(tmp_path / "b")
     assert val_columns(tmp_path / "a") != val_columns(tmp_path / "c")
 
 
 @pytest.mark.parametrize("batch_augment", [False, True])  # True: raw batches, d4 per batch
-def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_same_schedule(seg_tiles, tmp_path,
-                                                                          batch_augment):
-    config = TrainConfig(epochs=3, batch_size=8, width=8, batch_augment=batch_augment)
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_same_schedule(
+    seg_tiles, tmp_path, batch_augment
+):
+    config = TrainConfig.of(epochs=3, batch_size=8, width=8, batch_augment=batch_augment)
     train(seg_tiles, tmp_path / "straight", config)
 
     def interrupt(done, total, epoch, **fields):
         if epoch == 2 and done == 5:
             raise KeyboardInterrupt
 
-    import scratchsat.training as train_module
+    import scratchsat.training.loop as train_module
 
     refresh = train_module.REFRESH_STEPS
     train_module.REFRESH_STEPS = 1  # call the progress callback at every step
@@ -141,17 +152,24 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues_the_same_schedule(seg_ti
 
 
 def test_a_diverging_loss_stops_with_a_clear_error(seg_tiles, tmp_path):
-    config = TrainConfig(epochs=2, batch_size=8, width=8, optimizer="sgd", lr=1e12,
-                         schedule="none", norm="none")
-    with pytest.raises(DivergedError, match=r"NaN or infinite at epoch 1, step \d+; the last "
-                                            r"good checkpoint \(none yet\)"):
+    config = TrainConfig.of(
+        epochs=2, batch_size=8, width=8, optimizer="sgd", lr=1e12, schedule="none", norm="none"
+    )
+    with pytest.raises(
+        DivergedError,
+        match=r"NaN or infinite at epoch 1, step \d+; the last "
+        r"good checkpoint \(none yet\)",
+    ):
         train(seg_tiles, tmp_path / "run", config)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_classification_tiles_train_a_classifier(cls_tiles, tmp_path):
-    report = train(cls_tiles, tmp_path / "run",
-                   TrainConfig(model="simple", epochs=5, batch_size=16, width=8))
+    report = train(
+        cls_tiles,
+        tmp_path / "run",
+        TrainConfig.of(model="simple", epochs=5, batch_size=16, width=8),
+    )
     labels = np.load(cls_tiles / "labels.npy")[PatchDataset(cls_tiles, "val").indices]
     majority = np.bincount(labels).max() / len(labels)
     assert report["metric"] == "macro_f1"
@@ -162,15 +180,23 @@ def test_classification_tiles_train_a_classifier(cls_tiles, tmp_path):
 
 @pytest.mark.parametrize("weighting", ["inverse", "sqrt-inverse"])
 def test_class_weighting_and_label_smoothing_train(seg_tiles, tmp_path, weighting):
-    config = TrainConfig(epochs=1, batch_size=8, width=8, class_weights=weighting,
-                         label_smoothing=0.1, schedule="cosine", optimizer="sgd", lr=0.05)
+    config = TrainConfig.of(
+        epochs=1,
+        batch_size=8,
+        width=8,
+        class_weights=weighting,
+        label_smoothing=0.1,
+        schedule="cosine",
+        optimizer="sgd",
+        lr=0.05,
+    )
     report = train(seg_tiles, tmp_path / "run", config)
     assert np.isfinite(report["val"]["loss"])
 
 
 def test_early_stopping(seg_tiles, tmp_path):
     """With a learning rate of ~0 nothing improves after epoch 1, so patience 1 stops at 2."""
-    config = TrainConfig(epochs=6, batch_size=8, width=8, lr=1e-12, schedule="none", patience=1)
+    config = TrainConfig.of(epochs=6, batch_size=8, width=8, lr=1e-12, schedule="none", patience=1)
     report = train(seg_tiles, tmp_path / "run", config)
     assert report["stopped_early"] and report["epochs_run"] == 2 and report["best_epoch"] == 1
 
@@ -180,23 +206,26 @@ def test_errors_name_the_problem_and_write_nothing(seg_tiles, tmp_path):
     with pytest.raises(DatasetError, match="does not exist; make one with `scratchsat tile"):
         train(tmp_path / "missing", out, FAST)
     with pytest.raises(InputError, match="unknown model 'vgg'; known models: simple, resnet18"):
-        train(seg_tiles, out, TrainConfig(model="vgg"))
-    with pytest.raises(InputError, match="resnet18 is a classification model but .* holds "
-                                         "segmentation tiles; choose one of unet"):
-        train(seg_tiles, out, TrainConfig(model="resnet18"))
+        train(seg_tiles, out, TrainConfig.of(model="vgg"))
+    with pytest.raises(
+        InputError,
+        match="resnet18 is a classification model but .* holds "
+        "segmentation tiles; choose one of unet",
+    ):
+        train(seg_tiles, out, TrainConfig.of(model="resnet18"))
     with pytest.raises(InputError, match="unknown optimizer 'adam'; choose one of adamw, sgd"):
-        train(seg_tiles, out, TrainConfig(optimizer="adam"))
+        train(seg_tiles, out, TrainConfig.of(optimizer="adam"))
     with pytest.raises(InputError, match="unknown schedule 'step'; choose one of onecycle"):
-        train(seg_tiles, out, TrainConfig(schedule="step"))
+        train(seg_tiles, out, TrainConfig.of(schedule="step"))
     with pytest.raises(InputError, match="unknown augmentation 'rgb'"):
-        train(seg_tiles, out, TrainConfig(aug="rgb"))
+        train(seg_tiles, out, TrainConfig.of(aug="rgb"))
     with pytest.raises(InputError, match="--epochs and --batch-size must be at least 1"):
-        train(seg_tiles, out, TrainConfig(epochs=0))
+        train(seg_tiles, out, TrainConfig.of(epochs=0))
     with pytest.raises(InputError, match="unknown device 'tpu'"):
-        train(seg_tiles, out, TrainConfig(device="tpu"))
+        train(seg_tiles, out, TrainConfig.of(device="tpu"))
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="PyTorch sees no CUDA GPU"):
-            train(seg_tiles, out, TrainConfig(device="cuda"))
+            train(seg_tiles, out, TrainConfig.of(device="cuda"))
     with pytest.raises(InputError, match="nothing to resume: .*checkpoint.pt does not exist"):
         train(seg_tiles, out, resume=True)
     assert not out.exists()
@@ -206,17 +235,21 @@ def test_tiles_without_validation_patches_are_refused(tmp_path):
     from scratchsat import TileOptions, tile, write_scene
 
     scene = write_scene(tmp_path / "s.tif", tmp_path / "l.tif", width=64, height=64, count=3)
-    tiles = tile([scene.path], scene.labels_path, tmp_path / "tiles",
-                 options=TileOptions(patch_size=32))
-    with pytest.raises(DatasetError, match=r"has no validation patches \(train 4, val 0, test 0\)"
-                                           "; tile again with a larger --val"):
+    tiles = tile(
+        [scene.path], scene.labels_path, tmp_path / "tiles", options=TileOptions(patch_size=32)
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"has no validation patches \(train 4, val 0, test 0\)"
+        "; tile again with a larger --val",
+    ):
         train(tiles, tmp_path / "run", FAST)
 
 
 def test_resume_refuses_changed_tiles(seg_tiles, tmp_path):
     tiles = tmp_path / "tiles"
     shutil.copytree(seg_tiles, tiles)
-    train(tiles, tmp_path / "run", TrainConfig(epochs=2, batch_size=8, width=8))
+    train(tiles, tmp_path / "run", TrainConfig.of(epochs=2, batch_size=8, width=8))
     images = np.load(tiles / "images.npy", mmap_mode="r+")
     images[0, 0, 0, 0] += 1
     images.flush()
@@ -231,7 +264,7 @@ def test_existing_runs_need_overwrite(trained, seg_tiles, tmp_path):
     with pytest.raises(OutputExistsError, match="already holds a training run .*pass --overwrite"):
         train(seg_tiles, out, FAST)
     (out / "notes.txt").write_text("mine")
-    train(seg_tiles, out, TrainConfig(epochs=1, batch_size=8, width=8), overwrite=True)
+    train(seg_tiles, out, TrainConfig.of(epochs=1, batch_size=8, width=8), overwrite=True)
     assert len(val_columns(out)) == 1 and (out / "notes.txt").read_text() == "mine"
 
 
@@ -241,15 +274,14 @@ def test_schedules_and_class_weights():
     assert lr_factor("onecycle", 100, 100) == pytest.approx(1 / 25e4)
     assert lr_factor("cosine", 50, 100) < 1 and lr_factor("cosine", 5, 100) == pytest.approx(1.0)
     assert lr_factor("none", 77, 100) == 1.0
-    np.testing.assert_allclose(class_weights(np.array([100, 300, 0]), "inverse"),
-                               [1.5, 0.5, 0.0])
+    np.testing.assert_allclose(class_weights(np.array([100, 300, 0]), "inverse"), [1.5, 0.5, 0.0])
     weights = class_weights(np.array([100, 400]), "sqrt-inverse")
     np.testing.assert_allclose(weights[0] / weights[1], 2.0)
     assert class_weights(np.array([1, 2]), "none") is None
 
 
 def test_ctrl_c_during_validation_resumes_from_the_epochs_start(seg_tiles, tmp_path, monkeypatch):
-    import scratchsat.training as training
+    import scratchsat.training.loop as training
 
     real = training.evaluate
     calls = []
@@ -261,7 +293,7 @@ def test_ctrl_c_during_validation_resumes_from_the_epochs_start(seg_tiles, tmp_p
         return real(run, split)
 
     monkeypatch.setattr(training, "evaluate", interrupted)
-    config = TrainConfig(epochs=3, batch_size=8, width=8)
+    config = TrainConfig.of(epochs=3, batch_size=8, width=8)
     with pytest.raises(TrainingInterrupted, match="epoch 2, step 0"):
         train(seg_tiles, tmp_path / "run", config)
     monkeypatch.setattr(training, "evaluate", real)

@@ -45,12 +45,13 @@ SIZES = {  # quick: under 2 minutes on a 2-core CPU
 
 
 def hardware(device: str) -> dict:
-    import albumentations
+    from importlib.metadata import version
+
     import numpy
     import rasterio
     import torch
 
-    from .. import __version__
+    from .._version import __version__
     from ..device import pick_device
 
     cpu = platform.processor() or platform.machine()
@@ -73,7 +74,7 @@ def hardware(device: str) -> dict:
             "rasterio": rasterio.__version__,
             "gdal": rasterio.__gdal_version__,
             "numpy": numpy.__version__,
-            "albumentations": albumentations.__version__,
+            "albumentations": version("albumentations"),  # not imported: augment owns it
         },
     }
 
@@ -92,7 +93,7 @@ def run_benchmarks(
     the table). With ``tile_scene``, tile is also measured on that file (one constant class as
     labels). Load and predict read the synthetic tile benchmark's output, so it always runs."""
     size = SIZES["quick" if quick else "full"]
-    result = {"hardware": hardware(device), "quick": quick}
+    result: dict = {"hardware": hardware(device), "quick": quick}
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         log("tile: writing a synthetic 13-band scene and tiling it")
@@ -119,8 +120,8 @@ def run_benchmarks(
 
 def train_figures(tmp: Path, size: dict, device: str, chosen: str, log) -> list[dict]:
     """ResNet-18 (classification, 64 px) and U-Net (segmentation) on synthetic tiles."""
-    from ..synth import write_scene
-    from ..tiling import TileOptions, tile
+    from ..extras.synth import write_scene
+    from ..tiles.tiling import TileOptions, tile
 
     scene = write_scene(
         tmp / "t.tif",

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from ..batch import d4_batch, host_batch, normalise_batch
-from ..dataset import EpochSampler, PatchDataset, read_tiles
+from ..tiles.format import read_tiles
+from ..training.batch import d4_batch, host_batch, normalise_batch
+from ..training.data import EpochSampler, PatchDataset
 
 
 class RawSlices(Dataset):
@@ -41,8 +42,8 @@ def rate(
 ) -> float:
     """Patches/s over ``passes`` epochs (after one warm-up epoch) through a DataLoader; with
     ``batched``, the dataset is asked for whole batches (as training does for raw patches)."""
-    sampler = EpochSampler(len(dataset), seed=0)
-    common = {"num_workers": workers, "persistent_workers": workers > 0}
+    sampler = EpochSampler(len(dataset), seed=0)  # type: ignore[arg-type]
+    common: dict = {"num_workers": workers, "persistent_workers": workers > 0}
     if batched:
         batches = BatchSampler(sampler, batch_size, drop_last=False)
         loader = DataLoader(dataset, sampler=batches, batch_size=None, **common)

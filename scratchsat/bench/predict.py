@@ -13,11 +13,12 @@ import rasterio
 import torch
 
 from ..device import pick_device
+from ..geo.raster import band_names, reads_mask_band
+from ..geo.windows import window_stride
 from ..models import ModelConfig, build_model
-from ..prediction import DriftWarning, PredictOptions, Predictor, SceneReader, predict_scene
-from ..raster import band_names, reads_mask_band
-from ..windows import window_stride
-from ..writers import Outputs
+from ..prediction.engine import DriftWarning, Predictor, SceneReader, predict_scene
+from ..prediction.options import PredictOptions
+from ..prediction.writers import Outputs
 from .train import synchronize
 
 

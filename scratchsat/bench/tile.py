@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from ..raster import GDAL_ENV, geotiff_profile, open_raster
-from ..synth import write_scene
-from ..tiling import TileOptions, tile
+from ..extras.synth import write_scene
+from ..geo.raster import GDAL_ENV, geotiff_profile, open_raster
+from ..tiles.tiling import TileOptions, tile
 
 
 def describe(path: Path) -> dict:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ..device import autocast
-from ..run import TrainConfig, setup
-from ..training import train_one_epoch
+from ..training.loop import train_one_epoch
+from ..training.setup import TrainConfig, setup
 
 
 def synchronize(device: torch.device) -> None:
@@ -78,7 +78,7 @@ def bench_train(
 ) -> dict:
     """End-to-end samples/s (mean of ``epochs`` after a warm-up epoch) vs model-only vs the
     classic loop, for ``model`` on the tiles' patches."""
-    config = TrainConfig(
+    config = TrainConfig.of(
         model=model,
         batch_size=batch_size,
         epochs=epochs + 1,

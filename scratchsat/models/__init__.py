@@ -6,57 +6,96 @@ rebuilds its network without the training settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, fields, replace
 
 from torch import nn
 
 from ..errors import InputError
+from ..settings import SETTINGS, ModelSettings
 from .layers import ACTIVATIONS, INITS, NORMS, check_choice, init_weights
 from .resnet import DEPTHS, ResNetUNet, build_resnet
 from .simple import SimpleCNN
 from .unet import UNet
 
 TASKS = ("segmentation", "classification")
-MODELS = {
-    "simple": "classification",
-    "resnet18": "classification",
-    "resnet34": "classification",
-    "resnet50": "classification",
-    "unet": "segmentation",
-    "resnet18-unet": "segmentation",
-    "resnet34-unet": "segmentation",
-    "resnet50-unet": "segmentation",
-}
 DEFAULT_MODEL = {"segmentation": "unet", "classification": "resnet18"}
-FACTORIES: dict[str, Callable[[ModelConfig], nn.Module]] = {}  # models added by register_model
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a network (weights aside)."""
+    """Everything needed to rebuild a network (weights aside). Settings read as attributes
+    too (``config.width``); ``model.json`` stores them flat beside the other fields."""
 
     name: str
     in_channels: int
     num_classes: int
     task: str = "segmentation"
-    width: int = 32  # simple, unet: channels of the first block
-    depth: int | None = None  # simple: blocks (default 3); unet: poolings (default 4)
-    activation: str = "relu"
-    norm: str = "batch"
-    init: str = "kaiming"
     small_stem: bool = True  # resnets: 3×3 stride-1 stem, no max-pool (for 32–64 px patches)
+    settings: ModelSettings = ModelSettings()
+
+    def __getattr__(self, name: str):
+        if name in SETTINGS:
+            return getattr(self.settings, name)
+        raise AttributeError(f"ModelConfig has no attribute {name!r}")
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        in_channels: int,
+        num_classes: int,
+        task: str = "segmentation",
+        small_stem: bool = True,
+        **settings,
+    ) -> ModelConfig:
+        """A config from flat keyword settings (``width=8, norm="group"``)."""
+        unknown = sorted(set(settings) - set(SETTINGS))
+        if unknown:
+            raise InputError(
+                f"unknown model setting {unknown[0]!r}; known settings: {', '.join(SETTINGS)}"
+            )
+        return cls(name, in_channels, num_classes, task, small_stem, ModelSettings(**settings))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
+        return {**flat, **asdict(self.settings)}
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        return cls(**data)
+        return cls.of(**data)
 
 
-def register_model(name: str, task: str, factory: Callable[[ModelConfig], nn.Module]) -> None:
-    """Make your own network trainable and loadable by name.
+_generated_init = ModelConfig.__init__
+
+
+def _init(self: ModelConfig, *args, **kwargs) -> None:
+    """The dataclass's __init__, also taking settings flat (``ModelConfig("unet", 13, 7,
+    width=8)``), as the Python API always has."""
+    flat = {name: kwargs.pop(name) for name in SETTINGS if name in kwargs}
+    if flat:
+        kwargs["settings"] = replace(kwargs.get("settings", ModelSettings()), **flat)
+    _generated_init(self, *args, **kwargs)
+
+
+ModelConfig.__init__ = _init  # type: ignore[method-assign]
+
+
+@dataclass(frozen=True)
+class Registered:
+    task: str
+    factory: Callable[[ModelConfig], nn.Module]
+    builtin: bool = False
+
+
+REGISTRY: dict[str, Registered] = {}  # built-in models and yours, found the same way
+
+
+def register_model(
+    name: str, task: str, factory: Callable[[ModelConfig], nn.Module], *, builtin: bool = False
+) -> None:
+    """Make your own network trainable and loadable by name (the built-ins are registered
+    the same way, below).
 
     ``factory(config)`` gets the :class:`ModelConfig` (``in_channels``, ``num_classes``,
     ``width``, ``depth``, …) and returns a module mapping (N, C, H, W) to (N, K, H, W) logits
@@ -64,14 +103,41 @@ def register_model(name: str, task: str, factory: Callable[[ModelConfig], nn.Mod
     so the process that loads it must register the same name first.
     """
     check_choice("task", task, TASKS)
-    if name in MODELS and name not in FACTORIES:
+    if name in REGISTRY and REGISTRY[name].builtin and not builtin:
         raise InputError(f"{name!r} is a built-in model; register yours under another name")
-    MODELS[name] = task
-    FACTORIES[name] = factory
+    REGISTRY[name] = Registered(task, factory, builtin)
+
+
+class _Tasks(Mapping[str, str]):
+    """Model name → task, a read-only view of the registry."""
+
+    def __getitem__(self, name: str) -> str:
+        return REGISTRY[name].task
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTRY)
+
+    def __len__(self) -> int:
+        return len(REGISTRY)
+
+
+MODELS: Mapping[str, str] = _Tasks()
 
 
 def models_for(task: str) -> list[str]:
-    return [name for name, kind in MODELS.items() if kind == task]
+    return [name for name, entry in REGISTRY.items() if entry.task == task]
+
+
+def model_task(name: str) -> str | None:
+    """The task of a registered model (None for ``auto`` or an unknown name)."""
+    entry = REGISTRY.get(name)
+    return entry.task if entry else None
+
+
+def check_name(name: str) -> None:
+    """An unknown model name, refused before anything is read."""
+    if name != "auto" and name not in REGISTRY:
+        raise InputError(f"unknown model {name!r}; known models: {', '.join(REGISTRY)}")
 
 
 def check_config(config: ModelConfig) -> ModelConfig:
@@ -79,19 +145,26 @@ def check_config(config: ModelConfig) -> ModelConfig:
     check_choice("task", config.task, TASKS)
     if config.name == "auto":
         config = replace(config, name=DEFAULT_MODEL[config.task])
-    if config.name not in MODELS:
-        raise InputError(f"unknown model {config.name!r}; known models: {', '.join(MODELS)}")
-    if MODELS[config.name] != config.task:
+    check_name(config.name)
+    if REGISTRY[config.name].task != config.task:
         raise InputError(
-            f"{config.name} is a {MODELS[config.name]} model but the task is {config.task}; "
-            f"choose one of {', '.join(models_for(config.task))}"
+            f"{config.name} is a {REGISTRY[config.name].task} model but the task is "
+            f"{config.task}; choose one of {', '.join(models_for(config.task))}"
         )
-    check_choice("activation", config.activation, ACTIVATIONS)
-    check_choice("normalisation", config.norm, NORMS)
-    check_choice("init", config.init, INITS)
-    if config.in_channels < 1 or config.num_classes < 1 or config.width < 1:
+    if config.in_channels < 1 or config.num_classes < 1 or config.settings.width < 1:
         raise InputError("in_channels, num_classes and width must be at least 1")
+    check_settings(config.settings)
     return config
+
+
+def check_settings(settings: ModelSettings) -> None:
+    check_choice("activation", settings.activation, ACTIVATIONS)
+    check_choice("normalisation", settings.norm, NORMS)
+    check_choice("init", settings.init, INITS)
+    if settings.width < 1 or (settings.depth is not None and settings.depth < 1):
+        raise InputError(
+            f"--width and --depth must be at least 1, not {settings.width} and {settings.depth}"
+        )
 
 
 def build_model(
@@ -110,40 +183,53 @@ def build_model(
     else:
         if in_channels is None or num_classes is None:
             raise InputError("build_model needs in_channels and num_classes")
-        config = ModelConfig(name, in_channels, num_classes, task, **options)
+        config = ModelConfig.of(name, in_channels, num_classes, task, **options)
     config = check_config(config)
-    c = config
-    if c.name in FACTORIES:
-        model: nn.Module = FACTORIES[c.name](c)
-    elif c.name == "simple":
-        model = SimpleCNN(
-            c.in_channels, c.num_classes, c.width, c.depth or 3, c.activation, c.norm
-        )
-    elif c.name == "unet":
-        model = UNet(c.in_channels, c.num_classes, c.width, c.depth or 4, c.activation, c.norm)
-    elif c.name.endswith("-unet"):
-        model = ResNetUNet(
-            c.name.removesuffix("-unet"),
-            c.in_channels,
-            c.num_classes,
-            c.small_stem,
-            c.norm,
-            c.activation,
-        )
-    else:
-        model = build_resnet(
-            c.name, c.in_channels, c.num_classes, c.small_stem, c.norm, c.activation
-        )
-    init_weights(model, c.init)
+    model = REGISTRY[config.name].factory(config)
+    init_weights(model, config.settings.init)
     return model
+
+
+def _simple(c: ModelConfig) -> nn.Module:
+    s = c.settings
+    return SimpleCNN(c.in_channels, c.num_classes, s.width, s.depth or 3, s.activation, s.norm)
+
+
+def _unet(c: ModelConfig) -> nn.Module:
+    s = c.settings
+    return UNet(c.in_channels, c.num_classes, s.width, s.depth or 4, s.activation, s.norm)
+
+
+def _resnet(c: ModelConfig) -> nn.Module:
+    s = c.settings
+    return build_resnet(c.name, c.in_channels, c.num_classes, c.small_stem, s.norm, s.activation)
+
+
+def _resnet_unet(c: ModelConfig) -> nn.Module:
+    s = c.settings
+    encoder = c.name.removesuffix("-unet")
+    return ResNetUNet(encoder, c.in_channels, c.num_classes, c.small_stem, s.norm, s.activation)
+
+
+register_model("simple", "classification", _simple, builtin=True)
+for _name in DEPTHS:
+    register_model(_name, "classification", _resnet, builtin=True)
+register_model("unet", "segmentation", _unet, builtin=True)
+for _name in DEPTHS:
+    register_model(f"{_name}-unet", "segmentation", _resnet_unet, builtin=True)
 
 
 __all__ = [
     "DEPTHS",
     "MODELS",
+    "REGISTRY",
+    "SETTINGS",
     "ModelConfig",
+    "ModelSettings",
     "build_model",
     "check_config",
+    "check_name",
+    "model_task",
     "models_for",
     "register_model",
 ]

@@ -1,0 +1,135 @@
+"""``scratchsat info``: what a raster, a tiles folder or a model bundle holds, as a dict."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+from ..geo.classmap import read_classes_tag
+from ..geo.raster import (
+    band_names,
+    data_bands,
+    open_raster,
+    read_shrunk_valid,
+    reads_mask_band,
+)
+from ..tiles.format import read_dataset_json
+
+SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """Describe ``path``: a tiles folder (has dataset.json), a model bundle (a run folder or a
+    model.json) or a raster; ``kind`` says which."""
+    path = Path(path)
+    if path.is_dir() and (path / "dataset.json").exists():
+        return describe_tiles(path)
+    if (path.is_dir() and (path / "model.json").exists()) or path.suffix == ".json":
+        return describe_bundle(path)
+    if path.is_dir():
+        raise InputError(
+            f"{path} is a folder without dataset.json or model.json; pass a raster, a tiles "
+            "folder from `scratchsat tile` or a run folder from `scratchsat train`"
+        )
+    return describe_raster(path)
+
+
+def describe_raster(path: Path) -> dict:
+    """Size, bands, dtype, nodata, CRS, resolution, bounds and per-band statistics of valid
+    pixels (from a read shrunk to at most SAMPLE_SIDE pixels a side, so approximate)."""
+    with open_raster(path) as src:
+        indexes = data_bands(src)  # alpha bands are the others' mask, not data
+        data, valid, scale = read_shrunk_valid(src, indexes, SAMPLE_SIDE)
+        names = band_names(src)
+        bands = []
+        for index, band in zip(indexes, data, strict=True):
+            values = band[valid].astype(np.float64)
+            stats = (
+                {
+                    "min": values.min(),
+                    "max": values.max(),
+                    "mean": values.mean(),
+                    "std": values.std(),
+                }
+                if values.size
+                else {}
+            )
+            figures = {k: float(v) for k, v in stats.items()}
+            bands.append({"index": index, "name": names[index - 1], **figures})
+        return {
+            "kind": "raster",
+            "path": str(path),
+            "driver": src.driver,
+            "width": src.width,
+            "height": src.height,
+            "count": src.count,
+            "dtype": src.dtypes[0],
+            "nodata": src.nodata,
+            "crs": src.crs.to_string() if src.crs else None,
+            "resolution": list(src.res),
+            "bounds": list(src.bounds),
+            "valid_fraction": float(valid.mean()),
+            "alpha_bands": [i for i in range(1, src.count + 1) if i not in indexes],
+            "mask_band": reads_mask_band(src, indexes),
+            "statistics": f"valid pixels of a read shrunk by {scale:.3g}"
+            if scale > 1
+            else "valid pixels, all",
+            "bands": bands,
+            "classes": read_classes_tag(src.tags()),
+        }
+
+
+def describe_tiles(folder: Path) -> dict:
+    info = read_dataset_json(folder)
+    return {
+        "kind": "tiles",
+        "path": str(folder),
+        "task": info["task"],
+        "patch_size": info["patch_size"],
+        "patches": info["patches"],
+        "splits": info["splits"],
+        "dtype": info["dtype"],
+        "nodata": info["nodata"],
+        "bands": info["bands"],
+        "classes": [
+            {k: c[k] for k in ("code", "name", "pixels", "patches")} for c in info["classes"]
+        ],
+        "skipped": info["skipped"],
+        "sources": [s["path"] for s in info["sources"]],
+    }
+
+
+def describe_bundle(path: Path) -> dict:
+    from ..bundle import load_bundle
+
+    bundle = load_bundle(path)
+    meta = bundle.meta
+    report_path = bundle.path.with_name("report.json")
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    scores = {}
+    for split in ("val", "test"):
+        if report and report.get(split):
+            scores[split] = {
+                k: report[split][k] for k in ("overall_accuracy", "mean_iou", "macro_f1")
+            }
+    return {
+        "kind": "model",
+        "path": str(bundle.path),
+        "model": meta["model"],
+        "parameters": sum(p.numel() for p in bundle.model.parameters()),
+        "task": meta["task"],
+        "patch_size": meta["patch_size"],
+        "bands": [{k: b[k] for k in ("name", "mean", "std")} for b in meta["bands"]],
+        "dtype": meta["dtype"],
+        "nodata": meta["nodata"],
+        "classes": meta["classes"],
+        "epoch": meta.get("epoch"),
+        "validation": meta.get("metrics"),
+        "scores": scores,
+        "training": meta.get("training"),
+        "scratchsat_version": meta.get("scratchsat_version"),
+    }

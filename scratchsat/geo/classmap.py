@@ -1,0 +1,117 @@
+"""Class maps GIS tools read with a legend: colour table, class names and sidecar styles.
+
+GeoTIFF has no place for class names, so they go where the tools look: a GDAL PAM sidecar
+(``.aux.xml``: category names and a raster attribute table, read by GDAL and QGIS ≥ 3.30), a
+QGIS style (``.qml``, loaded by QGIS as the layer's default style) and the file's own
+``CLASSES`` metadata tag (JSON), which ``scratchsat evaluate`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+from ..errors import InputError
+
+
+def class_dtype_and_nodata(codes: Sequence[int]) -> tuple[str, int]:
+    """The class map's dtype and a nodata value that is not a class code: uint8 with 255
+    (else 0) where the codes fit, else uint16 with 65535 (else 0, else the largest free
+    value). Codes outside 0..65535 are refused (``tile`` refuses them first)."""
+    used = {int(c) for c in codes}
+    if min(used) < 0 or max(used) > 65535:
+        raise InputError(
+            f"class code {min(used) if min(used) < 0 else max(used)} does not fit a class "
+            "map (0..65535); tile the labels again with codes in that range"
+        )
+    for dtype, top in (("uint8", 255), ("uint16", 65535)):
+        if max(used) <= top:
+            for nodata in (top, 0):
+                if nodata not in used:
+                    return dtype, nodata
+    free = max(set(range(65535 - len(used), 65536)) - used)  # ≤ 255 codes: one is free
+    return "uint16", free
+
+
+def rgba(colour: str) -> tuple[int, int, int, int]:
+    colour = colour.lstrip("#")
+    return (int(colour[0:2], 16), int(colour[2:4], 16), int(colour[4:6], 16), 255)
+
+
+def colormap(classes: Sequence[dict]) -> dict[int, tuple[int, int, int, int]]:
+    return {int(c["code"]): rgba(c["colour"]) for c in classes}
+
+
+def classes_tag(classes: Sequence[dict]) -> str:
+    return json.dumps(
+        [{"code": c["code"], "name": c["name"], "colour": c["colour"]} for c in classes]
+    )
+
+
+def read_classes_tag(tags: dict) -> list[dict] | None:
+    text = tags.get("CLASSES")
+    return json.loads(text) if text else None
+
+
+def aux_xml(classes: Sequence[dict], nodata: int) -> str:
+    """GDAL PAM for band 1: category names (indexed by value) and a thematic attribute table."""
+    top = max(int(c["code"]) for c in classes)
+    names = {int(c["code"]): c["name"] for c in classes}
+    categories = "".join(
+        f"        <Category>{escape(names.get(v, ''))}</Category>\n" for v in range(top + 1)
+    )
+    rows = "".join(
+        f'        <Row index="{i}"><F>{c["code"]}</F><F>{escape(c["name"])}</F>'
+        f"<F>{r}</F><F>{g}</F><F>{b}</F></Row>\n"
+        for i, c in enumerate(classes)
+        for r, g, b, _ in [rgba(c["colour"])]
+    )
+    fields = [("Value", 0, 5), ("Class_Name", 2, 2), ("Red", 0, 6), ("Green", 0, 7), ("Blue", 0, 8)]
+    columns = "".join(
+        f'        <FieldDefn index="{i}"><Name>{n}</Name><Type>{t}</Type><Usage>{u}</Usage>'
+        "</FieldDefn>\n"
+        for i, (n, t, u) in enumerate(fields)
+    )
+    return (
+        '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+        f"    <NoDataValue>{nodata}</NoDataValue>\n"
+        f"    <CategoryNames>\n{categories}    </CategoryNames>\n"
+        '    <GDALRasterAttributeTable tableType="thematic">\n'
+        f"{columns}{rows}    </GDALRasterAttributeTable>\n"
+        "  </PAMRasterBand>\n</PAMDataset>\n"
+    )
+
+
+def qgis_style(classes: Sequence[dict]) -> str:
+    """A QGIS paletted-renderer style with one legend entry per class."""
+    entries = "".join(
+        f'        <paletteEntry value="{c["code"]}" color="{c["colour"]}" alpha="255" '
+        f"label={quoteattr(str(c['name']))}/>\n"
+        for c in classes
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28" styleCategories="Symbology">\n  <pipe>\n'
+        '    <rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1">\n'
+        f"      <colorPalette>\n{entries}      </colorPalette>\n"
+        "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+    )
+
+
+def sidecars(path: Path) -> dict[str, Path]:
+    """Where the sidecars of ``path`` live."""
+    return {"aux": path.with_name(path.name + ".aux.xml"), "qml": path.with_suffix(".qml")}
+
+
+def sidecar_texts(classes: Sequence[dict], nodata: int) -> dict[str, str]:
+    """The ``.aux.xml`` and ``.qml`` of a class map, keyed as in :func:`sidecars`."""
+    return {"aux": aux_xml(classes, nodata), "qml": qgis_style(classes)}
+
+
+def codes_lookup(classes: Sequence[dict], dtype: str) -> np.ndarray:
+    """Class id → code, as an array indexable by ids."""
+    return np.array([int(c["code"]) for c in classes], dtype=dtype)

@@ -1,0 +1,372 @@
+"""Predict a scene to a class-map GeoTIFF on its exact grid (``scratchsat predict``).
+
+Segmentation: windows of ``patch_size`` slide over the scene with ``overlap``; edge windows
+shift inward so every pixel is covered. Each window's class probabilities are weighted by a
+smooth bump (:func:`windows.blend_weight`) and summed on the device into a band of rows as high
+as one window; rows no later window can touch are divided by their summed weight, turned into
+class codes and handed to a writer. Memory is therefore one band of rows, whatever the
+scene's height. A reader thread fetches the next band of rows while the model runs, and a
+writer thread compresses and writes finished rows, so reading, inference and writing overlap.
+
+Classification: one output cell per window; cells are ``stride`` pixels wide and each window is
+centred on its cell, so the cell grid is the scene's grid scaled by the stride.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+
+from ..device import autocast, autocast_dtype
+from ..errors import BandError
+from ..geo.raster import (
+    GDAL_ENV,
+    data_bands,
+    open_raster,
+    read_valid,
+    reads_mask_band,
+)
+from ..geo.windows import blend_weight, cover_offsets, window_stride
+from ..models.inputs import standardise
+from .options import DEFAULTS, PredictOptions
+from .writers import ClassMapSink, Outputs
+
+Progress = Callable[..., None]
+
+
+class DriftWarning(UserWarning):
+    """A scene's dtype or band statistics differ from the training data's."""
+
+
+class Predictor:
+    """A loaded model with its band contract: normalises on the device and returns
+    class probabilities per window."""
+
+    def __init__(
+        self, model: torch.nn.Module, meta: dict, device: torch.device, amp: bool | None = None
+    ) -> None:
+        self.model, self.meta, self.device = model.to(device).eval(), meta, device
+        self.task = meta["task"]
+        self.classes = meta["classes"]
+        bands = meta["bands"]
+        self.mean = torch.tensor([b["mean"] for b in bands], device=device)  # (C,)
+        self.std = torch.tensor([max(b["std"], 1e-6) for b in bands], device=device)
+        self.amp_dtype = autocast_dtype(device, amp)
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def normalise(self, raw: np.ndarray, valid: np.ndarray) -> torch.Tensor:
+        """(C, H, W) raw values → float32 ``(x - mean) / std`` on the device, 0 where invalid."""
+        x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(self.device)
+        invalid = ~torch.from_numpy(valid).to(self.device)
+        return standardise(x, self.mean, self.std, invalid)
+
+    @torch.no_grad()
+    def probabilities(self, windows: torch.Tensor) -> torch.Tensor:
+        """(N, C, P, P) normalised → (N, K, P, P) or (N, K) float32 softmax probabilities."""
+        if self.channels_last:
+            windows = windows.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.model(windows)
+        return torch.softmax(logits.float(), dim=1)
+
+
+class BandOrderWarning(UserWarning):
+    """A scene's bands were taken in file order because they, or the model's, have no names."""
+
+
+def scene_indexes(path: Path, src, meta: dict, warn: bool = True) -> list[int]:
+    """The scene's bands (1-based indexes) in the model's order.
+
+    Where every data band of the scene has a description and the model's bands have names,
+    bands are matched by name, whatever their order and count (a trained name missing or
+    described twice is a BandError that shows both orders). Otherwise the data bands (alpha
+    bands are masks) are taken in file order when the counts agree, with a
+    :class:`BandOrderWarning`; a scene whose described bands are the model's generic names in
+    another order is refused, as order and names then disagree.
+    """
+    trained = [b["name"] for b in meta["bands"]]
+    usable = data_bands(src)
+    described = [src.descriptions[i - 1] for i in usable]
+    generic = meta.get("band_names") == "numbers" or (  # bundles before the key: by the names
+        "band_names" not in meta and trained == [f"B{i}" for i in range(1, len(trained) + 1)]
+    )
+    if all(described) and not generic:
+        return _match_names(path, trained, [str(d) for d in described], usable)
+    if all(described) and set(described) == set(trained) and described != trained:
+        raise BandError(
+            f"{path} describes its bands as {', '.join(map(str, described))}, but the model "
+            f"was trained on bands without names, taken in file order ({', '.join(trained)}); "
+            "write the scene with its bands in the training scene's order and without "
+            "descriptions, or retrain on described bands"
+        )
+    if len(usable) == len(trained):
+        if warn:
+            why = (
+                "the scene's bands have no descriptions"
+                if not all(described)
+                else ("the model's bands have no names (its training scene had no descriptions)")
+            )
+            warnings.warn(
+                f"{path}: {why}, so its {len(usable)} bands were taken in file order as "
+                f"{_shown(trained)}; make sure the order is the training scene's",
+                BandOrderWarning,
+                stacklevel=2,
+            )
+        return usable
+    alpha = f" (and {src.count - len(usable)} alpha)" if len(usable) < src.count else ""
+    raise BandError(
+        f"{path} has {len(usable)} bands{alpha} but the model was trained on {len(trained)} "
+        f"({_shown(trained)}); pass a {len(trained)}-band scene with the same bands in the "
+        "same order, or describe the scene's bands with the trained names"
+    )
+
+
+def _match_names(
+    path: Path, trained: Sequence[str], described: Sequence[str], usable: Sequence[int]
+) -> list[int]:
+    missing = [n for n in trained if n not in described]
+    twice = sorted({n for n in trained if described.count(n) > 1})
+    if missing or twice:
+        problem = (
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing"
+            if missing
+            else f"{', '.join(twice)} {'is' if len(twice) == 1 else 'are'} described twice"
+        )
+        raise BandError(
+            f"{path}: the model's band {problem}. The scene's bands, in file order: "
+            f"{', '.join(described)}; the model's: {', '.join(trained)}. Pass a scene that has "
+            "each trained band once (by its description), or fix the band descriptions"
+        )
+    return [usable[described.index(n)] for n in trained]
+
+
+def _shown(names: Sequence[str]) -> str:
+    return ", ".join(names) if len(names) <= 6 else f"{names[0]} … {names[-1]}"
+
+
+class Drift:
+    """Running per-band means of the valid pixels, compared with training at the end."""
+
+    def __init__(self, bands: int) -> None:
+        self.sums, self.count = np.zeros(bands), 0
+
+    def add(self, raw: np.ndarray, valid: np.ndarray) -> None:
+        if valid.any():
+            self.sums += raw[:, valid].sum(axis=1, dtype=np.float64)
+            self.count += int(valid.sum())
+
+    def check(self, path: Path, meta: dict) -> None:
+        if not self.count:
+            return
+        means = self.sums / self.count
+        off = [
+            f"{b['name']} {m:.4g} (trained {b['mean']:.4g} ± {b['std']:.3g})"
+            for b, m in zip(meta["bands"], means, strict=True)
+            if abs(m - b["mean"]) > 3 * max(b["std"], 1e-6)
+        ]
+        if off:
+            warnings.warn(
+                f"{path}: band means far from the training data's: {'; '.join(off)}. Check that "
+                "the scene is the same product, processing level and scaling as the training "
+                "scenes",
+                DriftWarning,
+                stacklevel=2,
+            )
+
+
+@dataclass
+class SceneReader:
+    """Reads padded row bands of a scene (out-of-scene pixels invalid), with validity."""
+
+    path: Path
+    indexes: list[int]
+    nodata: float | None
+    uses_mask: bool
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[SceneReader]:
+        with rasterio.Env(**GDAL_ENV), open_raster(self.path) as src:
+            self.src = src
+            yield self
+
+    def read(self, row: int, height: int, col: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """(C, height, width) raw values and (height, width) validity; padding is invalid."""
+        src = self.src
+        r0, r1 = max(row, 0), min(row + height, src.height)
+        c0, c1 = max(col, 0), min(col + width, src.width)
+        data = np.zeros((len(self.indexes), height, width), dtype=src.dtypes[0])
+        valid = np.zeros((height, width), dtype=bool)
+        if r1 > r0 and c1 > c0:
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            part, part_valid = read_valid(src, self.indexes, window, self.nodata, self.uses_mask)
+            data[:, r0 - row : r1 - row, c0 - col : c1 - col] = part
+            valid[r0 - row : r1 - row, c0 - col : c1 - col] = part_valid
+        return data, valid
+
+
+class Blender:
+    """Weighted sum of window probabilities over a band of rows on the device."""
+
+    def __init__(self, classes: int, size: int, width: int, device: torch.device) -> None:
+        self.acc = torch.zeros(classes, size, width, device=device)  # (K, P, W)
+        self.weights = torch.zeros(size, width, device=device)  # (P, W)
+        self.weight = torch.from_numpy(blend_weight(size)).to(device)  # (P, P)
+        self.size, self.top = size, 0
+
+    def add(self, probs: torch.Tensor, row: int, cols: Sequence[int]) -> None:
+        """Add (N, K, P, P) window probabilities whose top-left corners are (col, row)."""
+        r, p = row - self.top, self.size
+        for window, col in zip(probs, cols, strict=True):
+            self.acc[:, r : r + p, col : col + p] += window * self.weight
+            self.weights[r : r + p, col : col + p] += self.weight
+
+    def finish(self, row: int) -> torch.Tensor:
+        """Blended probabilities (K, row - top, W) of the rows above ``row``; they are final."""
+        n = row - self.top
+        done = self.acc[:, :n] / self.weights[:n].clamp_min(1e-12)
+        self.acc = torch.cat([self.acc[:, n:], torch.zeros_like(self.acc[:, :n])], dim=1)
+        self.weights = torch.cat([self.weights[n:], torch.zeros_like(self.weights[:n])])
+        self.top = row
+        return done
+
+
+def batched(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class Job:
+    """One scene being predicted: the model, where pixels come from and go, and how."""
+
+    predictor: Predictor
+    reader: SceneReader
+    sink: ClassMapSink
+    options: PredictOptions
+    size: int  # window side
+    drift: Drift
+    tick: Callable[[int], None]  # tick(pixels finished)
+
+    @property
+    def stride(self) -> int:
+        return window_stride(self.size, self.options.overlap)
+
+    def infer(
+        self, strip: torch.Tensor, offsets: Sequence[int]
+    ) -> Iterator[tuple[Sequence[int], torch.Tensor]]:
+        """Probabilities of the windows at column ``offsets`` of a (C, P, W) strip, a batch
+        at a time: (offsets of the batch, (n, K, P, P) or (n, K))."""
+        for group in batched(offsets, self.options.batch_size):
+            windows = torch.stack([strip[:, :, c : c + self.size] for c in group])
+            yield group, self.predictor.probabilities(windows)
+
+
+def predict_segmentation(job: Job) -> None:
+    """Slide, blend and hand finished rows to the sink."""
+    height, width, size = job.reader.src.height, job.reader.src.width, job.size
+    rows = cover_offsets(height, size, job.stride).tolist()
+    cols = cover_offsets(width, size, job.stride).tolist()
+    blender = Blender(job.predictor.num_classes, size, max(width, size), job.predictor.device)
+
+    def fetch(r: int):
+        raw, valid = job.reader.read(rows[r], size, 0, max(width, size))
+        end = rows[r + 1] if r + 1 < len(rows) else height
+        job.drift.add(raw[:, : end - rows[r], :width], valid[: end - rows[r], :width])
+        return raw, valid
+
+    with ThreadPoolExecutor(1, thread_name_prefix="read") as pool:
+        pending = pool.submit(fetch, 0)
+        for r, row in enumerate(rows):
+            raw, valid = pending.result()
+            if r + 1 < len(rows):
+                pending = pool.submit(fetch, r + 1)  # read ahead while the model runs
+            strip = job.predictor.normalise(raw, valid)  # (C, P, W)
+            for group, probs in job.infer(strip, cols):
+                blender.add(probs, row, group)
+            end = rows[r + 1] if r + 1 < len(rows) else height
+            finished = blender.finish(end)[:, :, :width]  # (K, end - row, W)
+            job.sink.add(finished, valid[: end - row, :width])
+            job.tick((end - row) * width)
+
+
+def predict_classification(job: Job) -> None:
+    """One cell per window; cells of ``stride`` pixels, each window centred on its cell."""
+    height, width, size, cell = job.reader.src.height, job.reader.src.width, job.size, job.stride
+    n_rows, n_cols = math.ceil(height / cell), math.ceil(width / cell)
+    margin = (size - cell) // 2  # window = cell grown by this on the top/left side
+    starts = [j * cell for j in range(n_cols)]  # window offsets in the padded strip
+    for i in range(n_rows):
+        raw, valid = job.reader.read(i * cell - margin, size, -margin, n_cols * cell + size - cell)
+        inner = (slice(margin, margin + cell), slice(margin, margin + width))
+        job.drift.add(raw[:, inner[0], inner[1]], valid[inner])
+        strip = job.predictor.normalise(raw, valid)
+        probs = torch.cat([p for _, p in job.infer(strip, starts)])  # (n_cols, K)
+        cell_valid = [valid[:, c : c + size].mean() >= job.options.min_valid for c in starts]
+        job.sink.add(probs.T[:, None, :], np.array(cell_valid)[None, :])  # (K, 1, n_cols)
+        job.tick(min(cell, height - i * cell) * width)
+
+
+def predict_scene(
+    predictor: Predictor,
+    scene: str | os.PathLike,
+    outputs: Outputs,
+    options: PredictOptions = DEFAULTS,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    staged: bool = True,
+) -> Path:
+    """Predict one scene with a loaded :class:`Predictor` into ``outputs``: written under
+    temporary names and put in place when complete and checked. With ``staged`` False,
+    ``outputs`` are already temporaries that the caller puts in place (worker processes)."""
+    scene = Path(scene)
+    size = options.patch_size or predictor.meta["patch_size"]
+    with open_raster(scene) as src:
+        indexes = scene_indexes(scene, src, predictor.meta)
+        if src.dtypes[0] != predictor.meta["dtype"]:
+            warnings.warn(
+                f"{scene} is {src.dtypes[0]} but the model was trained on "
+                f"{predictor.meta['dtype']} data",
+                DriftWarning,
+                stacklevel=2,
+            )
+        reader = SceneReader(scene, indexes, src.nodata, reads_mask_band(src, indexes))
+        grid = (src.crs, src.transform, src.width, src.height)
+    drift = Drift(len(indexes))
+    total, done, begin = grid[2] * grid[3], 0, time.perf_counter()
+
+    def tick(pixels: int) -> None:
+        nonlocal done
+        done += pixels
+        if progress is not None:
+            mpx = done / 1e6 / max(time.perf_counter() - begin, 1e-9)
+            progress(done, total, mpx=mpx)
+
+    classification = predictor.task == "classification"
+    cell = window_stride(size, options.overlap) if classification else 1
+    final = outputs.classes
+    with contextlib.ExitStack() as stack:
+        if staged:
+            outputs = stack.enter_context(outputs.staged(predictor.classes, total, overwrite))
+        with reader.open(), outputs.open(predictor.classes, grid, cell, options) as sink:
+            run = predict_classification if classification else predict_segmentation
+            run(Job(predictor, reader, sink, options, size, drift, tick))
+    drift.check(scene, predictor.meta)
+    return final

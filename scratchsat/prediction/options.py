@@ -1,0 +1,24 @@
+"""How to predict: :class:`PredictOptions`, shared by the engine, the writers and the pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_WINDOW = 8192  # px: a window side beyond this is a typo, not a choice
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to predict; every field has a default that works."""
+
+    patch_size: int | None = None  # window side; default: the training patch size
+    overlap: float = 0.25  # fraction of a window shared with its neighbour
+    batch_size: int = 32
+    device: str = "auto"
+    amp: bool | None = None  # None: bf16 autocast on CUDA
+    cog: bool = False  # write Cloud-Optimized GeoTIFFs with overviews
+    float_probabilities: bool = False  # float32 probabilities instead of uint8 0–255
+    min_valid: float = 0.5  # classification: cells whose window is less valid are nodata
+
+
+DEFAULTS = PredictOptions()  # a frozen value: safe as a default argument

@@ -1,0 +1,74 @@
+"""``scratchsat predict``: plan the outputs, refuse bad scenes up front, then predict each
+scene here or in worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..bundle import load_bundle
+from ..device import pick_device
+from ..errors import InputError
+from ..geo.raster import open_raster
+from .engine import Predictor, Progress, predict_scene, scene_indexes
+from .options import DEFAULTS, MAX_WINDOW, PredictOptions
+from .pool import Tally, predict_in_processes
+from .writers import outputs_for
+
+
+def predict(
+    bundle: str | os.PathLike,
+    scenes: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    probabilities: str | os.PathLike | None = None,
+    options: PredictOptions = DEFAULTS,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    workers: int = 1,
+) -> list[Path]:
+    """Predict scenes with a model bundle; returns the class-map paths written.
+
+    ``out`` is a ``.tif`` path for one scene, or a folder (one ``<scene name>.tif`` each);
+    ``probabilities`` likewise, for per-class probability rasters. With ``workers`` > 1,
+    scenes are predicted in that many processes (each loads the model once). ``progress``
+    counts pixels over all scenes.
+    """
+    check_options(options, workers)
+    plan = outputs_for(
+        [Path(s) for s in scenes],
+        Path(out),
+        Path(probabilities) if probabilities else None,
+        overwrite,
+    )
+    device = pick_device(options.device)
+    loaded = load_bundle(bundle, device)
+    predictor = Predictor(loaded.model, loaded.meta, device, options.amp)
+    pixels = []
+    for scene, _outputs in plan:
+        with open_raster(scene) as src:
+            scene_indexes(scene, src, loaded.meta, warn=False)  # refuse bad scenes up front
+            pixels.append(src.width * src.height)
+    tally = Tally(pixels, progress)
+    if workers > 1 and len(plan) > 1:
+        return predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
+    return [
+        predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
+        for i, (scene, outputs) in enumerate(plan)
+    ]
+
+
+def check_options(options: PredictOptions, workers: int = 1) -> None:
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, not {workers}")
+    if not 0 <= options.overlap < 1:
+        raise InputError(f"--overlap must be a fraction in [0, 1), not {options.overlap:g}")
+    if options.batch_size < 1 or (options.patch_size is not None and options.patch_size < 8):
+        raise InputError("--batch-size must be at least 1 and --patch-size at least 8")
+    if options.patch_size is not None and options.patch_size > MAX_WINDOW:
+        raise InputError(
+            f"--patch-size {options.patch_size} is larger than {MAX_WINDOW} px: one window "
+            "would need more memory than it is worth (the U-Net's context is far smaller); "
+            "use a window of a few hundred to a few thousand pixels"
+        )

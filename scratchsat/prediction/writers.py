@@ -1,0 +1,259 @@
+"""Where predictions go: output paths, and class-map and probability GeoTIFFs written in whole
+block rows from a writer thread, optionally converted to Cloud-Optimized GeoTIFF."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from ..errors import InputError
+from ..geo.classmap import class_dtype_and_nodata, classes_tag, colormap, sidecar_texts, sidecars
+from ..geo.outputs import atomic_output, check_output
+from ..geo.raster import check_written, geotiff_profile
+from .options import PredictOptions
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def output_path(out: Path, scene: Path, single: bool) -> Path:
+    """``out`` itself for one scene and a .tif name, else ``out/<scene name>.tif``."""
+    if single and out.suffix.lower() in TIFF_SUFFIXES:
+        return out
+    if out.suffix.lower() in TIFF_SUFFIXES:
+        raise InputError(
+            f"--out {out} is a file name but there are several scenes; pass a folder and each "
+            "scene gets <scene name>.tif in it"
+        )
+    return out / f"{scene.stem}.tif"
+
+
+def outputs_for(
+    scenes: Sequence[Path], out: Path, probabilities: Path | None, overwrite: bool
+) -> list[tuple[Path, Outputs]]:
+    """Plan one :class:`Outputs` per scene and refuse clashes and existing files up front."""
+    if len({s.stem for s in scenes}) != len(scenes):
+        raise InputError(
+            "two scenes share a file name; their predictions would overwrite each "
+            "other, so predict them into different --out folders"
+        )
+    plan, single = [], len(scenes) == 1
+    for scene in scenes:
+        classes = output_path(out, scene, single)
+        probs = output_path(probabilities, scene, single) if probabilities else None
+        for path in filter(None, (classes, probs, *sidecars(classes).values())):
+            if path.resolve() == scene.resolve():
+                raise InputError(f"{path} is the scene itself; choose another output")
+            check_output(path, overwrite)
+        if probs is not None and probs.resolve() == classes.resolve():
+            raise InputError(f"--probabilities {probs} is the same file as the class map")
+        plan.append((scene, Outputs(classes, probs)))
+    return plan
+
+
+class ClassMapSink:
+    """Takes blended probabilities row band by row band, writes class codes (and probabilities)
+    in whole block rows from one writer thread."""
+
+    def __init__(
+        self, classes_dst, probs_dst, codes: np.ndarray, nodata: int, float_probs: bool
+    ) -> None:
+        self.classes_dst, self.probs_dst = classes_dst, probs_dst
+        self.codes, self.nodata, self.float_probs = codes, nodata, float_probs
+        self.block_rows = classes_dst.block_shapes[0][0]
+        self.row, self.pending_rows = 0, 0
+        self.buffer: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="write")
+        self.futures: list[Future] = []
+
+    def add(self, probs: torch.Tensor, valid: np.ndarray) -> None:
+        """(K, n, W) probabilities on the device and (n, W) validity of the next n rows."""
+        ids = probs.argmax(0).to(torch.uint8).cpu().numpy()  # 1 byte a pixel off the device
+        codes = self.codes[ids]  # class id → code, in the output dtype
+        codes[~valid] = self.nodata
+        p = None
+        if self.probs_dst is not None:
+            scaled = probs if self.float_probs else (probs * 255).round().to(torch.uint8)
+            p = scaled.cpu().numpy()
+            if self.float_probs:
+                p[:, ~valid] = np.nan
+        self.buffer.append((codes, p, valid))
+        self.pending_rows += len(codes)
+        if self.pending_rows >= self.block_rows:
+            self.flush(whole_blocks=True)
+
+    def flush(self, whole_blocks: bool = False) -> None:
+        if not self.buffer:
+            return
+        codes = np.concatenate([b[0] for b in self.buffer])
+        probs = None if self.probs_dst is None else np.concatenate([b[1] for b in self.buffer], 1)
+        valid = np.concatenate([b[2] for b in self.buffer])
+        n = (len(codes) // self.block_rows) * self.block_rows if whole_blocks else len(codes)
+        self.buffer = [(codes[n:], None if probs is None else probs[:, n:], valid[n:])]
+        self.pending_rows = len(codes) - n
+        if n:
+            args = (self.row, codes[:n], None if probs is None else probs[:, :n], valid[:n])
+            self.futures = [f for f in self.futures if not f.done()]
+            while len(self.futures) >= 2:  # bound what waits in memory
+                self.futures.pop(0).result()
+            self.futures.append(self.pool.submit(self.write, *args))
+            self.row += n
+
+    def write(
+        self, row: int, codes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+    ) -> None:
+        window = Window(0, row, codes.shape[1], len(codes))
+        self.classes_dst.write(codes, 1, window=window)
+        if probs is not None:
+            self.probs_dst.write(probs, window=window)
+            if not self.float_probs:
+                self.probs_dst.write_mask(valid.astype(np.uint8) * 255, window=window)
+
+    def close(self) -> None:
+        self.flush()
+        for future in self.futures:
+            future.result()
+        self.pool.shutdown()
+
+
+@dataclass
+class Outputs:
+    """The class map of one scene, and optionally its probabilities."""
+
+    classes: Path
+    probabilities: Path | None = None
+
+    @contextlib.contextmanager
+    def staged(self, classes: Sequence[dict], pixels: int, overwrite: bool) -> Iterator[Outputs]:
+        """Lock every file of this output (class map, probabilities, sidecars) and yield
+        temporaries for the rasters. On success the rasters are re-opened and checked, the
+        sidecars written, and everything renamed into place; on any failure nothing is."""
+        _, nodata = class_dtype_and_nodata([c["code"] for c in classes])
+        bands = 1 + (len(classes) * 4 if self.probabilities else 0)  # float32 at most
+        with contextlib.ExitStack() as stack:
+            texts = sidecar_texts(classes, nodata)
+            side = {  # entered first, so renamed after the rasters are checked
+                key: stack.enter_context(atomic_output(path, overwrite))
+                for key, path in sidecars(self.classes).items()
+            }
+            tmp_probs = (
+                stack.enter_context(
+                    atomic_output(
+                        self.probabilities, overwrite, check=check_written, size_hint=pixels * bands
+                    )
+                )
+                if self.probabilities
+                else None
+            )
+            tmp = stack.enter_context(
+                atomic_output(self.classes, overwrite, check=check_written, size_hint=pixels * 2)
+            )
+            yield Outputs(tmp, tmp_probs)
+            for key, path in side.items():
+                path.write_text(texts[key])
+
+    @contextlib.contextmanager
+    def open(
+        self, classes: Sequence[dict], grid: tuple, cell: int, options: PredictOptions
+    ) -> Iterator[ClassMapSink]:
+        """Write these (temporary) paths on the scene's grid (scaled by ``cell`` for
+        classification); on success finish them (COG)."""
+        crs, transform, width, height = grid
+        if cell > 1:
+            transform = transform * Affine.scale(cell)
+            width, height = math.ceil(width / cell), math.ceil(height / cell)
+        dtype, nodata = class_dtype_and_nodata([c["code"] for c in classes])
+        tmp, tmp_probs = self.classes, self.probabilities
+        profile = {
+            **geotiff_profile(
+                width=width,
+                height=height,
+                count=1,
+                dtype=dtype,
+                crs=crs,
+                transform=transform,
+                nodata=nodata,
+            ),
+            "predictor": 1,
+        }
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write_colormap(1, {**colormap(classes), nodata: (0, 0, 0, 0)})
+            dst.update_tags(CLASSES=classes_tag(classes))
+            dst.set_band_description(1, "class")
+            probs_dst = (
+                open_probabilities(
+                    tmp_probs,
+                    classes,
+                    crs,
+                    transform,
+                    width,
+                    height,
+                    options.float_probabilities,
+                )
+                if tmp_probs
+                else None
+            )
+            codes = np.array([int(c["code"]) for c in classes], dtype=dtype)
+            sink = ClassMapSink(dst, probs_dst, codes, nodata, options.float_probabilities)
+            try:
+                yield sink
+            finally:
+                sink.close()
+                if probs_dst is not None:
+                    probs_dst.close()
+        if options.cog:
+            to_cog(tmp, "nearest")
+            if tmp_probs:
+                to_cog(tmp_probs, "average")
+
+
+def open_probabilities(
+    path: Path, classes: Sequence[dict], crs, transform, width: int, height: int, floats: bool
+):
+    dtype = "float32" if floats else "uint8"
+    profile = geotiff_profile(
+        width=width,
+        height=height,
+        count=len(classes),
+        dtype=dtype,
+        crs=crs,
+        transform=transform,
+        nodata=float("nan") if floats else None,
+    )
+    # Without this, GDAL calls 3 or 4 uint8 bands RGB(A), and the last class becomes alpha.
+    dst = rasterio.open(path, "w", **profile, photometric="MINISBLACK")
+    for i, c in enumerate(classes, start=1):
+        dst.set_band_description(i, str(c["name"]))
+    dst.update_tags(
+        CLASSES=classes_tag(classes), SCALE="probability" if floats else "probability × 255"
+    )
+    return dst
+
+
+def to_cog(path: Path, resampling: str) -> None:
+    """Rewrite ``path`` in place as a Cloud-Optimized GeoTIFF with overviews."""
+    cog = path.with_name(path.name + ".cog")
+    try:
+        rasterio.shutil.copy(
+            path,
+            cog,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=512,
+            OVERVIEW_RESAMPLING=resampling.upper(),
+            BIGTIFF="IF_SAFER",
+        )
+        os.replace(cog, path)
+    finally:
+        cog.unlink(missing_ok=True)

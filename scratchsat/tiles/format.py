@@ -1,0 +1,301 @@
+"""The tiles folder's format, in one place: ``dataset.json`` written (:func:`write_dataset_json`)
+and read back, checked against the arrays, into a typed record (:func:`read_tiles`,
+:class:`Tiles`). Nothing else opens ``dataset.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import DatasetError
+from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec
+from ..geo.outputs import write_json
+from ..geo.stats import BandStats, stats_step
+from ..geo.windows import SPLITS
+
+if TYPE_CHECKING:
+    from .options import Scene, TileOptions
+
+FORMAT = "scratchsat-tiles"
+FORMAT_VERSION = 1
+
+
+ARRAYS = {  # what training needs (chip folders have no windows.npy: chips have no scene)
+    "segmentation": ("images", "masks", "labels", "splits"),
+    "classification": ("images", "labels", "splits"),
+}
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """What ``dataset.json`` says about a tiles folder, checked against its arrays."""
+
+    folder: Path
+    task: str
+    patch_size: int
+    bands: tuple[str, ...]
+    mean: np.ndarray  # (C,) float32
+    std: np.ndarray  # (C,) float32
+    dtype: str
+    nodata: float | None
+    classes: tuple[dict, ...]
+    splits: dict[str, int]
+    info: dict = field(repr=False)  # the whole dataset.json
+
+    @property
+    def in_channels(self) -> int:
+        return len(self.bands)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def read_tiles(folder: str | os.PathLike) -> Tiles:
+    """Read and check a tiles folder written by ``scratchsat tile``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(
+            f"tiles folder {folder} does not exist; make one with `scratchsat tile SCENE "
+            f"--labels LABELS --out {folder}`"
+        )
+    path = folder / "dataset.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{folder} has no dataset.json, so it is not a tiles folder (or tiling did not "
+            "finish); run `scratchsat tile` again with --overwrite"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} cannot be read as JSON ({exc}); tile again") from None
+    task = info.get("task") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or info.get("format") != "scratchsat-tiles" or task not in ARRAYS:
+        raise DatasetError(f"{path} is not a scratchsat dataset.json (format or task missing)")
+    check_info(info, path)
+    check_arrays(folder, ARRAYS[task], info["patches"])
+    check_shapes(folder, info, path)
+    bands = info["bands"]
+    return Tiles(
+        folder=folder,
+        task=task,
+        patch_size=int(info["patch_size"]),
+        bands=tuple(b["name"] for b in bands),
+        mean=np.array([b["mean"] for b in bands], np.float32),
+        std=np.array([max(b["std"], 1e-6) for b in bands], np.float32),
+        dtype=info["dtype"],
+        nodata=float("nan") if info.get("nodata_is_nan") else info.get("nodata"),
+        classes=tuple(info["classes"]),
+        splits=dict(info["splits"]),
+        info=info,
+    )
+
+
+REQUIRED = {  # dataset.json keys training reads, and their JSON types
+    "format_version": int,
+    "patch_size": int,
+    "dtype": str,
+    "bands": list,
+    "classes": list,
+    "patches": int,
+    "splits": dict,
+}
+BAND_KEYS: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "mean": (int, float),
+    "std": (int, float),
+}
+CLASS_KEYS: dict[str, type | tuple[type, ...]] = {
+    "id": int,
+    "code": int,
+    "name": str,
+    "colour": str,
+}
+
+
+def check_info(info: dict, path: Path) -> None:
+    """The keys and types training relies on; a hand-edited or foreign file is refused with
+    what is wrong, before anything is written."""
+    fix = "tile again (with --overwrite) rather than editing dataset.json by hand"
+    for key, kind in REQUIRED.items():
+        if not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
+            found = "missing" if key not in info else f"{type(info[key]).__name__}"
+            raise DatasetError(f"{path}: {key!r} must be a {kind.__name__}, found {found}; {fix}")
+    if info["format_version"] > FORMAT_VERSION:
+        raise DatasetError(
+            f"{path} has format_version {info['format_version']}, newer than this scratchsat "
+            f"reads ({FORMAT_VERSION}); upgrade scratchsat or tile again with this version"
+        )
+    entries: list[tuple[str, object, dict[str, type | tuple[type, ...]]]]
+    entries = [("bands", b, BAND_KEYS) for b in info["bands"]]
+    entries += [("classes", c, CLASS_KEYS) for c in info["classes"]]
+    for where, entry, keys in entries:
+        for key, expected in keys.items():
+            if not isinstance(entry, dict) or not isinstance(entry.get(key), expected):
+                raise DatasetError(f"{path}: every entry of {where!r} needs {key!r}; {fix}")
+    if not info["bands"] or not info["classes"]:
+        raise DatasetError(f"{path}: 'bands' and 'classes' must not be empty; {fix}")
+    if [c["id"] for c in info["classes"]] != list(range(len(info["classes"]))):
+        raise DatasetError(f"{path}: class ids must be 0, 1, … in order; {fix}")
+    if not all(math.isfinite(b["mean"]) and b["std"] >= 0 for b in info["bands"]):
+        raise DatasetError(f"{path}: band means must be finite and std not negative; {fix}")
+    if info.get("task") == "segmentation" and not all(
+        isinstance(c.get("pixels_by_split"), dict) for c in info["classes"]
+    ):
+        raise DatasetError(f"{path}: every class needs 'pixels_by_split'; {fix}")
+
+
+def check_shapes(folder: Path, info: dict, path: Path) -> None:
+    """The arrays agree with dataset.json: bands, patch size, dtype and class ids."""
+    size, bands, k = info["patch_size"], len(info["bands"]), len(info["classes"])
+    images = np.load(folder / "images.npy", mmap_mode="r")
+    expected = (bands, size, size)
+    if images.shape[1:] != expected or images.dtype.name != info["dtype"]:
+        raise DatasetError(
+            f"{path} describes patches of {bands} bands × {size} × {size} px ({info['dtype']}) "
+            f"but images.npy holds {' × '.join(map(str, images.shape[1:]))} "
+            f"({images.dtype.name}); the folder is inconsistent, tile again with --overwrite"
+        )
+    labels = np.load(folder / "labels.npy", mmap_mode="r")
+    arrays = [("labels", labels)]
+    if (folder / "masks.npy").exists() and info.get("task") == "segmentation":
+        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        if masks.shape[1:] != (size, size):
+            raise DatasetError(f"{folder / 'masks.npy'} does not hold {size} × {size} masks")
+        arrays.append(("masks", masks))
+    for name, array in arrays:
+        top = largest_id(array)
+        if top >= k:
+            raise DatasetError(
+                f"{folder / (name + '.npy')} holds class id {top} but {path} lists {k} classes "
+                f"(ids 0..{k - 1}); the folder is inconsistent, tile again with --overwrite"
+            )
+
+
+def largest_id(array: np.ndarray, rows: int = 1024) -> int:
+    """The largest class id in a uint8 array of ids (IGNORE_INDEX aside), read in chunks."""
+    seen = np.zeros(256, bool)
+    for start in range(0, len(array), rows):
+        seen |= np.bincount(np.asarray(array[start : start + rows]).ravel(), minlength=256) > 0
+    seen[IGNORE_INDEX] = False
+    return int(np.flatnonzero(seen).max(initial=-1))
+
+
+def check_arrays(folder: Path, names: tuple[str, ...], count: int) -> None:
+    """Each array exists and has ``count`` rows."""
+    for name in names:
+        path = folder / f"{name}.npy"
+        try:
+            rows = len(np.load(path, mmap_mode="r"))
+        except FileNotFoundError:
+            raise DatasetError(
+                f"{folder} is incomplete: {path.name} is missing; run `scratchsat tile` again "
+                "with --overwrite"
+            ) from None
+        except ValueError as exc:
+            raise DatasetError(f"{path} is not a readable .npy array ({exc}); tile again") from None
+        if rows != count:
+            raise DatasetError(
+                f"{path} has {rows} rows but dataset.json says {count} patches; the folder is "
+                "inconsistent, run `scratchsat tile` again with --overwrite"
+            )
+
+
+def write_dataset_json(
+    folder: Path,
+    scenes: Sequence[Scene],
+    spec: LabelSpec | None,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    stats: BandStats,
+    skipped: Counter,
+    windows_seen: int,
+    splits: np.ndarray,
+    labels: np.ndarray,
+    counts: np.ndarray,
+) -> None:
+    """``dataset.json``: the band contract, statistics, classes, splits and provenance."""
+    summary = stats.summary()
+    first = scenes[0]
+    bands = [
+        {
+            "name": name,
+            "index": index,
+            "mean": summary["mean"][k],
+            "std": summary["std"][k],
+            "p2": summary["p2"][k],
+            "p98": summary["p98"][k],
+        }
+        for k, (name, index) in enumerate(zip(first.bands, first.band_indexes, strict=True))
+    ]
+    class_rows = [
+        {
+            **asdict(c),
+            "pixels": int(counts[:, c.id].sum()),
+            "patches": int((labels == c.id).sum()),
+            "pixels_by_split": {
+                name: int(counts[splits == k, c.id].sum()) for k, name in enumerate(SPLITS)
+            },
+        }
+        for c in classes
+    ]
+    nodata = first.nodata
+    data = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "scratchsat_version": __version__,
+        "task": options.task,
+        "patch_size": options.patch_size,
+        "stride": options.stride or options.patch_size,
+        "block_size": options.block_size or 8 * options.patch_size,
+        "min_valid": options.min_valid,
+        "min_labeled": options.min_labeled,
+        "seed": options.seed,
+        "val_fraction": options.val,
+        "test_fraction": options.test,
+        "dtype": first.dtype,
+        "nodata": None if nodata is None or np.isnan(nodata) else nodata,
+        "nodata_is_nan": nodata is not None and bool(np.isnan(nodata)),
+        "ignore_index": IGNORE_INDEX,
+        "bands": bands,
+        # "descriptions": predict matches a scene's bands by these names; "numbers": B1 … Bn
+        # stand for positions, and predict takes a scene's bands in file order.
+        "band_names": "descriptions" if first.names_described else "numbers",
+        "statistics": "over the valid pixels of every kept patch (all splits) on a lattice of "
+        "every statistics_step-th row and column; percentiles "
+        + ("exact on that lattice" if stats.hist is not None else "from a sample"),
+        "statistics_step": stats_step(options.patch_size),
+        "classes": class_rows,
+        "patches": int(len(splits)),
+        "splits": {name: int((splits == k).sum()) for k, name in enumerate(SPLITS)},
+        "windows": windows_seen,
+        "skipped": {k: int(v) for k, v in sorted(skipped.items())},
+        "arrays": sorted(p.stem for p in folder.glob("*.npy")),
+        "sources": [
+            {
+                "path": str(s.path),
+                "crs": s.grid.crs.to_string() if s.grid.crs else None,
+                "transform": list(s.grid.transform)[:6],
+                "width": s.grid.width,
+                "height": s.grid.height,
+            }
+            for s in scenes
+        ],
+        "labels": None
+        if spec is None
+        else {"path": str(spec.path), "field": spec.field, "background": spec.background},
+    }
+    write_json(folder / "dataset.json", data)
+
+
+def read_dataset_json(folder: str | os.PathLike) -> dict:
+    return json.loads((Path(folder) / "dataset.json").read_text())

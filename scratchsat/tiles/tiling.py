@@ -1,0 +1,376 @@
+"""``scratchsat tile``: scenes + labels → a patch store with statistics, splits and an index.
+
+One pass over each scene, one strip of windows at a time: read the strip once (GDAL decodes its
+blocks on all cores), bring the labels onto it, keep the windows with enough valid and
+labelled pixels, and stream the patches into the store. With one worker, a thread reads strip
+k + 1 while strip k is cut and written; with several, each process reads and cuts whole strips.
+Splits are then assigned by spatial block, and windows that would overlap a window of another
+split are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from ..errors import BandError, InputError, NoPatchesError
+from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
+from ..geo.outputs import atomic_output, check_output
+from ..geo.processes import worker_pool
+from ..geo.raster import (
+    GDAL_ENV,
+    Grid,
+    band_names,
+    data_bands,
+    masked_fill,
+    names_described,
+    open_raster,
+    read_valid,
+    reads_mask_band,
+    select_band_indexes,
+)
+from ..geo.stats import BandStats, stats_step
+from ..geo.windows import assign_splits, grid_offsets, split_border
+from . import store
+from .format import write_dataset_json
+from .index import write_chips, write_index
+from .options import Progress, Scene, TileOptions
+
+
+@dataclass
+class Strip:
+    """What one strip of windows yields: kept patches and counts of skipped windows."""
+
+    images: np.ndarray  # (k, C, P, P)
+    masks: np.ndarray  # (k, P, P) uint8 class ids, IGNORE_INDEX = ignore
+    xs: np.ndarray  # (k,) column offsets
+    ys: np.ndarray  # (k,) row offsets
+    class_counts: np.ndarray  # (k, K) pixels per class
+    stats: BandStats
+    skipped: Counter = field(default_factory=Counter)
+    windows: int = 0
+
+
+def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scene:
+    with open_raster(path) as src:
+        if src.crs is None:
+            raise InputError(f"{path}: has no CRS; tile needs a georeferenced scene")
+        names = band_names(src)
+        indexes = select_band_indexes(path, names, bands, data_bands(src))
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+        return Scene(
+            Path(path),
+            grid,
+            tuple(indexes),
+            tuple(names[i - 1] for i in indexes),
+            src.dtypes[indexes[0] - 1],
+            src.nodata,
+            reads_mask_band(src, indexes),
+            src.block_shapes[indexes[0] - 1][0],
+            masked_fill(src, indexes),
+            names_described=names_described(src),
+        )
+
+
+@dataclass
+class StripData:
+    """One strip as read: band data, pixel validity and class ids on the scene grid."""
+
+    rows: tuple[int, ...]  # top edges of the window rows in this strip
+    data: np.ndarray  # (C, strip height, W)
+    valid: np.ndarray  # (strip height, W) bool
+    ids: np.ndarray  # (strip height, W) uint8, IGNORE_INDEX where unlabelled or invalid
+
+
+def read_strip(
+    scene: Scene,
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    rows: tuple[int, ...],
+) -> StripData:
+    """Read the strip under the windows whose top edges are ``rows`` (consecutive window rows,
+    read as one strip so each block of the file is decoded once) and its labels."""
+    size, top = options.patch_size, rows[0]
+    window = Window(0, top, scene.grid.width, rows[-1] + size - top)
+    with rasterio.Env(**GDAL_ENV), open_raster(scene.path) as src:
+        # Masked pixels would keep whatever the file holds there; scene.fill stores values
+        # that normalise to about 0 instead, as predict sets them (raster.masked_fill).
+        data, valid = read_valid(  # (C, strip height, W), (strip height, W)
+            src, scene.band_indexes, window, scene.nodata, scene.uses_mask, scene.fill
+        )
+    ids = read_ids(spec, scene.grid, window, classes)
+    ids[~valid] = IGNORE_INDEX
+    return StripData(rows, data, valid, ids)
+
+
+class Reused:
+    """One array handed out again and again, grown when a caller needs more rows."""
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def rows(self, count: int, row_shape: tuple[int, ...], dtype) -> np.ndarray:
+        a = self.array
+        if a is None or len(a) < count or a.shape[1:] != row_shape or a.dtype != dtype:
+            self.array = a = np.empty((count, *row_shape), dtype)
+        return a[:count]
+
+
+def cut_strip(
+    strip_data: StripData,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    out: Reused | None = None,
+) -> Strip:
+    """Keep the windows of a strip with enough valid and labelled pixels. Their patches are
+    copied into ``out``'s array where it is given (valid until its next use), else a new one."""
+    size, stride = options.patch_size, options.stride or options.patch_size
+    data, valid, ids, rows = strip_data.data, strip_data.valid, strip_data.ids, strip_data.rows
+    top, step = rows[0], stats_step(size)
+    xs = grid_offsets(data.shape[2], size, stride)
+    strip = Strip(
+        np.empty((0, len(data), size, size), data.dtype),
+        np.empty((0, size, size), np.uint8),
+        np.empty(0, np.int64),
+        np.empty(0, np.int64),
+        np.empty((0, len(classes)), np.int64),
+        BandStats.empty(len(data), data.dtype),
+        windows=len(xs) * len(rows),
+    )
+    # Exact (histogram) statistics are taken once per strip: one histogram per band over the
+    # lattices of the wholly valid patches (from the stacked patches) and the valid lattice
+    # pixels of the others, not one per band and patch.
+    exact = strip.stats.hist is not None
+    whole: list[int] = []
+    partial: list[np.ndarray] = []
+    images: list[np.ndarray] = []
+    masks: list[np.ndarray] = []
+    kept_xs: list[int] = []
+    kept_ys: list[int] = []
+    for row in rows:
+        rng = np.random.default_rng([options.seed, row])
+        r = row - top
+        for x in xs:
+            patch_valid, patch_ids = (
+                valid[r : r + size, x : x + size],
+                ids[r : r + size, x : x + size],
+            )
+            labelled = int(np.count_nonzero(patch_ids != IGNORE_INDEX))
+            if np.count_nonzero(patch_valid) < options.min_valid * size**2:
+                strip.skipped["nodata"] += 1
+                continue
+            if labelled == 0 or labelled < options.min_labeled * size**2:
+                strip.skipped["unlabeled"] += 1
+                continue
+            patch = data[:, r : r + size, x : x + size]
+            lattice, lattice_valid = patch[:, ::step, ::step], patch_valid[::step, ::step]
+            if not exact:  # float data: a seeded sample of each patch for the percentiles
+                strip.stats.add(lattice if lattice_valid.all() else lattice[:, lattice_valid], rng)
+            elif lattice_valid.all():
+                whole.append(len(images))
+            else:
+                partial.append(lattice[:, lattice_valid])  # (C, n valid)
+            images.append(patch)
+            masks.append(patch_ids)
+            kept_xs.append(x)
+            kept_ys.append(row)
+    if images:
+        target = out.rows(len(images), images[0].shape, data.dtype) if out is not None else None
+        strip.images, strip.masks = np.stack(images, out=target), np.stack(masks)
+        if whole:
+            lattices = strip.images[:, :, ::step, ::step]
+            lattices = lattices if len(whole) == len(images) else lattices[whole]
+            strip.stats.add(lattices.swapaxes(0, 1))  # (C, k, h, w), a view
+        if partial:
+            strip.stats.add(np.concatenate(partial, axis=1))
+        strip.xs, strip.ys = np.array(kept_xs, np.int64), np.array(kept_ys, np.int64)
+        # ids are < 255 (IGNORE_INDEX), so the first len(classes) bins hold every class
+        strip.class_counts = np.stack(
+            [np.bincount(m.ravel(), minlength=256)[: len(classes)] for m in strip.masks]
+        ).astype(np.int64)
+    return strip
+
+
+def tile_strip(
+    scene: Scene,
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    rows: tuple[int, ...],
+) -> Strip:
+    """Read and cut one strip; what a worker process runs."""
+    return cut_strip(read_strip(scene, spec, classes, options, rows), classes, options)
+
+
+def _run_strip(args) -> Strip:
+    return tile_strip(*args)
+
+
+def iter_strips(tasks: Sequence[tuple], workers: int) -> Generator[Strip, None, None]:
+    """Strips in task order. With several ``workers``, each process reads and cuts whole
+    strips. With one, a thread reads the next strip (GDAL decodes it on all cores, outside the
+    GIL) while this one cuts the current strip into a buffer reused from strip to strip, so a
+    Strip's patches are only valid until the next one is asked for."""
+    if workers > 1:
+        with worker_pool(workers) as pool:
+            yield from pool.map(_run_strip, tasks, chunksize=1)
+        return
+    if not tasks:
+        return
+    buffer = Reused()
+    with ThreadPoolExecutor(1, thread_name_prefix="scratchsat-read") as reader:
+        pending = reader.submit(read_strip, *tasks[0])
+        for k, (_, _, classes, options, _) in enumerate(tasks):
+            strip_data = pending.result()
+            if k + 1 < len(tasks):
+                pending = reader.submit(read_strip, *tasks[k + 1])
+            yield cut_strip(strip_data, classes, options, buffer)
+
+
+def tile(
+    scenes: Sequence[str | os.PathLike],
+    labels: str | os.PathLike | None,
+    out: str | os.PathLike | None = None,
+    *,
+    label_field: str | None = None,
+    background: str | None = None,
+    options: TileOptions | None = None,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> Path:
+    """Cut ``scenes`` and their ``labels`` into a patch store at ``out`` (default
+    ``tiles/<first scene's name>``); returns the folder."""
+    options = options or TileOptions()
+    options.check()
+    if not scenes:
+        raise InputError("tile needs at least one scene")
+    out = Path(out) if out else Path("tiles") / Path(scenes[0]).stem
+    check_output(out, overwrite)
+    if labels is None:
+        if len(scenes) == 1 and Path(scenes[0]).is_dir():
+            from .chipfolder import tile_chip_folder
+
+            return tile_chip_folder(Path(scenes[0]), out, options, overwrite, progress)
+        raise InputError(
+            "tile needs --labels (a label raster or vector file), or a folder of "
+            "class folders of chips (CLASS/*.tif) as its only input"
+        )
+    infos = [describe_scene(p, options.bands) for p in scenes]
+    _check_same_bands(infos)
+    spec = LabelSpec(Path(labels), label_field, background)
+    classes = label_classes(spec, [s.grid for s in infos])
+    for info in infos:
+        if min(info.grid.width, info.grid.height) < options.patch_size:
+            raise InputError(
+                f"{info.path} is {info.grid.width} × {info.grid.height} px, smaller than "
+                f"--patch-size {options.patch_size}; pass a patch size of at most "
+                f"{min(info.grid.width, info.grid.height)} px, or a larger scene"
+            )
+    with atomic_output(out, overwrite) as tmp:
+        tmp.mkdir()
+        _write_store(tmp, infos, spec, classes, options, progress)
+    return out
+
+
+def _check_same_bands(infos: Sequence[Scene]) -> None:
+    first = infos[0]
+    for info in infos[1:]:
+        if info.bands != first.bands or info.dtype != first.dtype:
+            raise BandError(
+                f"{info.path} has bands {', '.join(info.bands)} ({info.dtype}) but "
+                f"{first.path} has {', '.join(first.bands)} ({first.dtype}); scenes tiled "
+                "together need the same bands in the same order"
+            )
+
+
+def _write_store(
+    folder: Path,
+    infos: Sequence[Scene],
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    progress: Progress | None,
+) -> None:
+    size, stride = options.patch_size, options.stride or options.patch_size
+    tasks, scene_of_task = [], []
+    for index, info in enumerate(infos):
+        rows = grid_offsets(info.grid.height, size, stride).tolist()
+        per_task = max(1, info.block_height // stride)  # window rows sharing file blocks
+        for k in range(0, len(rows), per_task):
+            tasks.append((info, spec, classes, options, tuple(rows[k : k + per_task])))
+            scene_of_task.append(index)
+    bands = len(infos[0].bands)
+    images = store.NpyWriter(folder / "images.npy", infos[0].dtype, (bands, size, size))
+    masks = store.NpyWriter(folder / "masks.npy", np.uint8, (size, size))
+    stats, skipped = BandStats.empty(bands, infos[0].dtype), Counter[str]()
+    windows, counts, total = [], [], 0
+    # closing: an exception here (Ctrl-C) must stop the workers now, not at garbage collection
+    try:
+        with contextlib.closing(iter_strips(tasks, options.workers)) as strips:
+            for done, (strip, scene) in enumerate(zip(strips, scene_of_task, strict=True), 1):
+                images.append(strip.images)
+                masks.append(strip.masks)
+                stats.update(strip.stats)
+                skipped.update(strip.skipped)
+                total += strip.windows
+                windows.append(np.stack([np.full(len(strip.xs), scene), strip.xs, strip.ys], 1))
+                counts.append(strip.class_counts)
+                if progress:
+                    progress(done, len(tasks))
+    finally:
+        images.close()
+        masks.close()
+    windows_arr = np.concatenate(windows).reshape(-1, 3)
+    if not len(windows_arr):
+        reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+        raise NoPatchesError(
+            f"all {total} windows of {size}×{size} px were skipped ({reasons}); lower "
+            f"--min-valid (now {options.min_valid}) or --min-labeled (now "
+            f"{options.min_labeled}), use a smaller --patch-size, or check that the labels "
+            "cover valid pixels of the scene"
+        )
+    counts_arr = np.concatenate(counts)
+    splits = _assign(windows_arr, options)
+    keep = splits != 255
+    skipped["split_border"] = int((~keep).sum())
+    for name in ("images", "masks"):
+        store.keep_rows(folder / f"{name}.npy", keep)
+    windows_arr, counts_arr, splits = windows_arr[keep], counts_arr[keep], splits[keep]
+    labels = counts_arr.argmax(axis=1).astype(np.uint8)  # majority class; ties → lowest id
+    np.save(folder / "windows.npy", windows_arr)
+    np.save(folder / "splits.npy", splits)
+    np.save(folder / "labels.npy", labels)
+    if options.task == "classification":
+        (folder / "masks.npy").unlink()
+    write_index(
+        folder / "index.geojson", infos, windows_arr, splits, labels, counts_arr, classes, size
+    )
+    if options.chips:
+        write_chips(folder, infos, windows_arr, size, options.task)
+    write_dataset_json(
+        folder, infos, spec, classes, options, stats, skipped, total, splits, labels, counts_arr
+    )
+
+
+def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
+    """Split code per window (255 = dropped at a split border)."""
+    block = options.block_size or 8 * options.patch_size
+    scene, xs, ys = windows[:, 0], windows[:, 1], windows[:, 2]
+    centre = options.patch_size // 2
+    block_ids = (scene << 40) + (((ys + centre) // block) << 20) + (xs + centre) // block
+    splits = assign_splits(block_ids, options.val, options.test, options.seed)
+    for s in np.unique(scene):
+        here = scene == s
+        drop = split_border(xs[here], ys[here], splits[here], options.patch_size)
+        splits[np.flatnonzero(here)[drop]] = 255
+    return splits

@@ -1,0 +1,146 @@
+"""Every training setting in one record (:class:`TrainConfig`, with the model's settings
+nested), checked in full before anything is read or written, and how ``--resume`` reconciles
+settings asked for now with the run's own."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from ..device import check_device_name
+from ..errors import InputError
+from ..models import SETTINGS, ModelSettings, check_name
+from ..models import check_settings as check_model_settings
+from ..models.layers import check_choice
+from .augment import PRESETS
+from .optim import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training setting; saved in the checkpoint and in ``model.json``."""
+
+    model: str = "auto"  # auto: unet for segmentation, resnet18 for classification
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 2e-3  # peak learning rate
+    weight_decay: float = 1e-2
+    optimizer: str = "adamw"
+    schedule: str = "onecycle"
+    aug: str = "d4"
+    class_weights: str = "none"
+    label_smoothing: float = 0.0
+    amp: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    device: str = "auto"
+    workers: int | None = None  # None: 0 on the CPU, up to 8 with a GPU
+    seed: int = 0
+    batch_augment: bool | None = None  # normalise + d4 per batch on the device (None: on GPUs)
+    patience: int | None = None  # stop after this many epochs without a better val score
+    model_settings: ModelSettings = ModelSettings()  # width, depth, activation, norm, init
+
+    def __getattr__(self, name: str):
+        if name in SETTINGS:  # config.width, as before settings were nested
+            return getattr(self.model_settings, name)
+        raise AttributeError(f"TrainConfig has no attribute {name!r}")
+
+    def get(self, name: str):
+        """A setting by name, model settings included (``get("width")``)."""
+        if name in SETTINGS:
+            return getattr(self.model_settings, name)
+        return getattr(self, name)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """From ``asdict`` output, as checkpoints and ``model.json`` hold it; model settings
+        nested or, as older runs wrote them, flat. Keys it does not know are ignored."""
+        known = {f.name for f in fields(cls)} - {"model_settings"}
+        nested = data.get("model_settings") or {}
+        if isinstance(nested, ModelSettings):
+            nested = asdict(nested)
+        flat = {k: v for k, v in {**nested, **data}.items() if k in SETTINGS}
+        kept = {k: v for k, v in data.items() if k in known}
+        return cls(**kept, model_settings=ModelSettings(**flat))
+
+    @classmethod
+    def of(cls, **options) -> TrainConfig:
+        """From flat options, as the CLI has them (``width=8`` beside ``epochs=3``); a name
+        that is not a setting is refused."""
+        unknown = sorted(set(options) - set(NAMES) - {"model_settings"})
+        if unknown:
+            raise InputError(f"unknown training setting {unknown[0]!r}; known: {', '.join(NAMES)}")
+        return cls.from_dict(options)
+
+
+_generated_init = TrainConfig.__init__
+
+
+def _init(self: TrainConfig, *args, **kwargs) -> None:
+    """The dataclass's __init__, also taking model settings flat (``TrainConfig(width=16)``),
+    as the Python API always has."""
+    flat = {name: kwargs.pop(name) for name in SETTINGS if name in kwargs}
+    if flat:
+        kwargs["model_settings"] = replace(kwargs.get("model_settings", ModelSettings()), **flat)
+    _generated_init(self, *args, **kwargs)
+
+
+TrainConfig.__init__ = _init  # type: ignore[method-assign]
+
+NAMES = tuple(f.name for f in fields(TrainConfig) if f.name != "model_settings") + SETTINGS
+RUNTIME_SETTINGS = ("device", "workers", "compile")  # change speed, not the run: --resume applies
+
+
+def check_settings(config: TrainConfig) -> None:
+    """Every setting that cannot work, names included, before anything is read or written."""
+    check_choice("optimizer", config.optimizer, OPTIMIZERS)
+    check_choice("schedule", config.schedule, SCHEDULES)
+    check_choice("class weighting", config.class_weights, CLASS_WEIGHTS)
+    check_choice("augmentation", config.aug, PRESETS)
+    check_name(config.model)
+    check_model_settings(config.model_settings)
+    check_device_name(config.device)
+    if config.epochs < 1 or config.batch_size < 1:
+        raise InputError(
+            f"--epochs and --batch-size must be at least 1, not {config.epochs} "
+            f"and {config.batch_size}"
+        )
+    if not config.lr > 0 or config.weight_decay < 0:
+        raise InputError(
+            f"--lr must be positive and --weight-decay not negative, not "
+            f"{config.lr:g} and {config.weight_decay:g}"
+        )
+    if not 0 <= config.label_smoothing < 1:
+        raise InputError(f"--label-smoothing must be in [0, 1), not {config.label_smoothing:g}")
+    if config.patience is not None and config.patience < 1:
+        raise InputError(f"--patience must be at least 1 epoch, not {config.patience}")
+
+
+def resumed_config(
+    checkpoint: dict, asked: TrainConfig | None, explicit: Collection[str] | None, path: Path
+) -> TrainConfig:
+    """The run's own settings; settings asked for now must agree with them, except those that
+    only change speed (``RUNTIME_SETTINGS``), which are applied."""
+    saved = TrainConfig.from_dict(checkpoint["config"])
+    if asked is None:
+        return saved
+    defaults = TrainConfig()
+    names = (
+        explicit
+        if explicit is not None
+        else [f.name for f in fields(asked) if getattr(asked, f.name) != getattr(defaults, f.name)]
+    )
+    names = [n for n in names if n in NAMES]
+    changed = [n for n in names if n not in RUNTIME_SETTINGS and asked.get(n) != saved.get(n)]
+    if changed:
+        listed = ", ".join(
+            f"--{n.replace('_', '-')} {asked.get(n)} (the run has {saved.get(n)})" for n in changed
+        )
+        raise InputError(
+            f"--resume continues the run in {path.parent} with its own settings, but {listed} "
+            "would change it; leave those options out to continue, or start a new run with "
+            "another --out"
+        )
+    runtime = {n: getattr(asked, n) for n in RUNTIME_SETTINGS if n in names}
+    return replace(saved, **runtime)

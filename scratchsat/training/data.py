@@ -1,0 +1,150 @@
+"""Read a tiles folder for training: checked metadata and a memory-mapped ``PatchDataset``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from ..errors import InputError
+from ..geo.labels import IGNORE_INDEX
+from ..geo.windows import SPLITS
+from ..tiles.format import Tiles, read_tiles
+from .augment import AugmentSpec, build_augment
+from .batch import raw_view
+
+
+def normalise(
+    image: np.ndarray, mean: np.ndarray, std: np.ndarray, nodata: float | None
+) -> np.ndarray:
+    """(C, H, W) raw patch → float32 ``(x - mean) / std`` per band; pixels where any band is
+    nodata, NaN or ±Inf become 0 in every band (the mean, so invalid pixels carry no signal)."""
+    x = image.astype(np.float32)
+    invalid = ~np.isfinite(x).all(axis=0)  # (H, W)
+    if nodata is not None and not np.isnan(nodata):
+        invalid |= (image == nodata).any(axis=0)
+    x -= mean[:, None, None]
+    x /= std[:, None, None]
+    x[:, invalid] = 0.0
+    return x
+
+
+class PatchDataset(Dataset):
+    """Patches of one split as (float32 image (C, P, P), int64 mask (P, P) or class id).
+
+    Images are normalised with the folder's per-band statistics, then augmented. Arrays are
+    memory-mapped on first use in each process, so the dataset is cheap to send to
+    DataLoader workers. An item may be asked for as ``index`` or ``(index, seed)``; with a seed
+    its augmentation is reproducible whatever worker computes it. A list of those asks for a
+    whole batch, collated (what a DataLoader with ``batch_size=None`` and a
+    :class:`~torch.utils.data.BatchSampler` as its sampler does): raw batches then come from
+    one read of the memory-mapped store instead of one per patch plus a stacking copy.
+    """
+
+    def __init__(
+        self,
+        tiles: str | os.PathLike | Tiles,
+        split: str | None = "train",
+        augment: AugmentSpec = None,
+        raw: bool = False,
+    ) -> None:
+        self.tiles = tiles if isinstance(tiles, Tiles) else read_tiles(tiles)
+        self.raw = raw  # items stay raw for batch.normalise_batch/d4_batch on the device
+        if raw and augment is not None:
+            raise InputError("raw patches are augmented on the device; pass augment=None")
+        if split is not None and split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        self.split = split
+        self.augment = build_augment(augment)
+        splits = np.load(self.tiles.folder / "splits.npy")
+        if split is None:
+            self.indices = np.arange(len(splits))
+        else:
+            self.indices = np.flatnonzero(splits == SPLITS.index(split))
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        if self._arrays is None:
+            target = "masks" if self.tiles.task == "segmentation" else "labels"
+            folder, names = self.tiles.folder, ("images", target)
+            self._arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+        return self._arrays
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}  # workers map the files themselves
+
+    def targets(self) -> np.ndarray:
+        """Class id per patch (classification) or mask per patch (segmentation) of this split."""
+        name = "masks" if self.tiles.task == "segmentation" else "labels"
+        return np.load(self.tiles.folder / f"{name}.npy", mmap_mode="r")[self.indices]
+
+    def __getitem__(self, key: int | tuple[int, int] | list) -> tuple:
+        if isinstance(key, list):
+            return self.raw_batch(key) if self.raw else default_collate([self[k] for k in key])
+        if self.raw:  # one patch is a batch of one
+            images, targets, ks = self.raw_batch([key])
+            return images[0], targets[0], int(ks[0])
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        row = int(self.indices[index])
+        arrays, tiles = self.arrays(), self.tiles
+        image = normalise(arrays["images"][row], tiles.mean, tiles.std, tiles.nodata)
+        if tiles.task == "segmentation":
+            mask = np.array(arrays["masks"][row])  # (P, P) uint8, 255 = ignore
+            if self.augment is not None:
+                image, mask = self.augment(image, mask, seed)
+            return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+        if self.augment is not None:
+            image, _ = self.augment(image, None, seed)
+        return torch.from_numpy(image), torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
+
+    def raw_batch(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw patches as stored (uint16 seen as int16, see ``batch.raw_view``), int64 targets
+        and each key's D4 symmetry 0–7 drawn from its seed (0 without one), from one
+        fancy-indexed read of the store."""
+        pairs = [k if isinstance(k, tuple) else (k, None) for k in keys]
+        rows = self.indices[[index for index, _ in pairs]]
+        arrays = self.arrays()
+        images = torch.from_numpy(raw_view(arrays["images"][rows]))  # (B, C, P, P), one copy
+        name = "masks" if self.tiles.task == "segmentation" else "labels"
+        targets = torch.from_numpy(arrays[name][rows].astype(np.int64))
+        ks = torch.tensor([seed % 8 if seed is not None else 0 for _, seed in pairs])
+        return images, targets, ks
+
+
+__all__ = ["IGNORE_INDEX", "PatchDataset", "Tiles", "normalise", "read_tiles"]
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Shuffled ``(index, seed)`` pairs: the order and each item's augmentation seed are drawn
+    here, once, from ``seed`` and the epoch, so an epoch replays exactly (on resume too).
+
+    ``start`` skips items already seen (resuming mid-epoch); ``rank`` and ``world_size`` give
+    each distributed process its own share, padded to equal length.
+    """
+
+    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def items(self) -> list[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator).tolist()
+        seeds = torch.randint(2**31 - 1, (self.size,), generator=generator).tolist()
+        pairs = list(zip(order, seeds, strict=True))
+        per_rank = -(-self.size // self.world_size)
+        pairs += pairs[: per_rank * self.world_size - self.size]  # pad so ranks stay in step
+        return pairs[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.items()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, -(-self.size // self.world_size) - self.start)

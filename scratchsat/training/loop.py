@@ -1,0 +1,292 @@
+"""Train a network from random weights on a tiles folder (``scratchsat train``).
+
+Reads top to bottom: :func:`train` sets up a :class:`Run` (data, model, optimizer, schedule),
+then alternates :func:`train_one_epoch` and :func:`evaluate`, writing the run folder as it goes.
+On a GPU it uses bf16 autocast (fp16 with a gradient scaler where bf16 is missing),
+channels_last, pinned memory and non-blocking copies, and reads the loss back to the host
+only when the progress bar is refreshed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable, Collection
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from ..bundle import save_bundle, save_checkpoint, save_weights
+from ..device import autocast
+from ..errors import DivergedError, TrainingInterrupted
+from ..geo.labels import IGNORE_INDEX
+from ..geo.outputs import output_lock, write_json
+from ..metrics import scores, update_confusion
+from ..models.inputs import unwrap
+from . import distributed
+from .batch import d4_batch, host_batch, normalise_batch
+from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
+from .setup import Run, StopRequested, TrainConfig, bundle_meta, checkpoint_state, setup
+
+REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
+Progress = Callable[..., None]  # progress(done, total, **fields)
+
+
+def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A collated batch → (normalised float32 images, targets) on the device. Raw batches are
+    normalised here, and get their D4 symmetries when ``augment`` and the preset is d4."""
+    d4, tiles = augment and run.config.aug == "d4", run.tiles
+    if not run.raw:
+        x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
+    elif run.device.type == "cpu":  # one pass per sample on host threads
+        ks = batch[2] if d4 else None
+        x, y = host_batch(batch[0], batch[1], ks, tiles.dtype, tiles.mean, tiles.std, tiles.nodata)
+    else:  # whole-batch tensor operations on the device
+        x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
+        mean, std = run.band_stats
+        x = normalise_batch(x, tiles.dtype, mean, std, tiles.nodata)
+        if d4:
+            x, y = d4_batch(x, y, batch[2])
+    if run.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y
+
+
+def train_one_epoch(
+    run: Run, epoch: int, start: int, partial: tuple[float, int], progress: Progress | None
+) -> dict:
+    """One pass over the training split from batch ``start``; returns loss and speed."""
+    run.model.train()
+    run.sampler.set_epoch(epoch, start * run.config.batch_size)
+    total = len(run.loaders["train"]) + start
+    loss_sum = torch.tensor(partial[0], dtype=torch.float32, device=run.device)
+    seen, done, begin = partial[1], start, time.perf_counter()  # done: finished steps
+    first_bad = torch.tensor(-1, device=run.device)  # first step with a non-finite loss
+    in_step = False  # between the forward pass and the end of the update: state is mixed
+    try:
+        for step, batch in enumerate(run.loaders["train"], start=start + 1):
+            x, y = to_device(run, batch, augment=True)
+            in_step = True
+            with autocast(run.device, run.amp_dtype):
+                loss = run.loss_fn(run.model(x), y)
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
+            run.schedule.step()
+            loss = loss.detach()
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
+            loss_sum += loss * len(x)
+            seen += len(x)
+            done, in_step = step, False
+            if step % REFRESH_STEPS == 0 or step == total:
+                check_finite(run, epoch, int(first_bad))  # the one host sync
+                if progress is not None:
+                    rate = (seen - partial[1]) / (time.perf_counter() - begin)
+                    progress(step, total, epoch=epoch, loss=float(loss_sum) / seen, rate=rate)
+            run.stop.check()  # Ctrl-C or SIGTERM: stop here, at a step boundary
+    except KeyboardInterrupt as stop:
+        # Exact only between steps: a forward pass has already moved BatchNorm's statistics.
+        sums = (float(loss_sum), seen)
+        raise interrupted(run, stop, epoch, done, sums, exact=not in_step) from None
+    seconds = time.perf_counter() - begin
+    local = (float(loss_sum), seen)  # this process's sums, for a checkpoint of the whole epoch
+    counts = torch.tensor([seen - partial[1], seen], dtype=torch.float32, device=run.device)
+    distributed.all_sum(loss_sum, counts)  # over all processes
+    return {
+        "loss": float(loss_sum) / max(float(counts[1]), 1),
+        "seconds": seconds,
+        "samples_per_s": float(counts[0]) / max(seconds, 1e-9),
+        "steps": done,
+        "partial": local,
+    }
+
+
+def interrupted(
+    run: Run,
+    stop: KeyboardInterrupt,
+    epoch: int,
+    step: int,
+    partial: tuple[float, int],
+    exact: bool,
+) -> TrainingInterrupted:
+    """Save a checkpoint of ``step`` finished steps of ``epoch`` where that is exact, and say
+    what is on disk to continue from."""
+    number = run.stop.signal_number or int(getattr(stop, "signal_number", signal.SIGINT))
+    if exact and run.ranks.main:
+        state = checkpoint_state(run, epoch, step, partial)
+        save_checkpoint(run.folder / "checkpoint.pt", state)
+        run.saved_at = (epoch, step)
+    if exact:
+        return TrainingInterrupted(run.folder, epoch, step, signal_number=number)
+    at = run.saved_at
+    return TrainingInterrupted(
+        run.folder,
+        *(at or (epoch, step)),
+        saved=False,
+        resumable=at is not None,
+        signal_number=number,
+    )
+
+
+def check_finite(run: Run, epoch: int, first_bad: int) -> None:
+    if first_bad >= 0:
+        last = f"end of epoch {epoch - 1}" if epoch > 1 else "none yet"
+        raise DivergedError(
+            f"training diverged: the loss became NaN or infinite at epoch {epoch}, step "
+            f"{first_bad}; the last good checkpoint ({last}) is kept in {run.folder}. Lower "
+            f"--lr (now {run.config.lr:g}), or try --no-amp or --class-weights none"
+        )
+
+
+@torch.no_grad()
+def evaluate(run: Run, split: str) -> dict:
+    """Loss (unweighted, over labelled pixels) and confusion-matrix scores on a split."""
+    run.model.eval()
+    k = run.tiles.num_classes
+    confusion = torch.zeros(k, k, dtype=torch.int64, device=run.device)
+    loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)
+    count = torch.zeros((), dtype=torch.int64, device=run.device)
+    for batch in run.loaders[split]:
+        run.stop.check()
+        x, y = to_device(run, batch, augment=False)
+        with autocast(run.device, run.amp_dtype):
+            logits = run.model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
+        count += (y != IGNORE_INDEX).sum()
+        update_confusion(confusion, logits.argmax(1), y, IGNORE_INDEX)
+    distributed.all_sum(confusion, loss_sum, count)  # each process scored its shard
+    result = scores(confusion.cpu().numpy(), run.class_names)
+    return {"loss": float(loss_sum) / max(int(count), 1), **result}
+
+
+def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
+    """Record the epoch; rank 0 saves weights, checkpoint and metrics. True when this epoch is
+    the best so far."""
+    lr = run.optimizer.param_groups[0]["lr"]
+    run.history.append(epoch_row(epoch, lr, train, val, run.tiles.task))
+    score = val[metric_name(run.tiles.task)] or 0.0
+    improved = score > run.best
+    if improved:
+        run.best, run.best_epoch = score, epoch
+    if run.ranks.main:
+        if improved:
+            save_bundle(run.folder, run.model, bundle_meta(run))
+        save_weights(run.model, run.folder / "last.safetensors")
+        state = checkpoint_state(run, epoch + 1, 0, (0.0, 0))
+        save_checkpoint(run.folder / "checkpoint.pt", state)
+        run.saved_at = (epoch + 1, 0)
+        write_metrics_csv(run.folder / "metrics.csv", run.history)
+    return improved
+
+
+def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
+    """Reload the best weights; score validation and test; write report.json and the plots."""
+    distributed.barrier()  # rank 0 has written the best weights
+    weights = load_file(str(run.folder / "model.safetensors"), device=str(run.device))
+    unwrap(run.model).load_state_dict(weights)
+    report: dict = {
+        "task": run.tiles.task,
+        "metric": metric_name(run.tiles.task),
+        "best_epoch": run.best_epoch,
+        "epochs_run": epochs_run,
+        "stopped_early": stopped_early,
+        "device": str(run.device),
+        "val": evaluate(run, "val"),
+        "test": evaluate(run, "test") if "test" in run.loaders else None,
+    }
+    if run.ranks.main:
+        write_json(run.folder / "report.json", report)
+        plot_curves(run.folder / "curves.png", run.history, run.tiles.task)
+        final = report["test"] or report["val"]
+        split = "test" if report["test"] else "validation"
+        plot_confusion(
+            run.folder / "confusion.png",
+            np.array(final["confusion"]),
+            run.class_names,
+            f"Confusion on the {split} split (best epoch {run.best_epoch})",
+        )
+    return report
+
+
+def train(
+    tiles: str | os.PathLike,
+    out: str | os.PathLike,
+    config: TrainConfig | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    augment=None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+    explicit: Collection[str] | None = None,
+) -> dict:
+    """Train a model from random weights on a tiles folder; returns the final report.
+
+    ``augment`` overrides ``config.aug`` with an albumentations transform or any callable
+    ``(image, mask, seed) -> (image, mask)``. With ``resume``, the run's own checkpoint decides
+    the settings and training continues where it stopped, on the same schedule; settings in
+    ``config`` that would change the run are refused (``explicit``: the names of the settings
+    the caller chose; by default those that differ from :class:`TrainConfig`'s defaults).
+
+    Ctrl-C and SIGTERM stop training at the next step boundary with a checkpoint of exactly
+    the finished steps (:class:`TrainingInterrupted`); a second signal stops at once.
+    """
+    folder = Path(out)
+    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
+    with output_lock(folder) if main else contextlib.nullcontext():
+        run, checkpoint = setup(tiles, folder, config, resume, overwrite, augment, explicit)
+        with run.stop.installed():
+            return train_run(run, checkpoint, progress, log)
+
+
+def train_run(
+    run: Run, checkpoint: dict | None, progress: Progress | None, log: Callable | None
+) -> dict:
+    """The epochs of a set-up run, from its checkpoint where it has one; then the report."""
+    if not run.ranks.main:  # under torchrun, rank 0 alone reports
+        progress = log = None
+    first = checkpoint["epoch"] if checkpoint else 1
+    start = checkpoint["step"] if checkpoint else 0
+    partial = tuple(checkpoint["partial_loss"]) if checkpoint else (0.0, 0)
+    epoch, stopped_early = first - 1, False
+    for epoch in range(first, run.config.epochs + 1):
+        train_stats = train_one_epoch(run, epoch, start, partial, progress)
+        start, partial = 0, (0.0, 0)
+        try:
+            val = evaluate(run, "val")
+            improved = finish_epoch(run, epoch, train_stats, val)
+        except StopRequested as stop:  # every step of the epoch is done: resume validates
+            steps, sums = train_stats["steps"], train_stats["partial"]
+            raise interrupted(run, stop, epoch, steps, sums, exact=True) from None
+        except KeyboardInterrupt as stop:  # forced: what is on disk stays
+            raise interrupted(run, stop, epoch, 0, (0.0, 0), exact=False) from None
+        if log is not None:
+            log(epoch_line(run, epoch, train_stats, val, improved))
+        patience = run.config.patience
+        if patience and epoch - run.best_epoch >= patience:
+            stopped_early = True
+            break
+    try:
+        report = write_report(run, epoch, stopped_early)
+    except KeyboardInterrupt as stop:  # every epoch is saved; resume writes the report
+        raise interrupted(run, stop, epoch, 0, (0.0, 0), exact=False) from None
+    if distributed.launched() and dist.is_initialized():
+        dist.destroy_process_group()
+    return report
+
+
+def epoch_line(run: Run, epoch: int, train: dict, val: dict, improved: bool) -> str:
+    metric = metric_name(run.tiles.task)
+    return (
+        f"epoch {epoch:>3}/{run.config.epochs}  train loss {train['loss']:.4f}  "
+        f"val loss {val['loss']:.4f}  accuracy {val['overall_accuracy']:.3f}  "
+        f"{LABELS[metric]} {val[metric]:.3f}  {train['samples_per_s']:.0f} samples/s"
+        + ("  *" if improved else "")
+    )

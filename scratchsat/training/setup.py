@@ -1,0 +1,387 @@
+"""A training run: its settings (:class:`TrainConfig`), everything it works with (:class:`Run`),
+how it is set up from a tiles folder, and what its folder and checkpoints hold."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import math
+import os
+import signal
+import threading
+from collections.abc import Collection, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import BatchSampler, DataLoader
+
+from ..bundle import load_checkpoint, state_dict
+from ..device import autocast_dtype, pick_device
+from ..errors import DatasetError, InputError, OutputExistsError, Terminated
+from ..geo.labels import IGNORE_INDEX
+from ..geo.outputs import remove_stale_temporaries
+from ..models import MODELS, ModelConfig, build_model, check_config, models_for
+from ..models.inputs import unwrap
+from ..tiles.format import Tiles, read_tiles
+from . import distributed
+from .config import TrainConfig, check_settings, resumed_config
+from .data import EpochSampler, PatchDataset
+from .distributed import SINGLE, Ranks, ShardSampler
+from .optim import build_optimizer, build_schedule, class_weights
+
+RUN_FILES = (
+    "model.json",
+    "model.safetensors",
+    "last.safetensors",
+    "checkpoint.pt",
+    "metrics.csv",
+    "report.json",
+    "curves.png",
+    "confusion.png",
+)
+
+
+@dataclass
+class Run:
+    """Everything one training run works with."""
+
+    folder: Path
+    config: TrainConfig
+    tiles: Tiles
+    model_config: ModelConfig
+    device: torch.device
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    loss_fn: nn.Module
+    loaders: dict[str, DataLoader]
+    amp_dtype: torch.dtype | None
+    channels_last: bool
+    data_hash: str
+    ranks: Ranks = SINGLE
+    history: list[dict] = field(default_factory=list)
+    best: float = -math.inf
+    best_epoch: int = 0
+    saved_at: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
+    stop: StopRequest = field(default_factory=lambda: StopRequest())
+
+    @property
+    def sampler(self) -> EpochSampler:
+        """The training loader's sampler (order and per-item seeds of each epoch)."""
+        sampler = self.loaders["train"].sampler
+        found = sampler.sampler if isinstance(sampler, BatchSampler) else sampler
+        assert isinstance(found, EpochSampler)
+        return found
+
+    @property
+    def raw(self) -> bool:
+        """Patches arrive raw and are normalised (and D4-augmented) on the device."""
+        return self.train_set.raw
+
+    @property
+    def train_set(self) -> PatchDataset:
+        dataset = self.loaders["train"].dataset
+        assert isinstance(dataset, PatchDataset)
+        return dataset
+
+    @functools.cached_property
+    def band_stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-band mean and std as (C,) tensors on the device."""
+        return (
+            torch.from_numpy(self.tiles.mean).to(self.device),
+            torch.from_numpy(self.tiles.std).to(self.device),
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.tiles.classes]
+
+
+class StopRequested(KeyboardInterrupt):
+    """Raised by the training loop itself at a step boundary after Ctrl-C or SIGTERM."""
+
+
+class StopRequest:
+    """A signal handler for Ctrl-C and SIGTERM during training: the first one is remembered
+    and acted on at the next step boundary (so the checkpoint is exact); a second one stops at
+    once."""
+
+    def __init__(self) -> None:
+        self.signal_number: int | None = None
+
+    def __call__(self, signal_number: int, frame) -> None:
+        if self.signal_number is not None:
+            raise Terminated() if signal_number == signal.SIGTERM else KeyboardInterrupt()
+        self.signal_number = signal_number
+
+    def check(self) -> None:
+        """At a step boundary: stop here if a signal came."""
+        if self.signal_number is not None:
+            raise StopRequested()
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Handle SIGINT and SIGTERM with this request while the block runs (main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
+
+
+def data_hash(folder: Path) -> str:
+    """A BLAKE2b hash of the tiles folder's dataset.json and arrays, in a fixed order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in ["dataset.json", *sorted(p.name for p in folder.glob("*.npy"))]:
+        with open(folder / name, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return "blake2b:" + digest.hexdigest()
+
+
+def check_tiles(tiles: Tiles) -> None:
+    if tiles.splits.get("val", 0) == 0:
+        splits = ", ".join(f"{k} {v}" for k, v in tiles.splits.items())
+        raise DatasetError(
+            f"{tiles.folder} has no validation patches ({splits}); tile again with a larger "
+            "--val, a smaller --block-size or a larger scene"
+        )
+
+
+def prepare_folder(folder: Path, resume: bool, overwrite: bool, ranks: Ranks = SINGLE) -> None:
+    """Create the run folder; refuse to mix with an earlier run unless asked. Every process
+    checks (so all refuse alike); only rank 0 changes anything, and removes the temporaries
+    a killed earlier run left."""
+    existing = [n for n in RUN_FILES if (folder / n).exists()]
+    if ranks.main:
+        for name in RUN_FILES:
+            remove_stale_temporaries(folder / name)
+    if existing and not (resume or overwrite):
+        raise OutputExistsError(
+            f"{folder} already holds a training run ({', '.join(existing)}); pass --overwrite "
+            "to replace it, --resume to continue it, or choose another --out"
+        )
+    if ranks.main:
+        if overwrite and not resume:
+            for name in existing:
+                (folder / name).unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+
+
+def build_loaders(
+    config: TrainConfig, tiles: Tiles, augment, device: torch.device, ranks: Ranks = SINGLE
+) -> dict[str, DataLoader]:
+    """Training batches in the order an :class:`EpochSampler` draws; val and test in order."""
+    raw = on_device_augment(config, augment, device)
+    workers = config.workers
+    if workers is None:
+        # Raw batches are one fancy-indexed read of the memory-mapped store each: faster in
+        # this process than sent over from workers (measured: README, Performance), and the
+        # GPU runs ahead of the host meanwhile, as nothing in the loop waits for it.
+        workers = min(8, os.cpu_count() or 1) if device.type == "cuda" and not raw else 0
+    common = {
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": workers > 0,
+    }
+    spec = None if raw else (augment if augment is not None else config.aug)
+    train_set = PatchDataset(tiles, "train", spec, raw=raw)
+    sampler = EpochSampler(len(train_set), config.seed, ranks.rank, ranks.world_size)
+    loaders = {
+        "train": batch_loader(
+            train_set, sampler, len(sampler) > config.batch_size, config.batch_size, common
+        )
+    }
+    for split in ("val", "test"):
+        if tiles.splits.get(split, 0):
+            dataset = PatchDataset(tiles, split, raw=raw)
+            shard = ShardSampler(len(dataset), ranks)
+            loaders[split] = batch_loader(dataset, shard, False, config.batch_size, common)
+    return loaders
+
+
+def batch_loader(
+    dataset: PatchDataset, sampler, drop_last: bool, batch_size: int, common: dict
+) -> DataLoader:
+    """A DataLoader over ``sampler``'s order. Raw patches are fetched a batch at a time (one
+    read of the store per batch, no stacking copy); the others item by item, so augmentation
+    runs per patch in the workers."""
+    if not dataset.raw:
+        return DataLoader(
+            dataset, sampler=sampler, drop_last=drop_last, batch_size=batch_size, **common
+        )
+    batches = BatchSampler(sampler, batch_size, drop_last)
+    return DataLoader(dataset, sampler=batches, batch_size=None, **common)
+
+
+def on_device_augment(config: TrainConfig, augment, device: torch.device) -> bool:
+    """Whether patches travel raw and are normalised (and D4-augmented) per batch on the
+    device: by default on GPUs, where that is nearly free, and only for ``none`` and ``d4``
+    (``geo`` and custom pipelines interpolate, so they run in the DataLoader workers)."""
+    wanted = config.batch_augment
+    if wanted is None:
+        wanted = device.type != "cpu"
+    return wanted and augment is None and config.aug in ("none", "d4")
+
+
+def setup(
+    tiles_folder,
+    folder: Path,
+    config: TrainConfig | None,
+    resume: bool,
+    overwrite: bool,
+    augment,
+    explicit: Collection[str] | None = None,
+) -> tuple[Run, dict | None]:
+    """Check everything that can be wrong before writing anything, then build the run."""
+    checkpoint = None
+    if resume:
+        path = folder / "checkpoint.pt"
+        if not path.exists():
+            raise InputError(f"nothing to resume: {path} does not exist; train without --resume")
+        checkpoint = load_checkpoint(path)
+        config = resumed_config(checkpoint, config, explicit, path)
+    config = config or TrainConfig()
+    check_settings(config)
+    tiles = read_tiles(tiles_folder)
+    check_tiles(tiles)
+    model_config = model_config_for(config, tiles)
+    ranks, device = distributed.init(pick_device(config.device))
+    digest = data_hash(tiles.folder)
+    if checkpoint is not None and checkpoint["data_hash"] != digest:
+        raise InputError(
+            f"{tiles.folder} changed since the run in {folder} started; "
+            "resume with the same tiles, or start a new run"
+        )
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(device)
+    channels_last = config.channels_last
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    amp_dtype = autocast_dtype(device, config.amp)
+    loaders = build_loaders(config, tiles, augment, device, ranks)
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    schedule = build_schedule(optimizer, config.schedule, config.epochs * len(loaders["train"]))
+    train_set = loaders["train"].dataset
+    assert isinstance(train_set, PatchDataset)
+    weights = class_weights(train_counts(tiles, train_set), config.class_weights)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=torch.from_numpy(weights).to(device) if weights is not None else None,
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=config.label_smoothing,
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    prepare_folder(folder, resume, overwrite, ranks)
+    model = distributed.wrap(model, ranks, device)
+    if config.compile:
+        model = torch.compile(model)  # type: ignore[assignment]  # an nn.Module in practice
+    run = Run(
+        folder,
+        config,
+        tiles,
+        model_config,
+        device,
+        model,
+        optimizer,
+        schedule,
+        scaler,
+        loss_fn,
+        loaders,
+        amp_dtype,
+        channels_last,
+        digest,
+        ranks,
+    )
+    if checkpoint is not None:
+        restore(run, checkpoint)
+    return run, checkpoint
+
+
+def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
+    """The architecture for these tiles: bands in, classes out, the tiles' task."""
+    kind = MODELS.get(config.model)
+    if kind is not None and kind != tiles.task:
+        raise InputError(
+            f"{config.model} is a {kind} model but {tiles.folder} holds {tiles.task} tiles; "
+            f"choose one of {', '.join(models_for(tiles.task))}, or tile again with "
+            f"--task {kind}"
+        )
+    return check_config(
+        ModelConfig(
+            config.model,
+            tiles.in_channels,
+            tiles.num_classes,
+            tiles.task,
+            small_stem=tiles.patch_size <= 64,
+            settings=config.model_settings,
+        )
+    )
+
+
+def train_counts(tiles: Tiles, train_set: PatchDataset) -> np.ndarray:
+    """Pixels (segmentation) or patches (classification) per class in the training split."""
+    if tiles.task == "segmentation":
+        return np.array([c["pixels_by_split"]["train"] for c in tiles.classes])
+    return np.bincount(train_set.targets(), minlength=tiles.num_classes)
+
+
+def restore(run: Run, checkpoint: dict) -> None:
+    unwrap(run.model).load_state_dict(checkpoint["model"])
+    run.optimizer.load_state_dict(checkpoint["optimizer"])
+    run.schedule.load_state_dict(checkpoint["schedule"])
+    run.scaler.load_state_dict(checkpoint["scaler"])
+    run.history = list(checkpoint["history"])
+    run.best, run.best_epoch = checkpoint["best"], checkpoint["best_epoch"]
+    run.saved_at = (checkpoint["epoch"], checkpoint["step"])
+
+
+def checkpoint_state(run: Run, epoch: int, step: int, partial: tuple[float, int]) -> dict:
+    """Resume point: ``epoch`` (1-based) with ``step`` of its batches done."""
+    return {
+        "model": state_dict(run.model),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "config": asdict(run.config),
+        "data_hash": run.data_hash,
+        "epoch": epoch,
+        "step": step,
+        "partial_loss": partial,
+        "history": run.history,
+        "best": run.best,
+        "best_epoch": run.best_epoch,
+    }
+
+
+def bundle_meta(run: Run) -> dict:
+    """model.json: architecture, band contract, classes and how the model was trained."""
+    info = run.tiles.info
+    best = run.history[run.best_epoch - 1] if run.best_epoch else {}
+    return {
+        "model": run.model_config.to_dict(),
+        "task": run.tiles.task,
+        "patch_size": run.tiles.patch_size,
+        "bands": info["bands"],
+        "band_names": info.get("band_names"),
+        "dtype": info["dtype"],
+        "nodata": info["nodata"],
+        "nodata_is_nan": info.get("nodata_is_nan", False),
+        "ignore_index": IGNORE_INDEX,
+        "classes": [{k: c[k] for k in ("id", "code", "name", "colour")} for c in run.tiles.classes],
+        "training": asdict(run.config),
+        "data": {"tiles": str(run.tiles.folder.resolve()), "hash": run.data_hash},
+        "epoch": run.best_epoch,
+        "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
+    }

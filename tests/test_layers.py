@@ -1,0 +1,175 @@
+"""The package's rooms depend one way, in the order data flows, with no import cycles.
+
+Layers, lowest first; a module may import its own room and lower layers only:
+errors → geo (raster I/O, outputs, labels; no torch) → tiles (stack, tile, the tiles-folder
+format; no torch) → device, metrics, models → bundle → training, prediction → evaluation →
+extras (demo, info, pictures, synthetic scenes) → bench → cli and its tables (views).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parent.parent / "scratchsat"
+LAYERS = {
+    "_version": 0,
+    "errors": 0,
+    "settings": 0,
+    "geo": 1,
+    "tiles": 2,
+    "device": 3,
+    "metrics": 3,
+    "models": 3,
+    "bundle": 4,
+    "training": 5,
+    "prediction": 5,
+    "evaluation": 6,
+    "extras": 7,
+    "bench": 8,
+    "cli": 9,
+    "views": 9,
+    "__main__": 9,
+    "": 9,  # "": the package root, which re-exports the API
+}
+NO_TORCH = ("errors", "_version", "geo", "tiles")
+ONLY_IN = {"albumentations": "training.augment", "typer": "cli"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports(path: Path) -> tuple[set[str], set[str]]:
+    """(scratchsat modules, outside top-level packages) that ``path`` imports, anywhere in it
+    (imports inside functions count too)."""
+    name = module_name(path)
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    ours, theirs = set(), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("scratchsat."):
+                    ours.add(resolve(alias.name.removeprefix("scratchsat.")))
+                else:
+                    theirs.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                if (node.module or "").startswith("scratchsat"):
+                    base = node.module.removeprefix("scratchsat").lstrip(".")
+                else:
+                    theirs.add((node.module or "").split(".")[0])
+                    continue
+            else:
+                up = package[: len(package) - (node.level - 1)]
+                base = ".".join([*up, *([node.module] if node.module else [])])
+            for alias in node.names:
+                candidate = f"{base}.{alias.name}" if base else alias.name
+                ours.add(resolve(candidate) if is_module(candidate) else resolve(base))
+    return ours, theirs
+
+
+def is_module(name: str) -> bool:
+    path = PACKAGE.joinpath(*name.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+def resolve(name: str) -> str:
+    return name
+
+
+def room(name: str) -> str:
+    return name.split(".")[0]
+
+
+def violations(graph: dict[str, set[str]]) -> list[str]:
+    """Imports that point up the layers, or sideways into another room."""
+    found = []
+    for source, targets in graph.items():
+        for target in targets:
+            a, b = LAYERS[room(source)], LAYERS[room(target)]
+            if b > a or (b == a and a not in (0, 9) and room(source) != room(target)):
+                found.append(f"{source or 'scratchsat'} (layer {a}) imports {target} (layer {b})")
+    return sorted(found)
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        ours, _ = imports(path)
+        name = module_name(path)
+        found[name] = {t for t in ours if t != name and not name.startswith(t + ".")}
+    return found
+
+
+def test_every_module_belongs_to_a_layer(graph):
+    assert [m for m in graph if room(m) not in LAYERS] == []
+
+
+def test_imports_point_down_the_layers(graph):
+    assert violations(graph) == []
+
+
+def test_there_are_no_import_cycles(graph):
+    assert cycles(graph) == []
+
+
+def test_the_checks_catch_what_they_are_for():
+    assert violations({"geo.raster": {"training.loop"}}) == [
+        "geo.raster (layer 1) imports training.loop (layer 5)"
+    ]
+    assert violations({"training.loop": {"prediction.engine"}})  # sideways, same layer
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_raster_and_tiles_layers_do_not_import_torch():
+    for path in PACKAGE.rglob("*.py"):
+        if room(module_name(path)) in NO_TORCH:
+            _, theirs = imports(path)
+            assert not theirs & {"torch", "torchvision"}, path
+
+
+def test_heavy_libraries_are_imported_in_one_place_each():
+    for path in PACKAGE.rglob("*.py"):
+        _, theirs = imports(path)
+        for library, owner in ONLY_IN.items():
+            if library in theirs:
+                assert module_name(path) == owner, f"{path} imports {library}"
