@@ -166,7 +166,10 @@ def say(message: str) -> None:
 @handle_errors
 def stack(
     files: Annotated[
-        list[Path], typer.Argument(help="Input rasters, one or more bands each, in band order.")
+        list[str],
+        typer.Argument(
+            help="Input rasters (paths, URLs or /vsi… paths), one or more bands each, in order."
+        ),
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output GeoTIFF.")],
     resolution: Annotated[
@@ -207,13 +210,13 @@ def stack(
 @handle_errors
 def tile(
     scenes: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             help="Scene GeoTIFFs (same bands), or one folder of class folders of chips."
         ),
     ],
     labels: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--labels", "-l", help="Label raster, or vector file (GeoJSON, GeoPackage, Shapefile)."
         ),
@@ -488,7 +491,7 @@ def warnings_to_stderr() -> Iterator[None]:
 @handle_errors
 def predict(
     run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
-    scenes: Annotated[list[Path], typer.Argument(help="Scenes to predict (GeoTIFFs).")],
+    scenes: Annotated[list[str], typer.Argument(help="Scenes to predict (GeoTIFFs).")],
     out: Annotated[
         Path,
         typer.Option(
@@ -555,9 +558,9 @@ def predict(
 @app.command()
 @handle_errors
 def evaluate(
-    prediction: Annotated[Path, typer.Argument(help="Class map written by `scratchsat predict`.")],
+    prediction: Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")],
     labels: Annotated[
-        Path,
+        str,
         typer.Option(
             "--labels", "-l", help="Label raster, or vector file (GeoJSON, GeoPackage, Shapefile)."
         ),
@@ -647,7 +650,7 @@ def demo(
 @app.command()
 @handle_errors
 def info(
-    path: Annotated[Path, typer.Argument(help="A raster, a tiles folder or a run folder.")],
+    path: Annotated[str, typer.Argument(help="A raster, a tiles folder or a run folder.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
 ) -> None:
     """Describe a raster, a tiles folder or a model bundle.
@@ -679,7 +682,7 @@ def bench(
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
     tile_scene: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             help="Also measure tile on this GeoTIFF of yours (one constant class as labels)."
         ),

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from .errors import InputError
 from .geo.classmap import read_classes_tag
 from .geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
-from .geo.raster import GDAL_ENV, Grid, open_raster
+from .geo.raster import Grid, open_raster
+from .geo.sources import Source, as_source
 from .geo.windows import SPLITS
 from .metrics import scores
 from .tiles.format import read_dataset_json
@@ -29,7 +29,7 @@ from .tiles.format import read_dataset_json
 ROWS = 512  # rows read at a time
 
 
-def prediction_grid(path: Path) -> tuple[Grid, float | None, list[dict] | None]:
+def prediction_grid(path: Source) -> tuple[Grid, float | None, list[dict] | None]:
     with open_raster(path) as src:
         if src.count != 1 or np.dtype(src.dtypes[0]).kind not in "iu":
             raise InputError(
@@ -96,15 +96,15 @@ def evaluate(
 ) -> dict:
     """Scores of a class map against labels: overall accuracy, mean IoU, per-class IoU, F1,
     precision, recall and support, and the confusion matrix (rows = labels)."""
-    prediction = Path(prediction)
+    prediction = as_source(prediction)
     if (tiles is None) != (split is None):
         raise InputError("--tiles and --split go together: the split's patches of that folder")
     grid, nodata, predicted = prediction_grid(prediction)
-    spec = LabelSpec(Path(labels), label_field, background)
+    spec = LabelSpec(as_source(labels), label_field, background)
     truth = label_classes(spec, [grid])
     region = split_mask(Path(tiles), split, grid) if tiles is not None and split else None
     pairs: Counter = Counter()  # (label id, prediction code) → pixels
-    with rasterio.Env(**GDAL_ENV), open_raster(prediction) as src:
+    with open_raster(prediction) as src:
         for top in range(0, grid.height, ROWS):
             window = Window(0, top, grid.width, min(ROWS, grid.height - top))
             codes = src.read(1, window=window)

@@ -125,6 +125,17 @@ def cls_tiles(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained(seg_tiles, tmp_path_factory) -> tuple[Path, dict]:
+    """A small U-Net trained for 8 epochs on ``seg_tiles`` (good enough to judge: val accuracy
+    above 0.85), trained once per test session: (run folder, report)."""
+    from scratchsat.training.loop import TrainConfig, train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    report = train(seg_tiles, run, TrainConfig(epochs=8, batch_size=8, width=8, lr=3e-3))
+    return run, report
+
+
+@pytest.fixture(scope="session")
 def small_run(seg_tiles, tmp_path_factory) -> Path:
     """A tiny U-Net trained for one epoch on ``seg_tiles``: a real bundle for tests that need
     one but do not judge its quality (trained once per test session)."""

@@ -386,3 +386,22 @@ def test_vector_labels_without_features_are_refused(tmp_path):
             tmp_path / "tiles",
             options=TileOptions(patch_size=16),
         )
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"optimizer": "adam2"}, "unknown optimizer 'adam2'; choose one of adamw, sgd"),
+        ({"schedule": "cos"}, "unknown schedule 'cos'; choose one of onecycle"),
+        ({"class_weights": "inv"}, "unknown class weighting 'inv'; choose one of none"),
+        ({"aug": "flips"}, "unknown augmentation 'flips'; choose one of none, d4, geo"),
+        ({"model": "vit"}, "unknown model 'vit'; known models: simple"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+        ({"activation": "tanh"}, "unknown activation 'tanh'"),
+        ({"width": 0}, "--width and --depth must be at least 1"),
+    ],
+)
+def test_training_settings_are_checked_before_anything_is_read(tmp_path, settings, message):
+    with pytest.raises(InputError, match=message):  # not "tiles folder … does not exist"
+        train(tmp_path / "no-such-tiles", tmp_path / "run", TrainConfig(**settings))
+    assert list(tmp_path.iterdir()) == []

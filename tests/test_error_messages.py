@@ -55,13 +55,6 @@ def test_a_foreign_dataset_json(seg_tiles, tmp_path):
         read_tiles(folder)
 
 
-@pytest.fixture(scope="module")
-def small_run(seg_tiles, tmp_path_factory):
-    run = tmp_path_factory.mktemp("small") / "run"
-    train(seg_tiles, run, TrainConfig.of(epochs=1, batch_size=8, width=8))
-    return run
-
-
 def test_bundles_that_do_not_load(small_run, tmp_path):
     shutil.copytree(small_run, tmp_path / "bad")
     (tmp_path / "bad" / "model.json").write_text("{not json")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import gdalinfo, make_tiles, write_raster, write_with_alpha
+from conftest import gdalinfo, write_raster, write_with_alpha
 from typer.testing import CliRunner
 
 from scratchsat.cli import app
@@ -26,7 +26,6 @@ from scratchsat.prediction import (
     predict_scene,
 )
 from scratchsat.prediction.writers import Outputs
-from scratchsat.training.loop import TrainConfig, train
 
 runner = CliRunner()
 CODES = [3, 7, 11, 20]
@@ -197,12 +196,9 @@ def test_wrong_band_count_is_refused_and_nothing_is_written(tmp_path, trained_ru
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("trained")
-    tiles = make_tiles(folder, size=320)
-    run = folder / "run"
-    train(tiles, run, TrainConfig.of(epochs=8, batch_size=8, width=8, lr=3e-3))
-    return run, folder
+def trained_run(trained, seg_tiles):
+    """The session's trained run, and the folder of the scene it was trained on."""
+    return trained[0], seg_tiles.parent
 
 
 def test_a_trained_model_predicts_an_unseen_scene_through_the_cli(tmp_path, trained_run):

@@ -35,13 +35,6 @@ def val_columns(run) -> list[dict]:
         ]
 
 
-@pytest.fixture(scope="module")
-def trained(seg_tiles, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    report = train(seg_tiles, run, FAST, overwrite=True)
-    return run, report
-
-
 def test_a_small_unet_learns_the_synthetic_classes(trained, seg_tiles):
     run, report = trained
     info = json.loads((seg_tiles / "dataset.json").read_text())

@@ -86,7 +86,7 @@ def run_benchmarks(
     quick: bool = False,
     device: str = "auto",
     log: Callable[[str], None] = lambda message: None,
-    tile_scene: Path | None = None,
+    tile_scene: str | os.PathLike | None = None,
     only: Sequence[str] = STEPS,
 ) -> dict:
     """The benchmarks in ``only`` (all by default); returns the figures (see :func:`rows` for

@@ -17,6 +17,7 @@ from ..geo.raster import (
     read_shrunk_valid,
     reads_mask_band,
 )
+from ..geo.sources import Source, as_source
 from ..tiles.format import read_dataset_json
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
@@ -25,7 +26,10 @@ SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this 
 def describe(path: str | os.PathLike) -> dict:
     """Describe ``path``: a tiles folder (has dataset.json), a model bundle (a run folder or a
     model.json) or a raster; ``kind`` says which."""
-    path = Path(path)
+    source = as_source(path)
+    if not isinstance(source, Path):
+        return describe_raster(source)
+    path = source
     if path.is_dir() and (path / "dataset.json").exists():
         return describe_tiles(path)
     if (path.is_dir() and (path / "model.json").exists()) or path.suffix == ".json":
@@ -38,7 +42,7 @@ def describe(path: str | os.PathLike) -> dict:
     return describe_raster(path)
 
 
-def describe_raster(path: Path) -> dict:
+def describe_raster(path: Source) -> dict:
     """Size, bands, dtype, nodata, CRS, resolution, bounds and per-band statistics of valid
     pixels (from a read shrunk to at most SAMPLE_SIDE pixels a side, so approximate)."""
     with open_raster(path) as src:

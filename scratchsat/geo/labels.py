@@ -25,6 +25,7 @@ from rasterio.windows import Window
 
 from ..errors import LabelError, NoOverlapError, VectorReadError
 from .raster import Grid, disjoint, open_raster, read_on_grid
+from .sources import Source
 from .stats import histogram_offset
 
 IGNORE_INDEX = 255
@@ -84,7 +85,7 @@ class ClassInfo:
 class LabelSpec:
     """Where labels come from; small and picklable so worker processes can open it."""
 
-    path: Path
+    path: Source
     field: str | None = None
     background: str | None = None
 
@@ -197,7 +198,7 @@ class Shapes:
     classes: tuple[ClassInfo, ...]
 
 
-def _vector_fields(path: Path) -> tuple[list[dict], str, list[str]]:
+def _vector_fields(path: Source) -> tuple[list[dict], str, list[str]]:
     """Features (geometry + properties), CRS as WKT and field names of a vector file."""
     import fiona  # only vector labels need it
     from fiona.errors import FionaError
@@ -222,7 +223,7 @@ def _vector_fields(path: Path) -> tuple[list[dict], str, list[str]]:
 def read_shapes(spec: LabelSpec, crs_wkt: str) -> Shapes:
     """Read vector labels, check the class field and reproject them to ``crs_wkt`` (cached
     per process while the file is unchanged)."""
-    stat = spec.path.stat() if spec.path.exists() else None
+    stat = spec.path.stat() if isinstance(spec.path, Path) and spec.path.exists() else None
     return _read_shapes(spec, crs_wkt, stat and (stat.st_mtime_ns, stat.st_size))
 
 
@@ -361,7 +362,7 @@ def label_classes(spec: LabelSpec, grids: Sequence[Grid]) -> list[ClassInfo]:
     return build_classes(sorted(codes), [names.get(c, str(c)) for c in sorted(codes)], spec.path)
 
 
-def raster_class_names(path: Path) -> dict[int, str]:
+def raster_class_names(path: Source) -> dict[int, str]:
     """Class names a label raster carries in its ``CLASSES`` tag (as scratchsat's class maps
     and synthetic scenes do), by code; empty when it has none."""
     with open_raster(path) as src:

@@ -12,7 +12,6 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -25,6 +24,7 @@ from rasterio.windows import Window
 
 from ..errors import BandError, RasterReadError
 from .outputs import IncompleteWrite
+from .sources import as_source
 
 # GDAL decodes compressed blocks with this many threads; "ALL_CPUS" is GDAL's own spelling.
 # The block cache is 512 MB unless the user set GDAL_CACHEMAX (GDAL reads that itself).
@@ -36,18 +36,25 @@ if "GDAL_CACHEMAX" not in os.environ:
 @contextlib.contextmanager
 def open_raster(path: str | os.PathLike) -> Iterator[rasterio.DatasetReader]:
     """Open ``path`` for reading, turning GDAL's failures into a :class:`RasterReadError`."""
-    try:
-        src = rasterio.open(path)
-    except RasterioError as exc:
-        reason = str(exc).strip() or type(exc).__name__
-        if not Path(path).exists():
-            raise RasterReadError(f"{path}: no such file; check the path") from None
-        raise RasterReadError(
-            f"{path}: cannot be read as a raster ({reason}); pass a GeoTIFF, JPEG2000 or "
-            "another format GDAL reads, and check that the file is complete"
-        ) from None
-    with src:
-        yield src
+    with gdal_env():
+        try:
+            src = rasterio.open(path)
+        except RasterioError as exc:
+            reason = str(exc).strip() or type(exc).__name__
+            if not as_source(path).exists():
+                raise RasterReadError(f"{path}: no such file; check the path") from None
+            raise RasterReadError(
+                f"{path}: cannot be read as a raster ({reason}); pass a GeoTIFF, JPEG2000 or "
+                "another format GDAL reads, and check that the file is complete"
+            ) from None
+        with src:
+            yield src
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings scratchsat reads and writes rasters with (decoding threads, block
+    cache), entered where rasters are opened; the user's environment variables win."""
+    return rasterio.Env(**GDAL_ENV)
 
 
 def read(

@@ -25,19 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import rasterio
 import torch
 from rasterio.windows import Window
 
 from ..device import autocast, autocast_dtype
 from ..errors import BandError
 from ..geo.raster import (
-    GDAL_ENV,
     data_bands,
     open_raster,
     read_valid,
     reads_mask_band,
 )
+from ..geo.sources import Source, as_source
 from ..geo.windows import blend_weight, cover_offsets, window_stride
 from ..models.inputs import standardise
 from .options import DEFAULTS, PredictOptions
@@ -92,7 +91,7 @@ class BandOrderWarning(UserWarning):
     """A scene's bands were taken in file order because they, or the model's, have no names."""
 
 
-def scene_indexes(path: Path, src, meta: dict, warn: bool = True) -> list[int]:
+def scene_indexes(path: Source, src, meta: dict, warn: bool = True) -> list[int]:
     """The scene's bands (1-based indexes) in the model's order.
 
     Where every data band of the scene has a description and the model's bands have names,
@@ -140,7 +139,7 @@ def scene_indexes(path: Path, src, meta: dict, warn: bool = True) -> list[int]:
 
 
 def _match_names(
-    path: Path, trained: Sequence[str], described: Sequence[str], usable: Sequence[int]
+    path: Source, trained: Sequence[str], described: Sequence[str], usable: Sequence[int]
 ) -> list[int]:
     missing = [n for n in trained if n not in described]
     twice = sorted({n for n in trained if described.count(n) > 1})
@@ -173,7 +172,7 @@ class Drift:
             self.sums += raw[:, valid].sum(axis=1, dtype=np.float64)
             self.count += int(valid.sum())
 
-    def check(self, path: Path, meta: dict) -> None:
+    def check(self, path: Source, meta: dict) -> None:
         if not self.count:
             return
         means = self.sums / self.count
@@ -196,14 +195,14 @@ class Drift:
 class SceneReader:
     """Reads padded row bands of a scene (out-of-scene pixels invalid), with validity."""
 
-    path: Path
+    path: Source
     indexes: list[int]
     nodata: float | None
     uses_mask: bool
 
     @contextlib.contextmanager
     def open(self) -> Iterator[SceneReader]:
-        with rasterio.Env(**GDAL_ENV), open_raster(self.path) as src:
+        with open_raster(self.path) as src:
             self.src = src
             yield self
 
@@ -336,7 +335,7 @@ def predict_scene(
     """Predict one scene with a loaded :class:`Predictor` into ``outputs``: written under
     temporary names and put in place when complete and checked. With ``staged`` False,
     ``outputs`` are already temporaries that the caller puts in place (worker processes)."""
-    scene = Path(scene)
+    scene = as_source(scene)
     size = options.patch_size or predictor.meta["patch_size"]
     with open_raster(scene) as src:
         indexes = scene_indexes(scene, src, predictor.meta)

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..bundle import find_bundle, load_bundle
 from ..device import pick_device
 from ..geo.processes import check_parent, worker_pool
+from ..geo.sources import Source
 from .engine import Predictor, predict_scene
 from .writers import Outputs
 
@@ -58,7 +59,7 @@ def _init(bundle: str, options, threads: int, messages) -> None:
     )
 
 
-def _predict_one(index: int, scene: Path, outputs: Outputs, options) -> Path:
+def _predict_one(index: int, scene: Source, outputs: Outputs, options) -> Path:
     """Write one scene into the temporaries ``outputs`` (the parent renames them)."""
 
     def report(done, total, **fields):
@@ -72,7 +73,7 @@ def _predict_one(index: int, scene: Path, outputs: Outputs, options) -> Path:
 
 def predict_in_processes(
     bundle: str | os.PathLike,
-    plan: Sequence[tuple[Path, Outputs]],
+    plan: Sequence[tuple[Source, Outputs]],
     pixels: Sequence[int],
     options,
     overwrite: bool,

@@ -11,6 +11,7 @@ from ..bundle import load_bundle
 from ..device import pick_device
 from ..errors import InputError
 from ..geo.raster import open_raster
+from ..geo.sources import as_source
 from .engine import Predictor, Progress, predict_scene, scene_indexes
 from .options import DEFAULTS, MAX_WINDOW, PredictOptions
 from .pool import Tally, predict_in_processes
@@ -37,7 +38,7 @@ def predict(
     """
     check_options(options, workers)
     plan = outputs_for(
-        [Path(s) for s in scenes],
+        [as_source(s) for s in scenes],
         Path(out),
         Path(probabilities) if probabilities else None,
         overwrite,

@@ -22,12 +22,13 @@ from ..errors import InputError
 from ..geo.classmap import class_dtype_and_nodata, classes_tag, colormap, sidecar_texts, sidecars
 from ..geo.outputs import atomic_output, check_output
 from ..geo.raster import check_written, geotiff_profile
+from ..geo.sources import Source
 from .options import PredictOptions
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def output_path(out: Path, scene: Path, single: bool) -> Path:
+def output_path(out: Path, scene: Source, single: bool) -> Path:
     """``out`` itself for one scene and a .tif name, else ``out/<scene name>.tif``."""
     if single and out.suffix.lower() in TIFF_SUFFIXES:
         return out
@@ -40,8 +41,8 @@ def output_path(out: Path, scene: Path, single: bool) -> Path:
 
 
 def outputs_for(
-    scenes: Sequence[Path], out: Path, probabilities: Path | None, overwrite: bool
-) -> list[tuple[Path, Outputs]]:
+    scenes: Sequence[Source], out: Path, probabilities: Path | None, overwrite: bool
+) -> list[tuple[Source, Outputs]]:
     """Plan one :class:`Outputs` per scene and refuse clashes and existing files up front."""
     if len({s.stem for s in scenes}) != len(scenes):
         raise InputError(

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import InputError
 from ..geo.raster import Grid
+from ..geo.sources import Source
 
 TASKS = ("segmentation", "classification")
 Progress = Callable[[int, int], None]
@@ -57,7 +57,7 @@ class TileOptions:
 class Scene:
     """One input scene as the tiler sees it."""
 
-    path: Path
+    path: Source
     grid: Grid
     band_indexes: tuple[int, ...]
     bands: tuple[str, ...]

@@ -26,16 +26,17 @@ from rasterio.windows import Window
 from ..errors import BandError, InputError, NoOverlapError
 from ..geo.outputs import atomic_output, check_output
 from ..geo.raster import (
-    GDAL_ENV,
     Grid,
     check_written,
     data_bands,
     disjoint,
+    gdal_env,
     geotiff_profile,
     open_raster,
     read_on_grid,
     reads_mask_band,
 )
+from ..geo.sources import Source, as_source
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
 Progress = Callable[[int, int], None]
@@ -43,7 +44,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class _Input:
-    path: Path
+    path: Source
     count: int
     dtype: str
     nodata: float | None
@@ -56,7 +57,7 @@ class _Input:
     masked: bool  # GDAL's mask band marks invalid pixels
 
 
-def _describe(path: Path) -> _Input:
+def _describe(path: Source) -> _Input:
     with open_raster(path) as src:
         if src.crs is None:
             raise InputError(f"{path}: has no CRS; stack needs georeferenced inputs")
@@ -198,9 +199,9 @@ def stack(
         raise InputError(f"--resolution must be positive, got {resolution}")
     check_output(out, overwrite)
     for p in paths:
-        if os.path.exists(out) and os.path.samefile(p, out):
+        if os.path.exists(out) and os.path.exists(p) and os.path.samefile(p, out):
             raise InputError(f"--out {out} is the input {p} itself; choose another output")
-    inputs = [_describe(Path(p)) for p in paths]
+    inputs = [_describe(as_source(p)) for p in paths]
     total = sum(item.count for item in inputs)
     names = list(band_names) if band_names else default_band_names(inputs)
     if len(names) != total:
@@ -223,7 +224,7 @@ def stack(
     size = grid.width * grid.height * total * np.dtype(dtype).itemsize  # uncompressed
     with (
         atomic_output(out, overwrite, check=check_written, size_hint=size) as tmp,
-        rasterio.Env(**GDAL_ENV),
+        gdal_env(),
         rasterio.open(tmp, "w", **profile) as dst,
     ):
         _write_bands(dst, inputs, grid, dtype, nodata, Resampling[resampling], progress)

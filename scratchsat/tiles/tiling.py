@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import rasterio
 from rasterio.windows import Window
 
 from ..errors import BandError, InputError, NoPatchesError
@@ -27,7 +26,6 @@ from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read
 from ..geo.outputs import atomic_output, check_output
 from ..geo.processes import worker_pool
 from ..geo.raster import (
-    GDAL_ENV,
     Grid,
     band_names,
     data_bands,
@@ -38,6 +36,7 @@ from ..geo.raster import (
     reads_mask_band,
     select_band_indexes,
 )
+from ..geo.sources import as_source
 from ..geo.stats import BandStats, stats_step
 from ..geo.windows import assign_splits, grid_offsets, split_border
 from . import store
@@ -68,7 +67,7 @@ def describe_scene(path: str | os.PathLike, bands: Sequence[str] | None) -> Scen
         indexes = select_band_indexes(path, names, bands, data_bands(src))
         grid = Grid(src.crs, src.transform, src.width, src.height)
         return Scene(
-            Path(path),
+            as_source(path),
             grid,
             tuple(indexes),
             tuple(names[i - 1] for i in indexes),
@@ -102,7 +101,7 @@ def read_strip(
     read as one strip so each block of the file is decoded once) and its labels."""
     size, top = options.patch_size, rows[0]
     window = Window(0, top, scene.grid.width, rows[-1] + size - top)
-    with rasterio.Env(**GDAL_ENV), open_raster(scene.path) as src:
+    with open_raster(scene.path) as src:
         # Masked pixels would keep whatever the file holds there; scene.fill stores values
         # that normalise to about 0 instead, as predict sets them (raster.masked_fill).
         data, valid = read_valid(  # (C, strip height, W), (strip height, W)
@@ -254,10 +253,10 @@ def tile(
     options.check()
     if not scenes:
         raise InputError("tile needs at least one scene")
-    out = Path(out) if out else Path("tiles") / Path(scenes[0]).stem
+    out = Path(out) if out else Path("tiles") / as_source(scenes[0]).stem
     check_output(out, overwrite)
     if labels is None:
-        if len(scenes) == 1 and Path(scenes[0]).is_dir():
+        if len(scenes) == 1 and as_source(scenes[0]).is_dir():
             from .chipfolder import tile_chip_folder
 
             return tile_chip_folder(Path(scenes[0]), out, options, overwrite, progress)
@@ -267,7 +266,7 @@ def tile(
         )
     infos = [describe_scene(p, options.bands) for p in scenes]
     _check_same_bands(infos)
-    spec = LabelSpec(Path(labels), label_field, background)
+    spec = LabelSpec(as_source(labels), label_field, background)
     classes = label_classes(spec, [s.grid for s in infos])
     for info in infos:
         if min(info.grid.width, info.grid.height) < options.patch_size:
