@@ -11,7 +11,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -49,7 +49,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     write_atomically(path, write)
 
 
-def save_bundle(folder: Path, model: nn.Module, meta: dict) -> None:
+def save_bundle(folder: Path, model: nn.Module, meta: BundleMeta | dict) -> None:
     """Write ``model.safetensors`` then ``model.json`` (which names it) into ``folder``."""
     save_weights(model, folder / "model.safetensors", {"format": FORMAT})
     write_json(
@@ -58,10 +58,51 @@ def save_bundle(folder: Path, model: nn.Module, meta: dict) -> None:
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "scratchsat_version": __version__,
-            **meta,
+            **(meta.to_dict() if isinstance(meta, BundleMeta) else meta),
             "weights": "model.safetensors",
         },
     )
+
+
+@dataclass(frozen=True)
+class BundleMeta:
+    """``model.json`` as a typed record: what a bundle promises (architecture, band contract,
+    classes) and how it was made. Reads older files and partial descriptions (a hand-made
+    model for tests or benchmarks) too: what is missing is None."""
+
+    task: str
+    patch_size: int
+    bands: tuple[dict, ...]  # name, mean, std (p2, p98), as dataset.json has them
+    classes: tuple[dict, ...]  # id, code, name, colour: the class table GIS outputs carry
+    dtype: str
+    band_names: str | None = None  # "descriptions" (match by name) or "numbers" (by order)
+    nodata: float | None = None
+    nodata_is_nan: bool = False
+    ignore_index: int = 255  # the label of pixels the loss ignored
+    model: dict | None = None  # ModelConfig.to_dict()
+    training: dict | None = None  # TrainConfig as saved
+    data: dict | None = None  # tiles folder and its hash
+    epoch: int | None = None
+    metrics: dict | None = None
+    scratchsat_version: str | None = None
+
+    @property
+    def band_list(self) -> list[str]:
+        """The trained bands' names, in the model's order."""
+        return [b["name"] for b in self.bands]
+
+    @classmethod
+    def from_dict(cls, data: dict | BundleMeta) -> BundleMeta:
+        if isinstance(data, BundleMeta):
+            return data
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["bands"] = tuple(values.get("bands", ()))
+        values["classes"] = tuple(values.get("classes", ()))
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "bands": list(self.bands), "classes": list(self.classes)}
 
 
 @dataclass
@@ -69,12 +110,12 @@ class Bundle:
     """A loaded model with its ``model.json``."""
 
     model: nn.Module
-    meta: dict
+    meta: BundleMeta
     path: Path
 
     @property
     def config(self) -> ModelConfig:
-        return ModelConfig.from_dict(self.meta["model"])
+        return ModelConfig.from_dict(self.meta.model or {})
 
 
 def find_bundle(path: str | os.PathLike) -> Path:
@@ -116,7 +157,11 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{weights} is missing: the bundle {meta_path} is incomplete") from None
     except (SafetensorError, RuntimeError, KeyError, TypeError, InputError) as exc:
         raise BundleError(f"{weights} does not fit {meta_path}: {exc}") from None
-    return Bundle(model.to(device).eval(), meta, meta_path)
+    try:
+        record = BundleMeta.from_dict(meta)
+    except TypeError as exc:
+        raise BundleError(f"{meta_path} misses what a bundle must say ({exc})") from None
+    return Bundle(model.to(device).eval(), record, meta_path)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -104,7 +104,8 @@ def test_undescribed_bands_are_taken_in_order_with_a_warning(small_run, seg_tile
 
 
 def test_a_model_without_band_names_refuses_a_scene_that_reorders_them(tmp_path):
-    meta = {"bands": [{"name": f"B{i}"} for i in (1, 2, 3)]}
+    bands = [{"name": f"B{i}", "mean": 0.0, "std": 1.0} for i in (1, 2, 3)]
+    meta = {"task": "segmentation", "patch_size": 16, "dtype": "uint8", "bands": bands}
     ordered = write_raster(
         tmp_path / "a.tif", np.zeros((3, 4, 4), np.uint8), descriptions=["B1", "B2", "B3"]
     )

@@ -53,7 +53,7 @@ def read_rate(scene: Path, rows: int) -> float:
 
 def forward_rate(predictor: Predictor, windows: int, batch_size: int, size: int) -> float:
     """Mpx/s of the model alone over ``windows`` random windows already on the device."""
-    c = len(predictor.meta["bands"])
+    c = len(predictor.meta.bands)
     x = torch.randn(batch_size, c, size, size, device=predictor.device)
     batches = math.ceil(windows / batch_size)
     predictor.probabilities(x)  # warm-up

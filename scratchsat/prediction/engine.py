@@ -28,9 +28,11 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
+from ..bundle import BundleMeta
 from ..device import autocast, autocast_dtype
 from ..errors import BandError
 from ..geo.raster import (
+    Grid,
     data_bands,
     open_raster,
     read_valid,
@@ -54,12 +56,17 @@ class Predictor:
     class probabilities per window."""
 
     def __init__(
-        self, model: torch.nn.Module, meta: dict, device: torch.device, amp: bool | None = None
+        self,
+        model: torch.nn.Module,
+        meta: BundleMeta | dict,
+        device: torch.device,
+        amp: bool | None = None,
     ) -> None:
-        self.model, self.meta, self.device = model.to(device).eval(), meta, device
-        self.task = meta["task"]
-        self.classes = meta["classes"]
-        bands = meta["bands"]
+        self.meta = record = BundleMeta.from_dict(meta)
+        self.model, self.device = model.to(device).eval(), device
+        self.task = record.task
+        self.classes = list(record.classes)
+        bands = record.bands
         self.mean = torch.tensor([b["mean"] for b in bands], device=device)  # (C,)
         self.std = torch.tensor([max(b["std"], 1e-6) for b in bands], device=device)
         self.amp_dtype = autocast_dtype(device, amp)
@@ -91,7 +98,7 @@ class BandOrderWarning(UserWarning):
     """A scene's bands were taken in file order because they, or the model's, have no names."""
 
 
-def scene_indexes(path: Source, src, meta: dict, warn: bool = True) -> list[int]:
+def scene_indexes(path: Source, src, meta: BundleMeta | dict, warn: bool = True) -> list[int]:
     """The scene's bands (1-based indexes) in the model's order.
 
     Where every data band of the scene has a description and the model's bands have names,
@@ -101,11 +108,12 @@ def scene_indexes(path: Source, src, meta: dict, warn: bool = True) -> list[int]
     :class:`BandOrderWarning`; a scene whose described bands are the model's generic names in
     another order is refused, as order and names then disagree.
     """
-    trained = [b["name"] for b in meta["bands"]]
+    meta = BundleMeta.from_dict(meta)
+    trained = meta.band_list
     usable = data_bands(src)
     described = [src.descriptions[i - 1] for i in usable]
-    generic = meta.get("band_names") == "numbers" or (  # bundles before the key: by the names
-        "band_names" not in meta and trained == [f"B{i}" for i in range(1, len(trained) + 1)]
+    generic = meta.band_names == "numbers" or (  # bundles before the key: by the names
+        meta.band_names is None and trained == [f"B{i}" for i in range(1, len(trained) + 1)]
     )
     if all(described) and not generic:
         return _match_names(path, trained, [str(d) for d in described], usable)
@@ -172,13 +180,13 @@ class Drift:
             self.sums += raw[:, valid].sum(axis=1, dtype=np.float64)
             self.count += int(valid.sum())
 
-    def check(self, path: Source, meta: dict) -> None:
+    def check(self, path: Source, meta: BundleMeta) -> None:
         if not self.count:
             return
         means = self.sums / self.count
         off = [
             f"{b['name']} {m:.4g} (trained {b['mean']:.4g} ± {b['std']:.3g})"
-            for b, m in zip(meta["bands"], means, strict=True)
+            for b, m in zip(meta.bands, means, strict=True)
             if abs(m - b["mean"]) > 3 * max(b["std"], 1e-6)
         ]
         if off:
@@ -336,20 +344,20 @@ def predict_scene(
     temporary names and put in place when complete and checked. With ``staged`` False,
     ``outputs`` are already temporaries that the caller puts in place (worker processes)."""
     scene = as_source(scene)
-    size = options.patch_size or predictor.meta["patch_size"]
+    size = options.patch_size or predictor.meta.patch_size
     with open_raster(scene) as src:
         indexes = scene_indexes(scene, src, predictor.meta)
-        if src.dtypes[0] != predictor.meta["dtype"]:
+        if src.dtypes[0] != predictor.meta.dtype:
             warnings.warn(
                 f"{scene} is {src.dtypes[0]} but the model was trained on "
-                f"{predictor.meta['dtype']} data",
+                f"{predictor.meta.dtype} data",
                 DriftWarning,
                 stacklevel=2,
             )
         reader = SceneReader(scene, indexes, src.nodata, reads_mask_band(src, indexes))
-        grid = (src.crs, src.transform, src.width, src.height)
+        grid = Grid(src.crs, src.transform, src.width, src.height)
     drift = Drift(len(indexes))
-    total, done, begin = grid[2] * grid[3], 0, time.perf_counter()
+    total, done, begin = grid.width * grid.height, 0, time.perf_counter()
 
     def tick(pixels: int) -> None:
         nonlocal done

@@ -21,7 +21,7 @@ from rasterio.windows import Window
 from ..errors import InputError
 from ..geo.classmap import class_dtype_and_nodata, classes_tag, colormap, sidecar_texts, sidecars
 from ..geo.outputs import atomic_output, check_output
-from ..geo.raster import check_written, geotiff_profile
+from ..geo.raster import Grid, check_written, geotiff_profile
 from ..geo.sources import Source
 from .options import PredictOptions
 
@@ -166,11 +166,11 @@ class Outputs:
 
     @contextlib.contextmanager
     def open(
-        self, classes: Sequence[dict], grid: tuple, cell: int, options: PredictOptions
+        self, classes: Sequence[dict], grid: Grid, cell: int, options: PredictOptions
     ) -> Iterator[ClassMapSink]:
         """Write these (temporary) paths on the scene's grid (scaled by ``cell`` for
         classification); on success finish them (COG)."""
-        crs, transform, width, height = grid
+        crs, transform, width, height = grid.crs, grid.transform, grid.width, grid.height
         if cell > 1:
             transform = transform * Affine.scale(cell)
             width, height = math.ceil(width / cell), math.ceil(height / cell)

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader
 
-from ..bundle import load_checkpoint, state_dict
+from ..bundle import BundleMeta, load_checkpoint, state_dict
 from ..device import autocast_dtype, pick_device
 from ..errors import DatasetError, InputError, OutputExistsError, Terminated
 from ..geo.labels import IGNORE_INDEX
@@ -365,23 +365,27 @@ def checkpoint_state(run: Run, epoch: int, step: int, partial: tuple[float, int]
     }
 
 
-def bundle_meta(run: Run) -> dict:
+def bundle_meta(run: Run) -> BundleMeta:
     """model.json: architecture, band contract, classes and how the model was trained."""
     info = run.tiles.info
     best = run.history[run.best_epoch - 1] if run.best_epoch else {}
-    return {
-        "model": run.model_config.to_dict(),
-        "task": run.tiles.task,
-        "patch_size": run.tiles.patch_size,
-        "bands": info["bands"],
-        "band_names": info.get("band_names"),
-        "dtype": info["dtype"],
-        "nodata": info["nodata"],
-        "nodata_is_nan": info.get("nodata_is_nan", False),
-        "ignore_index": IGNORE_INDEX,
-        "classes": [{k: c[k] for k in ("id", "code", "name", "colour")} for c in run.tiles.classes],
-        "training": asdict(run.config),
-        "data": {"tiles": str(run.tiles.folder.resolve()), "hash": run.data_hash},
-        "epoch": run.best_epoch,
-        "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
-    }
+    return BundleMeta.from_dict(
+        {
+            "model": run.model_config.to_dict(),
+            "task": run.tiles.task,
+            "patch_size": run.tiles.patch_size,
+            "bands": info["bands"],
+            "band_names": info.get("band_names"),
+            "dtype": info["dtype"],
+            "nodata": info["nodata"],
+            "nodata_is_nan": info.get("nodata_is_nan", False),
+            "ignore_index": IGNORE_INDEX,
+            "classes": [
+                {k: c[k] for k in ("id", "code", "name", "colour")} for c in run.tiles.classes
+            ],
+            "training": asdict(run.config),
+            "data": {"tiles": str(run.tiles.folder.resolve()), "hash": run.data_hash},
+            "epoch": run.best_epoch,
+            "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
+        }
+    )
