@@ -354,6 +354,13 @@ def train(
         ),
     ] = "auto",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
+    time_budget: Annotated[
+        str | None,
+        typer.Option(
+            help="Train for as many epochs as fit in this time on this machine (90s, 3m, "
+            "1h30m), measured before training starts; instead of --epochs."
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-3,
     weight_decay: Annotated[
@@ -417,7 +424,11 @@ def train(
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
     """
     from .errors import TrainingInterrupted
+    from .training.budget import parse_duration
     from .training.loop import TrainConfig
+
+    if time_budget and "epochs" in given_options(ctx):
+        raise InputError("pass --epochs or --time-budget, not both")
     from .training.loop import train as run_train
     from .training.report import LABELS
 
@@ -440,6 +451,7 @@ def train(
         seed=seed,
         batch_augment=batch_augment,
         patience=patience,
+        time_budget=parse_duration(time_budget) if time_budget else None,
         **model_settings,
     )
     secondary = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 alone speaks
@@ -522,6 +534,19 @@ def predict(
     workers: Annotated[
         int, typer.Option(help="Processes predicting scenes in parallel (several scenes).")
     ] = 1,
+    tta: Annotated[
+        bool,
+        typer.Option(
+            "--tta", help="Average each window over its 8 flips and quarter turns (8× slower)."
+        ),
+    ] = False,
+    ensemble: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Another run whose probabilities are averaged in (same bands and classes); "
+            "repeat for more."
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
 ) -> None:
     """Predict scenes to class-map GeoTIFFs on their exact grids, with a legend.
@@ -539,6 +564,8 @@ def predict(
         amp=amp,
         cog=cog,
         float_probabilities=float_probabilities,
+        tta=tta,
+        ensemble=tuple(ensemble or ()),
     )
     with warnings_to_stderr(), progress_bar("predict") as callback:
         paths = run_predict(

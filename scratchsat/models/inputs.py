@@ -20,3 +20,16 @@ def unwrap(model: nn.Module) -> nn.Module:
     """The plain module inside torch.compile and DDP wrappers."""
     model = getattr(model, "_orig_mod", model)
     return getattr(model, "module", model)
+
+
+def d4(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Symmetry ``k`` (0–7) of the last two axes: rotate by k % 4 quarter turns, then mirror
+    when k ≥ 4. k = 0 is the identity."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def d4_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Undo :func:`d4` ``k``: ``d4_inverse(d4(x, k), k) == x``."""
+    x = torch.flip(x, dims=(-1,)) if k >= 4 else x
+    return torch.rot90(x, -(k % 4), dims=(-2, -1)) if k % 4 else x

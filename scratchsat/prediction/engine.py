@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from rasterio.windows import Window
 
-from ..bundle import BundleMeta
+from ..bundle import BundleMeta, load_bundle
 from ..device import autocast, autocast_dtype
 from ..errors import BandError
 from ..geo.raster import (
@@ -40,7 +40,7 @@ from ..geo.raster import (
 )
 from ..geo.sources import Source, as_source
 from ..geo.windows import blend_weight, cover_offsets, window_stride
-from ..models.inputs import standardise
+from ..models.inputs import d4, d4_inverse, standardise
 from .options import DEFAULTS, PredictOptions
 from .writers import ClassMapSink, Outputs
 
@@ -51,9 +51,20 @@ class DriftWarning(UserWarning):
     """A scene's dtype or band statistics differ from the training data's."""
 
 
+@dataclass
+class Member:
+    """One network of a prediction, with its own normalisation (its tiles' statistics)."""
+
+    model: torch.nn.Module
+    mean: torch.Tensor  # (C,)
+    std: torch.Tensor  # (C,)
+
+
 class Predictor:
-    """A loaded model with its band contract: normalises on the device and returns
-    class probabilities per window."""
+    """Loaded models with their band contract: normalise on the device and return class
+    probabilities per window. Several models (an ensemble: ``extra`` members, checked to share
+    bands and classes) and test-time augmentation over the D4 group (``tta``) average their
+    softmax probabilities."""
 
     def __init__(
         self,
@@ -61,37 +72,109 @@ class Predictor:
         meta: BundleMeta | dict,
         device: torch.device,
         amp: bool | None = None,
+        *,
+        tta: bool = False,
+        extra: Sequence[tuple[torch.nn.Module, BundleMeta | dict]] = (),
     ) -> None:
         self.meta = record = BundleMeta.from_dict(meta)
-        self.model, self.device = model.to(device).eval(), device
+        self.device, self.tta = device, tta
         self.task = record.task
         self.classes = list(record.classes)
-        bands = record.bands
-        self.mean = torch.tensor([b["mean"] for b in bands], device=device)  # (C,)
-        self.std = torch.tensor([max(b["std"], 1e-6) for b in bands], device=device)
         self.amp_dtype = autocast_dtype(device, amp)
         self.channels_last = device.type == "cuda"
+        self.members = [self.member(model, record)]
+        for other_model, other_meta in extra:
+            self.members.append(self.member(other_model, BundleMeta.from_dict(other_meta)))
+        self.model = self.members[0].model
+        first = self.members[0]
+        self.shared = all(  # one normalisation serves every member
+            torch.equal(m.mean, first.mean) and torch.equal(m.std, first.std) for m in self.members
+        )
+
+    def member(self, model: torch.nn.Module, meta: BundleMeta) -> Member:
+        model = model.to(self.device).eval()
         if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            model = model.to(memory_format=torch.channels_last)
+        mean = torch.tensor([b["mean"] for b in meta.bands], device=self.device)
+        std = torch.tensor([max(b["std"], 1e-6) for b in meta.bands], device=self.device)
+        return Member(model, mean, std)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.members[0].mean
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.members[0].std
+
     def normalise(self, raw: np.ndarray, valid: np.ndarray) -> torch.Tensor:
-        """(C, H, W) raw values → float32 ``(x - mean) / std`` on the device, 0 where invalid."""
+        """(C, H, W) raw values → float32 ``(x - mean) / std`` on the device, 0 where invalid;
+        (M, C, H, W), one per member, for an ensemble whose members normalise differently."""
         x = torch.from_numpy(np.ascontiguousarray(raw, dtype=np.float32)).to(self.device)
         invalid = ~torch.from_numpy(valid).to(self.device)
-        return standardise(x, self.mean, self.std, invalid)
+        if self.shared:
+            return standardise(x, self.mean, self.std, invalid)
+        return torch.stack([standardise(x, m.mean, m.std, invalid) for m in self.members])
 
     @torch.no_grad()
     def probabilities(self, windows: torch.Tensor) -> torch.Tensor:
-        """(N, C, P, P) normalised → (N, K, P, P) or (N, K) float32 softmax probabilities."""
+        """(N, C, P, P) normalised (or (N, M, C, P, P), see :meth:`normalise`) → (N, K, P, P)
+        or (N, K) float32 softmax probabilities, averaged over members and symmetries."""
+        total = None
+        symmetries = range(8) if self.tta else range(1)
+        for m, member in enumerate(self.members):
+            x = windows if self.shared else windows[:, m]
+            for k in symmetries:
+                p = self.forward(member.model, d4(x, k) if k else x)
+                if k and p.dim() == 4:  # segmentation: back to the window's orientation
+                    p = d4_inverse(p, k)
+                total = p if total is None else total + p
+        assert total is not None
+        return total / (len(self.members) * len(symmetries))
+
+    def forward(self, model: torch.nn.Module, windows: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             windows = windows.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.amp_dtype):
-            logits = self.model(windows)
+            logits = model(windows)
         return torch.softmax(logits.float(), dim=1)
+
+
+def load_predictor(
+    bundle: str | os.PathLike, options: PredictOptions, device: torch.device
+) -> Predictor:
+    """The predictor of ``bundle`` with the ensemble and TTA ``options`` ask for; ensemble
+    members must share the band contract (names, order, dtype), the task and the classes."""
+    loaded = load_bundle(bundle, device)
+    extra = []
+    for other in options.ensemble:
+        member = load_bundle(other, device)
+        check_same_contract(loaded.path, loaded.meta, member.path, member.meta)
+        extra.append((member.model, member.meta))
+    return Predictor(loaded.model, loaded.meta, device, options.amp, tta=options.tta, extra=extra)
+
+
+def check_same_contract(path: Path, meta: BundleMeta, other_path: Path, other: BundleMeta) -> None:
+    """Two bundles that may be averaged: same task, bands (names, order, dtype) and classes."""
+    pairs = {
+        "task": (meta.task, other.task),
+        "bands": (meta.band_list, other.band_list),
+        "dtype": (meta.dtype, other.dtype),
+        "classes": (
+            [(c["code"], c["name"]) for c in meta.classes],
+            [(c["code"], c["name"]) for c in other.classes],
+        ),
+    }
+    for what, (a, b) in pairs.items():
+        if a != b:
+            raise BandError(
+                f"--ensemble {other_path.parent} cannot be averaged with {path.parent}: its "
+                f"{what} differ ({b} vs {a}); ensemble runs trained on the same bands and classes"
+            )
 
 
 class BandOrderWarning(UserWarning):
@@ -282,7 +365,7 @@ class Job:
         """Probabilities of the windows at column ``offsets`` of a (C, P, W) strip, a batch
         at a time: (offsets of the batch, (n, K, P, P) or (n, K))."""
         for group in batched(offsets, self.options.batch_size):
-            windows = torch.stack([strip[:, :, c : c + self.size] for c in group])
+            windows = torch.stack([strip[..., c : c + self.size] for c in group])
             yield group, self.predictor.probabilities(windows)
 
 

@@ -18,11 +18,11 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..bundle import find_bundle, load_bundle
+from ..bundle import find_bundle
 from ..device import pick_device
 from ..geo.processes import check_parent, worker_pool
 from ..geo.sources import Source
-from .engine import Predictor, predict_scene
+from .engine import load_predictor, predict_scene
 from .writers import Outputs
 
 _worker: dict = {}  # per worker process: the loaded predictor and the progress queue
@@ -51,9 +51,8 @@ def _init(bundle: str, options, threads: int, messages) -> None:
 
     torch.set_num_threads(threads)
     device = pick_device(options.device)
-    loaded = load_bundle(bundle, device)
     _worker.update(
-        predictor=Predictor(loaded.model, loaded.meta, device, options.amp),
+        predictor=load_predictor(bundle, options, device),
         messages=messages,
         parent=os.getppid(),
     )

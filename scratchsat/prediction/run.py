@@ -7,12 +7,11 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..bundle import load_bundle
 from ..device import pick_device
 from ..errors import InputError
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
-from .engine import Predictor, Progress, predict_scene, scene_indexes
+from .engine import Progress, load_predictor, predict_scene, scene_indexes
 from .options import DEFAULTS, MAX_WINDOW, PredictOptions
 from .pool import Tally, predict_in_processes
 from .writers import outputs_for
@@ -44,12 +43,11 @@ def predict(
         overwrite,
     )
     device = pick_device(options.device)
-    loaded = load_bundle(bundle, device)
-    predictor = Predictor(loaded.model, loaded.meta, device, options.amp)
+    predictor = load_predictor(bundle, options, device)
     pixels = []
     for scene, _outputs in plan:
         with open_raster(scene) as src:
-            scene_indexes(scene, src, loaded.meta, warn=False)  # refuse bad scenes up front
+            scene_indexes(scene, src, predictor.meta, warn=False)  # refuse bad scenes up front
             pixels.append(src.width * src.height)
     tally = Tally(pixels, progress)
     if workers > 1 and len(plan) > 1:

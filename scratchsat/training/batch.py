@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ..models.inputs import standardise
+from ..models.inputs import d4, standardise
 
 
 def raw_view(patch: np.ndarray) -> np.ndarray:
@@ -41,13 +41,6 @@ def normalise_batch(
     if nodata is not None and not np.isnan(nodata):
         invalid |= (x == nodata).any(dim=1, keepdim=True)
     return standardise(x, mean, std, invalid)
-
-
-def d4(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Symmetry ``k`` (0–7) of the last two axes: rotate by k % 4 quarter turns, then mirror
-    when k ≥ 4. k = 0 is the identity."""
-    x = torch.rot90(x, k % 4, dims=(-2, -1)) if k % 4 else x
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
 
 def d4_batch(

@@ -39,6 +39,7 @@ class TrainConfig:
     seed: int = 0
     batch_augment: bool | None = None  # normalise + d4 per batch on the device (None: on GPUs)
     patience: int | None = None  # stop after this many epochs without a better val score
+    time_budget: float | None = None  # seconds: choose epochs to end within it (budget.py)
     model_settings: ModelSettings = ModelSettings()  # width, depth, activation, norm, init
 
     def __getattr__(self, name: str):
@@ -101,6 +102,8 @@ def check_settings(config: TrainConfig) -> None:
     check_name(config.model)
     check_model_settings(config.model_settings)
     check_device_name(config.device)
+    if config.time_budget is not None and not config.time_budget > 0:
+        raise InputError(f"--time-budget must be more than 0 s, not {config.time_budget:g}")
     if config.epochs < 1 or config.batch_size < 1:
         raise InputError(
             f"--epochs and --batch-size must be at least 1, not {config.epochs} "

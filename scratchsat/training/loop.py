@@ -10,10 +10,13 @@ only when the progress bar is refreshed.
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import os
 import signal
 import time
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +34,8 @@ from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from . import distributed
 from .batch import d4_batch, host_batch, normalise_batch
+from .budget import Costs, describe, epochs_for
+from .optim import build_optimizer, build_schedule
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
 from .setup import Run, StopRequested, TrainConfig, bundle_meta, checkpoint_state, setup
 
@@ -226,6 +231,7 @@ def train(
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
     explicit: Collection[str] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict:
     """Train a model from random weights on a tiles folder; returns the final report.
 
@@ -238,12 +244,71 @@ def train(
     Ctrl-C and SIGTERM stop training at the next step boundary with a checkpoint of exactly
     the finished steps (:class:`TrainingInterrupted`); a second signal stops at once.
     """
-    folder = Path(out)
+    folder, started = Path(out), clock()
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
     with output_lock(folder) if main else contextlib.nullcontext():
         run, checkpoint = setup(tiles, folder, config, resume, overwrite, augment, explicit)
+        if run.config.time_budget and checkpoint is None:  # a resumed run keeps its epochs
+            chosen = fit_budget(run, started, clock)
+            if log is not None and run.ranks.main:
+                log(chosen)
         with run.stop.installed():
             return train_run(run, checkpoint, progress, log)
+
+
+def fit_budget(run: Run, started: float, clock: Callable[[], float] = time.perf_counter) -> str:
+    """Choose the epochs that fit ``run.config.time_budget`` (seconds since ``started`` on
+    ``clock`` count against it), lay the schedule out over them; returns what was chosen."""
+    costs = measure_costs(run, clock)
+    budget = float(run.config.time_budget or 0)
+    epochs = epochs_for(budget, clock() - started, costs)
+    run.config = replace(run.config, epochs=epochs)
+    total = epochs * len(run.loaders["train"])
+    run.schedule = build_schedule(run.optimizer, run.config.schedule, total)
+    return describe(budget, epochs, costs)
+
+
+def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs:
+    """Time training steps and validation batches on a copy of the model (the run's own
+    model, optimizer and random state are left as they were)."""
+    rng = torch.get_rng_state()
+    model = copy.deepcopy(unwrap(run.model)).train()
+    optimizer = build_optimizer(model, run.config.optimizer, run.config.lr, 0.0)
+    batches = iter(run.loaders["train"])
+
+    def step(batch) -> None:
+        x, y = to_device(run, batch, augment=True)
+        with autocast(run.device, run.amp_dtype):
+            loss = run.loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step(next(batches))  # warm-up: first-call costs are not an epoch's
+    begin, done = clock(), 0
+    for batch in itertools.islice(batches, steps):
+        step(batch)
+        done += 1
+    synchronize(run.device)
+    step_s = (clock() - begin) / max(done, 1)
+    model.eval()
+    begin, done = clock(), 0
+    with torch.no_grad():
+        for batch in itertools.islice(run.loaders["val"], 2):
+            x, _ = to_device(run, batch, augment=False)
+            with autocast(run.device, run.amp_dtype):
+                model(x)
+            done += 1
+    synchronize(run.device)
+    val_batch_s = (clock() - begin) / max(done, 1)
+    torch.set_rng_state(rng)
+    test = len(run.loaders["test"]) if "test" in run.loaders else 0
+    return Costs(step_s, val_batch_s, len(run.loaders["train"]), len(run.loaders["val"]), test)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train_run(

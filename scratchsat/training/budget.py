@@ -1,0 +1,69 @@
+"""``train --time-budget``: how many epochs fit in a duration on this machine.
+
+Before training, a few steps and validation batches are timed on a copy of the model; the
+epochs are then what the budget holds after the time already spent (reading and hashing the
+tiles, building the model, the measurement itself) and the final report (validation and test
+scored again, pictures). The schedule is laid out over those epochs, so it ends within the
+budget rather than being cut short.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+REPORT_S = 3.0  # writing report.json and the two pictures, beyond scoring
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90``, ``90s``, ``3m``, ``1.5h`` or ``1h30m``."""
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        seconds = float(text)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise InputError(
+                f"--time-budget {text!r} is not a duration; write it like 90s, 3m, 1.5h or 1h30m"
+            )
+        seconds = sum(float(n) * UNITS[u] for n, u in parts)
+    if not seconds > 0:
+        raise InputError(f"--time-budget must be more than 0, not {text!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Costs:
+    """What one epoch costs on this machine, measured (seconds)."""
+
+    step_s: float  # one training step
+    val_batch_s: float  # one validation (or test) batch
+    steps: int  # training steps an epoch
+    val_batches: int
+    test_batches: int
+
+    @property
+    def epoch_s(self) -> float:
+        return self.steps * self.step_s + self.val_batches * self.val_batch_s
+
+    @property
+    def report_s(self) -> float:
+        return (self.val_batches + self.test_batches) * self.val_batch_s + REPORT_S
+
+
+def epochs_for(budget_s: float, spent_s: float, costs: Costs) -> int:
+    """The most epochs (at least 1) that, with the final report, end within the budget."""
+    left = budget_s - spent_s - costs.report_s
+    return max(1, math.floor(left / max(costs.epoch_s, 1e-9)))
+
+
+def describe(budget_s: float, epochs: int, costs: Costs) -> str:
+    return (
+        f"time budget {budget_s:.0f} s: {epochs} epochs ({costs.step_s:.2f} s a step, "
+        f"{costs.steps} steps an epoch, {costs.val_batches * costs.val_batch_s:.1f} s of "
+        "validation)"
+    )

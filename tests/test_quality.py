@@ -1,0 +1,246 @@
+"""Maps worth making: test-time augmentation, ensembles, training to a time budget, and the
+quality benchmark that judges the defaults against a per-pixel forest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import write_raster
+from typer.testing import CliRunner
+
+from scratchsat.cli import app
+from scratchsat.errors import BandError
+from scratchsat.prediction import PredictOptions, Predictor, predict, predict_scene
+from scratchsat.prediction.writers import Outputs
+
+runner = CliRunner()
+
+
+def meta(bands: int, patch: int = 16) -> dict:
+    return {
+        "task": "segmentation",
+        "patch_size": patch,
+        "dtype": "float32",
+        "bands": [{"name": f"B{i}", "mean": 0.0, "std": 1.0} for i in range(1, bands + 1)],
+        "classes": [
+            {"id": i, "code": i + 1, "name": f"c{i}", "colour": "#102030"} for i in range(bands)
+        ],
+    }
+
+
+def probabilities(tmp_path, model, tta: bool, name: str) -> np.ndarray:
+    predictor = Predictor(model, meta(3), torch.device("cpu"), tta=tta)
+    options = PredictOptions(float_probabilities=True, overlap=0.5)
+    outputs = Outputs(tmp_path / f"{name}.tif", tmp_path / f"{name}_p.tif")
+    with pytest.warns(UserWarning):  # bands in file order (no descriptions)
+        predict_scene(predictor, tmp_path / "scene.tif", outputs, options)
+    with rasterio.open(tmp_path / f"{name}_p.tif") as src:
+        return src.read()
+
+
+def test_tta_of_an_equivariant_model_is_exact_and_of_another_is_not(tmp_path):
+    data = np.random.default_rng(0).normal(0, 2, (3, 45, 37)).astype(np.float32)
+    write_raster(tmp_path / "scene.tif", data)
+    identity = torch.nn.Identity()
+    plain = probabilities(tmp_path, identity, False, "plain")
+    turned = probabilities(tmp_path, identity, True, "tta")
+    np.testing.assert_allclose(turned, plain, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    skewed = torch.nn.Conv2d(3, 3, 3, padding=1)  # a random kernel: not D4-equivariant
+    assert not np.allclose(
+        probabilities(tmp_path, skewed, True, "a"),
+        probabilities(tmp_path, skewed, False, "b"),
+        atol=1e-3,
+    )
+
+
+def test_an_ensemble_of_two_copies_of_a_bundle_equals_that_bundle(small_run, seg_tiles, tmp_path):
+    scene, copy = seg_tiles.parent / "scene.tif", tmp_path / "copy"
+    shutil.copytree(small_run, copy)
+    predict(
+        small_run,
+        [scene],
+        tmp_path / "one.tif",
+        probabilities=tmp_path / "one_p.tif",
+        options=PredictOptions(float_probabilities=True),
+    )
+    result = runner.invoke(
+        app,
+        [
+            "predict",
+            str(small_run),
+            str(scene),
+            "--out",
+            str(tmp_path / "two.tif"),
+            "--probabilities",
+            str(tmp_path / "two_p.tif"),
+            "--float",
+            "--ensemble",
+            str(copy),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "two.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    with rasterio.open(tmp_path / "one_p.tif") as a, rasterio.open(tmp_path / "two_p.tif") as b:
+        np.testing.assert_allclose(a.read(), b.read(), rtol=1e-5, atol=1e-6)
+
+
+def test_an_ensemble_refuses_bundles_with_other_classes_or_bands(small_run, seg_tiles, tmp_path):
+    scene = seg_tiles.parent / "scene.tif"
+    for what, edit in (
+        ("classes", lambda m: m["classes"][0].update(name="other")),
+        ("bands", lambda m: m["bands"].reverse()),
+    ):
+        other = tmp_path / what
+        shutil.copytree(small_run, other)
+        described = json.loads((other / "model.json").read_text())
+        edit(described)
+        (other / "model.json").write_text(json.dumps(described))
+        options = PredictOptions(ensemble=(str(other),))
+        with pytest.raises(BandError, match=f"cannot be averaged with .*: its {what} differ"):
+            predict(small_run, [scene], tmp_path / f"{what}.tif", options=options)
+        assert not (tmp_path / f"{what}.tif").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("3m", 180.0),
+        ("1.5h", 5400.0),
+        ("1h30m", 5400.0),
+    ],
+)
+def test_durations(text, seconds):
+    from scratchsat.training.budget import parse_duration
+
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["3 minutes", "m3", "0s", "-5", ""])
+def test_bad_durations_are_refused(text):
+    from scratchsat.errors import InputError
+    from scratchsat.training.budget import parse_duration
+
+    with pytest.raises(InputError, match="--time-budget"):
+        parse_duration(text)
+
+
+def test_epochs_follow_from_measured_costs():
+    from scratchsat.training.budget import Costs, epochs_for
+
+    costs = Costs(step_s=0.5, val_batch_s=0.2, steps=10, val_batches=3, test_batches=2)
+    assert costs.epoch_s == pytest.approx(5.6) and costs.report_s == pytest.approx(4.0)
+    assert epochs_for(60, 10, costs) == 8  # (60 - 10 - 4) / 5.6 = 8.2
+    assert epochs_for(12, 10, costs) == 1  # never fewer than one
+
+
+class Clock:
+    """A clock that moves one second each time it is read."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now - 1.0
+
+
+def test_a_time_budget_picks_the_epochs_its_measurements_allow(seg_tiles, tmp_path):
+    from scratchsat.training.loop import TrainConfig, train
+
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    batch = 8
+    steps = info["splits"]["train"] // batch  # full batches only (drop_last)
+    val = -(-info["splits"]["val"] // batch)
+    test = -(-info["splits"]["test"] // batch)
+    # Clock reads: start 0; 3 steps timed from 1 to 2; 2 val batches from 3 to 4; then 5.
+    step_s, val_s, spent = 1 / 3, 1 / 2, 5.0
+    epoch_s, report_s = steps * step_s + val * val_s, (val + test) * val_s + 3.0
+    budget = spent + report_s + 2.5 * epoch_s  # room for 2 epochs, not 3
+    config = TrainConfig(batch_size=batch, width=8, time_budget=budget)
+    lines = []
+    report = train(seg_tiles, tmp_path / "run", config, clock=Clock(), log=lines.append)
+    assert report["epochs_run"] == 2
+    assert "time budget" in lines[0] and "2 epochs" in lines[0]
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
+    assert saved["epochs"] == 2 and saved["time_budget"] == budget
+
+
+def test_time_budget_options(seg_tiles, tmp_path):
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(seg_tiles),
+            "--out",
+            str(tmp_path / "r"),
+            "--time-budget",
+            "3m",
+            "--epochs",
+            "5",
+        ],
+    )
+    assert result.exit_code == 1 and "pass --epochs or --time-budget, not both" in result.output
+    result = runner.invoke(
+        app, ["train", str(seg_tiles), "--out", str(tmp_path / "r"), "--time-budget", "soon"]
+    )
+    assert result.exit_code == 1 and "is not a duration" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_the_quality_benchmark_runs_and_reports_both_models(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scratchsat import write_scene
+
+    pytest.importorskip("sklearn")
+    scene = write_scene(
+        tmp_path / "scene.tif", tmp_path / "labels.tif", width=192, height=192, count=4, seed=3
+    )
+    script = Path(__file__).parent.parent / "benchmarks" / "quality.py"
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(out),
+            "--scene",
+            str(scene.path),
+            "--labels",
+            str(scene.labels_path),
+            "--patch-size",
+            "16",
+            "--block-size",
+            "32",
+            "--seeds",
+            "0,1",
+            "--samples",
+            "2000",
+            "--set",
+            "epochs=2",
+            "--set",
+            "width=8",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "quality.json").read_text())
+    assert [r["seed"] for r in report["rows"]] == [0, 1]
+    assert report["settings"] == {"epochs": 2, "width": 8}
+    for model in ("cnn", "forest"):
+        s = report["summary"][model]["mean_iou"]
+        assert 0 < s["mean"] <= 1 and s["spread"] >= 0
+    assert report["rows"][0]["pixels"] > 0
+    assert "cnn − forest" in result.stdout and "forest seed 1" in result.stdout
