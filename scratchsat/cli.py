@@ -406,6 +406,14 @@ def train(
             "(default: on for GPUs; aug none or d4 only).",
         ),
     ] = None,
+    ema: Annotated[
+        bool,
+        typer.Option(
+            "--ema/--no-ema",
+            help="Validate and save a moving average of the weights (horizon: a tenth of the "
+            "training steps).",
+        ),
+    ] = True,
     patience: Annotated[
         int | None,
         typer.Option(help="Stop after this many epochs without a better validation score."),
@@ -451,6 +459,7 @@ def train(
         seed=seed,
         batch_augment=batch_augment,
         patience=patience,
+        ema=ema,
         time_budget=parse_duration(time_budget) if time_budget else None,
         **model_settings,
     )

@@ -244,3 +244,36 @@ def test_the_quality_benchmark_runs_and_reports_both_models(tmp_path):
         assert 0 < s["mean"] <= 1 and s["spread"] >= 0
     assert report["rows"][0]["pixels"] > 0
     assert "cnn − forest" in result.stdout and "forest seed 1" in result.stdout
+
+
+def test_ema_weights_are_what_is_validated_saved_and_resumed_exactly(seg_tiles, tmp_path):
+    import csv
+
+    from scratchsat.errors import TrainingInterrupted
+    from scratchsat.training import loop
+    from scratchsat.training.loop import TrainConfig, train
+
+    def rows(run):
+        with open(run / "metrics.csv") as f:
+            return [
+                {k: v for k, v in r.items() if k.startswith(("val_", "train_loss"))}
+                for r in csv.DictReader(f)
+            ]
+
+    config = TrainConfig(epochs=3, batch_size=8, width=8, ema=True)
+    train(seg_tiles, tmp_path / "plain", TrainConfig(epochs=3, batch_size=8, width=8, ema=False))
+    train(seg_tiles, tmp_path / "straight", config)
+    assert rows(tmp_path / "straight") != rows(tmp_path / "plain")  # EMA weights are scored
+
+    def interrupt(done, total, epoch, **fields):
+        if epoch == 2 and done == 3:
+            raise KeyboardInterrupt
+
+    refresh, loop.REFRESH_STEPS = loop.REFRESH_STEPS, 1
+    try:
+        with pytest.raises(TrainingInterrupted):
+            train(seg_tiles, tmp_path / "stopped", config, progress=interrupt)
+    finally:
+        loop.REFRESH_STEPS = refresh
+    train(seg_tiles, tmp_path / "stopped", resume=True)
+    assert rows(tmp_path / "stopped") == rows(tmp_path / "straight")

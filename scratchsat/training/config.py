@@ -40,6 +40,7 @@ class TrainConfig:
     batch_augment: bool | None = None  # normalise + d4 per batch on the device (None: on GPUs)
     patience: int | None = None  # stop after this many epochs without a better val score
     time_budget: float | None = None  # seconds: choose epochs to end within it (budget.py)
+    ema: bool = True  # validate and save an exponential moving average of the weights
     model_settings: ModelSettings = ModelSettings()  # width, depth, activation, norm, init
 
     def __getattr__(self, name: str):

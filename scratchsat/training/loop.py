@@ -37,7 +37,15 @@ from .batch import d4_batch, host_batch, normalise_batch
 from .budget import Costs, describe, epochs_for
 from .optim import build_optimizer, build_schedule
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
-from .setup import Run, StopRequested, TrainConfig, bundle_meta, checkpoint_state, setup
+from .setup import (
+    Run,
+    StopRequested,
+    TrainConfig,
+    attach_ema,
+    bundle_meta,
+    checkpoint_state,
+    setup,
+)
 
 REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
 Progress = Callable[..., None]  # progress(done, total, **fields)
@@ -85,6 +93,8 @@ def train_one_epoch(
             run.scaler.step(run.optimizer)
             run.scaler.update()
             run.schedule.step()
+            if run.ema is not None:
+                run.ema.update_parameters(unwrap(run.model))
             loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loss_sum += loss * len(x)
@@ -153,7 +163,8 @@ def check_finite(run: Run, epoch: int, first_bad: int) -> None:
 @torch.no_grad()
 def evaluate(run: Run, split: str) -> dict:
     """Loss (unweighted, over labelled pixels) and confusion-matrix scores on a split."""
-    run.model.eval()
+    model = run.scored if run.ema is not None else run.model
+    model.eval()
     k = run.tiles.num_classes
     confusion = torch.zeros(k, k, dtype=torch.int64, device=run.device)
     loss_sum = torch.zeros((), dtype=torch.float32, device=run.device)
@@ -162,7 +173,7 @@ def evaluate(run: Run, split: str) -> dict:
         run.stop.check()
         x, y = to_device(run, batch, augment=False)
         with autocast(run.device, run.amp_dtype):
-            logits = run.model(x)
+            logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += (y != IGNORE_INDEX).sum()
         update_confusion(confusion, logits.argmax(1), y, IGNORE_INDEX)
@@ -182,8 +193,8 @@ def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
         run.best, run.best_epoch = score, epoch
     if run.ranks.main:
         if improved:
-            save_bundle(run.folder, run.model, bundle_meta(run))
-        save_weights(run.model, run.folder / "last.safetensors")
+            save_bundle(run.folder, run.scored, bundle_meta(run))
+        save_weights(run.scored, run.folder / "last.safetensors")
         state = checkpoint_state(run, epoch + 1, 0, (0.0, 0))
         save_checkpoint(run.folder / "checkpoint.pt", state)
         run.saved_at = (epoch + 1, 0)
@@ -195,7 +206,7 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
     """Reload the best weights; score validation and test; write report.json and the plots."""
     distributed.barrier()  # rank 0 has written the best weights
     weights = load_file(str(run.folder / "model.safetensors"), device=str(run.device))
-    unwrap(run.model).load_state_dict(weights)
+    run.scored.load_state_dict(weights)
     report: dict = {
         "task": run.tiles.task,
         "metric": metric_name(run.tiles.task),
@@ -252,6 +263,7 @@ def train(
             chosen = fit_budget(run, started, clock)
             if log is not None and run.ranks.main:
                 log(chosen)
+        attach_ema(run, checkpoint)
         with run.stop.installed():
             return train_run(run, checkpoint, progress, log)
 

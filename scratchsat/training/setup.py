@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import BatchSampler, DataLoader
 
 from ..bundle import BundleMeta, load_checkpoint, state_dict
@@ -69,6 +70,13 @@ class Run:
     best_epoch: int = 0
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
     stop: StopRequest = field(default_factory=lambda: StopRequest())
+    ema: AveragedModel | None = None  # the weights validated and saved, with --ema
+
+    @property
+    def scored(self) -> nn.Module:
+        """The network that is validated, saved and reported: the moving average of the
+        weights with --ema, else the weights being trained."""
+        return self.ema.module if self.ema is not None else unwrap(self.model)
 
     @property
     def sampler(self) -> EpochSampler:
@@ -362,7 +370,22 @@ def checkpoint_state(run: Run, epoch: int, step: int, partial: tuple[float, int]
         "history": run.history,
         "best": run.best,
         "best_epoch": run.best_epoch,
+        "ema": run.ema.state_dict() if run.ema is not None else None,
     }
+
+
+def attach_ema(run: Run, checkpoint: dict | None) -> None:
+    """With --ema, average the weights (buffers too) with a decay sized by the run: its
+    horizon is a tenth of all training steps, so short and long runs average alike."""
+    if not run.config.ema:
+        return
+    total = run.config.epochs * max(len(run.loaders["train"]), 1)
+    decay = 1 - 1 / max(10, total // 10)
+    run.ema = AveragedModel(
+        unwrap(run.model), multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True
+    )
+    if checkpoint is not None and checkpoint.get("ema") is not None:
+        run.ema.load_state_dict(checkpoint["ema"])
 
 
 def bundle_meta(run: Run) -> BundleMeta:
