@@ -645,7 +645,7 @@ def evaluate(
     if json_out is not None:
         from .geo.outputs import write_json
 
-        write_json(json_out, result, overwrite=overwrite)
+        write_json(json_out, result, overwrite=overwrite, lock=True)
         say(f"wrote {json_out}")
 
 
@@ -755,7 +755,7 @@ def bench(
     if json_out is not None:
         from .geo.outputs import write_json
 
-        write_json(json_out, result, overwrite=overwrite)
+        write_json(json_out, result, overwrite=overwrite, lock=True)
         say(f"wrote {json_out}")
 
 

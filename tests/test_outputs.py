@@ -327,3 +327,21 @@ def test_a_new_run_removes_what_a_killed_run_left_in_its_folder(small_run, seg_t
     assert result.exit_code == 0, result.output
     assert not stale.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # the lock is gone too
+
+
+def test_a_json_output_is_locked_with_or_without_overwrite(tmp_path):
+    from scratchsat.geo.outputs import write_json
+
+    target = tmp_path / "scores.json"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_RUN, str(target)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        for overwrite in (False, True):
+            with pytest.raises(OutputLockedError):
+                write_json(target, {"a": 1}, overwrite=overwrite, lock=True)
+        assert not target.exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -258,9 +258,13 @@ def write_atomically(path: str | os.PathLike, write) -> None:
         write(tmp)
 
 
-def write_json(path: str | os.PathLike, data: dict, *, overwrite: bool = True) -> None:
+def write_json(
+    path: str | os.PathLike, data: dict, *, overwrite: bool = True, lock: bool = False
+) -> None:
+    """JSON written atomically; ``lock`` for a user-facing output (``--json``), not needed for
+    files inside a folder the command already holds (dataset.json, report.json)."""
     text = json.dumps(data, indent=2, allow_nan=False) + "\n"
-    with atomic_output(path, overwrite, lock=not overwrite) as tmp:
+    with atomic_output(path, overwrite, lock=lock) as tmp:
         tmp.write_text(text)
 
 
