@@ -34,6 +34,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timing needs it on CUDA; a no-op elsewhere)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     """bf16 where autocast is asked for (default: on CUDA), fp16 on GPUs without bf16, None
     for full precision."""

@@ -3,7 +3,10 @@ command line can declare its options from them without importing a network."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def setting(default, help: str):  # noqa: A002 - the CLI's word
@@ -26,3 +29,29 @@ class ModelSettings:
 
 
 SETTINGS = tuple(f.name for f in fields(ModelSettings))
+
+
+def flat_settings(name: str):
+    """Class decorator for a dataclass that nests :class:`ModelSettings` in field ``name``: it
+    also takes the settings flat (``TrainConfig(width=16)``, as the Python API always has) and
+    reads them as attributes (``config.width``)."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        generated = cls.__init__
+
+        def __init__(self, *args, **kwargs) -> None:
+            flat = {s: kwargs.pop(s) for s in SETTINGS if s in kwargs}
+            if flat:
+                kwargs[name] = replace(kwargs.get(name, ModelSettings()), **flat)
+            generated(self, *args, **kwargs)
+
+        def __getattr__(self, attribute: str):
+            if attribute in SETTINGS:
+                return getattr(getattr(self, name), attribute)
+            raise AttributeError(f"{cls.__name__} has no attribute {attribute!r}")
+
+        cls.__init__ = __init__  # type: ignore[misc,method-assign]
+        cls.__getattr__ = __getattr__  # type: ignore[attr-defined]
+        return cls
+
+    return decorate

@@ -12,14 +12,13 @@ from pathlib import Path
 import rasterio
 import torch
 
-from ..device import pick_device
+from ..device import pick_device, synchronize
 from ..geo.raster import band_names, reads_mask_band
 from ..geo.windows import window_stride
 from ..models import ModelConfig, build_model
 from ..prediction.engine import DriftWarning, Predictor, SceneReader, predict_scene
 from ..prediction.options import PredictOptions
 from ..prediction.writers import Outputs
-from .train import synchronize
 
 
 def meta_for(scene: Path, patch_size: int, classes: int) -> dict:

@@ -11,14 +11,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..device import autocast
+from ..device import autocast, synchronize
 from ..training.loop import train_one_epoch
 from ..training.setup import TrainConfig, setup
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def model_only(run, steps: int) -> float:

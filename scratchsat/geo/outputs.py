@@ -114,7 +114,7 @@ def remove_stale_temporaries(path: Path) -> None:
         for sibling in path.parent.iterdir():
             match = pattern.match(sibling.name)
             if match and not (match.group(1) and _alive(int(match.group(1)))):
-                _remove(sibling)
+                remove_path(sibling)
 
 
 def _alive(pid: int) -> bool:
@@ -163,7 +163,7 @@ def atomic_output(
                     check(tmp)
                 _put_in_place(tmp, path)
         except BaseException:
-            _remove(tmp)
+            remove_path(tmp)
             raise
 
 
@@ -175,7 +175,7 @@ def _put_in_place(tmp: Path, path: Path) -> None:
         old = temporary_name(path, "old")
         path.rename(old)
         tmp.rename(path)
-        _remove(old)
+        remove_path(old)
     else:
         if path.is_symlink():  # replace the link itself, never what it points to
             path.unlink()
@@ -276,10 +276,6 @@ def write_text(path: str | os.PathLike, text: str, overwrite: bool) -> None:
 
 def remove_path(path: Path) -> None:
     """Remove a file, a folder tree or a link (the link itself, never what it points to)."""
-    _remove(path)
-
-
-def _remove(path: Path) -> None:
     with contextlib.suppress(OSError):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from torch import nn
 
 from ..errors import InputError
-from ..settings import SETTINGS, ModelSettings
+from ..settings import SETTINGS, ModelSettings, flat_settings
 from .layers import ACTIVATIONS, INITS, NORMS, check_choice, init_weights
 from .resnet import DEPTHS, ResNetUNet, build_resnet
 from .simple import SimpleCNN
@@ -22,6 +22,7 @@ TASKS = ("segmentation", "classification")
 DEFAULT_MODEL = {"segmentation": "unet", "classification": "resnet18"}
 
 
+@flat_settings("settings")
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a network (weights aside). Settings read as attributes
@@ -33,11 +34,6 @@ class ModelConfig:
     task: str = "segmentation"
     small_stem: bool = True  # resnets: 3×3 stride-1 stem, no max-pool (for 32–64 px patches)
     settings: ModelSettings = ModelSettings()
-
-    def __getattr__(self, name: str):
-        if name in SETTINGS:
-            return getattr(self.settings, name)
-        raise AttributeError(f"ModelConfig has no attribute {name!r}")
 
     @classmethod
     def of(
@@ -64,21 +60,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
         return cls.of(**data)
-
-
-_generated_init = ModelConfig.__init__
-
-
-def _init(self: ModelConfig, *args, **kwargs) -> None:
-    """The dataclass's __init__, also taking settings flat (``ModelConfig("unet", 13, 7,
-    width=8)``), as the Python API always has."""
-    flat = {name: kwargs.pop(name) for name in SETTINGS if name in kwargs}
-    if flat:
-        kwargs["settings"] = replace(kwargs.get("settings", ModelSettings()), **flat)
-    _generated_init(self, *args, **kwargs)
-
-
-ModelConfig.__init__ = _init  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)

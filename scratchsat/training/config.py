@@ -13,10 +13,12 @@ from ..errors import InputError
 from ..models import SETTINGS, ModelSettings, check_name
 from ..models import check_settings as check_model_settings
 from ..models.layers import check_choice
+from ..settings import flat_settings
 from .augment import PRESETS
 from .optim import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 
 
+@flat_settings("model_settings")
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training setting; saved in the checkpoint and in ``model.json``."""
@@ -42,11 +44,6 @@ class TrainConfig:
     time_budget: float | None = None  # seconds: choose epochs to end within it (budget.py)
     ema: bool = True  # validate and save an exponential moving average of the weights
     model_settings: ModelSettings = ModelSettings()  # width, depth, activation, norm, init
-
-    def __getattr__(self, name: str):
-        if name in SETTINGS:  # config.width, as before settings were nested
-            return getattr(self.model_settings, name)
-        raise AttributeError(f"TrainConfig has no attribute {name!r}")
 
     def get(self, name: str):
         """A setting by name, model settings included (``get("width")``)."""
@@ -75,20 +72,6 @@ class TrainConfig:
             raise InputError(f"unknown training setting {unknown[0]!r}; known: {', '.join(NAMES)}")
         return cls.from_dict(options)
 
-
-_generated_init = TrainConfig.__init__
-
-
-def _init(self: TrainConfig, *args, **kwargs) -> None:
-    """The dataclass's __init__, also taking model settings flat (``TrainConfig(width=16)``),
-    as the Python API always has."""
-    flat = {name: kwargs.pop(name) for name in SETTINGS if name in kwargs}
-    if flat:
-        kwargs["model_settings"] = replace(kwargs.get("model_settings", ModelSettings()), **flat)
-    _generated_init(self, *args, **kwargs)
-
-
-TrainConfig.__init__ = _init  # type: ignore[method-assign]
 
 NAMES = tuple(f.name for f in fields(TrainConfig) if f.name != "model_settings") + SETTINGS
 RUNTIME_SETTINGS = ("device", "workers", "compile")  # change speed, not the run: --resume applies

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..bundle import save_bundle, save_checkpoint, save_weights
-from ..device import autocast
+from ..device import autocast, synchronize
 from ..errors import DivergedError, TrainingInterrupted
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import output_lock, write_json
@@ -316,11 +316,6 @@ def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs
     torch.set_rng_state(rng)
     test = len(run.loaders["test"]) if "test" in run.loaders else 0
     return Costs(step_s, val_batch_s, len(run.loaders["train"]), len(run.loaders["val"]), test)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_run(
