@@ -345,3 +345,49 @@ def test_a_json_output_is_locked_with_or_without_overwrite(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_predict_workers_are_dead_before_their_temporaries_are_removed(
+    small_run, seg_tiles, tmp_path, monkeypatch
+):
+    """A worker still alive when the parent removes a scene's temporaries could create one
+    again (seen once in CI: SIGTERM to predict --workers 2 left `.s1.tif.PID.part`)."""
+    import contextlib
+
+    from scratchsat.prediction import pool as pool_module
+    from scratchsat.prediction.options import PredictOptions
+    from scratchsat.prediction.writers import Outputs
+
+    events = []
+
+    class Pool:
+        def submit(self, *args):
+            events.append("submitted")
+            raise KeyboardInterrupt  # Ctrl-C while the first scene is being predicted
+
+    @contextlib.contextmanager
+    def fake_pool(*args, **kwargs):
+        try:
+            yield Pool()
+        finally:
+            events.append("workers killed")
+
+    real_staged = Outputs.staged
+
+    @contextlib.contextmanager
+    def staged(self, *args, **kwargs):
+        with real_staged(self, *args, **kwargs) as tmp:
+            try:
+                yield tmp
+            finally:
+                events.append("temporaries removed")
+
+    monkeypatch.setattr(pool_module, "worker_pool", fake_pool)
+    monkeypatch.setattr(Outputs, "staged", staged)
+    plan = [("scene.tif", Outputs(tmp_path / "a.tif"))]
+    with pytest.raises(KeyboardInterrupt):
+        pool_module.predict_in_processes(
+            small_run, plan, [100], PredictOptions(), False, pool_module.Tally([100], None), 2
+        )
+    assert events == ["submitted", "workers killed", "temporaries removed"]
+    assert list(tmp_path.iterdir()) == []

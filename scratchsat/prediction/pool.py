@@ -87,11 +87,14 @@ def predict_in_processes(
     classes = _classes(bundle)
     with contextlib.ExitStack() as outer:
         staging = {}  # future → (scene's stack of staged outputs, final class-map path)
+        # Temporaries are removed after the workers are dead (stacks unwind last in, first
+        # out): a worker still running could otherwise create a temporary just removed.
+        staged = outer.enter_context(contextlib.ExitStack())
         pool = outer.enter_context(
             worker_pool(workers, _init, (str(bundle), options, threads, messages))
         )
         for i, (scene, outputs) in enumerate(plan):
-            stack = outer.enter_context(contextlib.ExitStack())
+            stack = staged.enter_context(contextlib.ExitStack())
             tmp = stack.enter_context(outputs.staged(classes, pixels[i], overwrite))
             future = pool.submit(_predict_one, i, scene, tmp, options)
             staging[future] = (stack, outputs.classes)
