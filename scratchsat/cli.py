@@ -381,6 +381,20 @@ def train(
         str, typer.Option(help="Loss weights per class: none, inverse or sqrt-inverse frequency.")
     ] = "none",
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing in [0, 1).")] = 0.0,
+    loss: Annotated[
+        str,
+        typer.Option(
+            help="ce (cross-entropy) or ce+dice (plus a soft Dice term that weighs every class "
+            "alike, for mean IoU and rare classes)."
+        ),
+    ] = "ce",
+    sampling: Annotated[
+        str,
+        typer.Option(
+            help="uniform, or balanced: patches with classes found in few patches are drawn "
+            "more often (repeat factor √(most widespread class's share / the class's share))."
+        ),
+    ] = "uniform",
     amp: Annotated[
         bool | None,
         typer.Option("--amp/--no-amp", help="Mixed precision (default: on for CUDA, bf16)."),
@@ -451,6 +465,8 @@ def train(
         aug=aug,
         class_weights=class_weights,
         label_smoothing=label_smoothing,
+        loss=loss,
+        sampling=sampling,
         amp=amp,
         channels_last=channels_last,
         compile=compile,

@@ -15,6 +15,8 @@ from ..models import check_settings as check_model_settings
 from ..models.layers import check_choice
 from ..settings import flat_settings
 from .augment import PRESETS
+from .data import SAMPLINGS
+from .losses import LOSSES
 from .optim import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 
 
@@ -33,6 +35,8 @@ class TrainConfig:
     aug: str = "d4"
     class_weights: str = "none"
     label_smoothing: float = 0.0
+    loss: str = "ce"  # ce, or ce+dice (losses.py)
+    sampling: str = "uniform"  # uniform, or balanced: rare-class patches drawn more often
     amp: bool | None = None  # None: on for CUDA
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
@@ -83,6 +87,8 @@ def check_settings(config: TrainConfig) -> None:
     check_choice("schedule", config.schedule, SCHEDULES)
     check_choice("class weighting", config.class_weights, CLASS_WEIGHTS)
     check_choice("augmentation", config.aug, PRESETS)
+    check_choice("loss", config.loss, LOSSES)
+    check_choice("sampling", config.sampling, SAMPLINGS)
     check_name(config.model)
     check_model_settings(config.model_settings)
     check_device_name(config.device)

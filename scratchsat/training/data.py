@@ -116,27 +116,71 @@ class PatchDataset(Dataset):
         return images, targets, ks
 
 
-__all__ = ["IGNORE_INDEX", "PatchDataset", "Tiles", "normalise", "read_tiles"]
+__all__ = ["IGNORE_INDEX", "SAMPLINGS", "PatchDataset", "Tiles", "normalise", "read_tiles"]
+
+
+SAMPLINGS = ("uniform", "balanced")
+
+
+def patch_weights(dataset: PatchDataset) -> np.ndarray:
+    """Drawing weights for ``--sampling balanced`` (repeat-factor sampling, as LVIS does for
+    rare categories): a class found in a fraction f of the training patches has the factor
+    ``√(f_max / f)``, f_max the fraction of the most widespread class; a patch weighs its
+    rarest class's factor. A class in a quarter as many patches as the most widespread one is
+    drawn about twice as often; a folder where every class is as widespread is drawn
+    uniformly. Sized by the data: nothing here depends on the scene or its sensor."""
+    targets = dataset.targets()
+    classes = dataset.tiles.num_classes
+    if dataset.tiles.task == "segmentation":
+        present = np.zeros((len(targets), classes), dtype=bool)
+        for start in range(0, len(targets), 256):  # a block of masks at a time
+            block = np.asarray(targets[start : start + 256]).reshape(
+                min(256, len(targets) - start), -1
+            )
+            for c in range(classes):
+                present[start : start + len(block), c] = (block == c).any(axis=1)
+    else:
+        present = np.eye(classes, dtype=bool)[np.asarray(targets)]
+    fraction = present.mean(axis=0)
+    found = fraction > 0
+    if not found.any():
+        return np.ones(len(targets))
+    factor = np.ones(classes)
+    factor[found] = np.sqrt(fraction.max() / fraction[found])
+    return np.where(present, factor, 1.0).max(axis=1, initial=1.0)
 
 
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffled ``(index, seed)`` pairs: the order and each item's augmentation seed are drawn
     here, once, from ``seed`` and the epoch, so an epoch replays exactly (on resume too).
 
-    ``start`` skips items already seen (resuming mid-epoch); ``rank`` and ``world_size`` give
-    each distributed process its own share, padded to equal length.
+    With ``weights`` an epoch draws as many items, with replacement, in proportion to them
+    (``--sampling balanced``). ``start`` skips items already seen (resuming mid-epoch);
+    ``rank`` and ``world_size`` give each distributed process its own share, padded to equal
+    length.
     """
 
-    def __init__(self, size: int, seed: int = 0, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self,
+        size: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        weights: np.ndarray | None = None,
+    ) -> None:
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
         self.epoch, self.start = 0, 0
+        self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
     def items(self) -> list[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.size, generator=generator).tolist()
+        if self.weights is None:
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = torch.multinomial(self.weights, self.size, True, generator=generator).tolist()
         seeds = torch.randint(2**31 - 1, (self.size,), generator=generator).tolist()
         pairs = list(zip(order, seeds, strict=True))
         per_rank = -(-self.size // self.world_size)

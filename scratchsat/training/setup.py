@@ -30,8 +30,9 @@ from ..models.inputs import unwrap
 from ..tiles.format import Tiles, read_tiles
 from . import distributed
 from .config import TrainConfig, check_settings, resumed_config
-from .data import EpochSampler, PatchDataset
+from .data import EpochSampler, PatchDataset, patch_weights
 from .distributed import SINGLE, Ranks, ShardSampler
+from .losses import build_loss
 from .optim import build_optimizer, build_schedule, class_weights
 
 RUN_FILES = (
@@ -204,7 +205,8 @@ def build_loaders(
     }
     spec = None if raw else (augment if augment is not None else config.aug)
     train_set = PatchDataset(tiles, "train", spec, raw=raw)
-    sampler = EpochSampler(len(train_set), config.seed, ranks.rank, ranks.world_size)
+    weights = patch_weights(train_set) if config.sampling == "balanced" else None
+    sampler = EpochSampler(len(train_set), config.seed, ranks.rank, ranks.world_size, weights)
     loaders = {
         "train": batch_loader(
             train_set, sampler, len(sampler) > config.batch_size, config.batch_size, common
@@ -285,10 +287,11 @@ def setup(
     train_set = loaders["train"].dataset
     assert isinstance(train_set, PatchDataset)
     weights = class_weights(train_counts(tiles, train_set), config.class_weights)
-    loss_fn = nn.CrossEntropyLoss(
-        weight=torch.from_numpy(weights).to(device) if weights is not None else None,
-        ignore_index=IGNORE_INDEX,
-        label_smoothing=config.label_smoothing,
+    loss_fn = build_loss(
+        config.loss,
+        torch.from_numpy(weights).to(device) if weights is not None else None,
+        IGNORE_INDEX,
+        config.label_smoothing,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     prepare_folder(folder, resume, overwrite, ranks)
