@@ -542,6 +542,13 @@ def predict(
     float_probabilities: Annotated[
         bool, typer.Option("--float", help="Probabilities as float32 (default: uint8 0–255).")
     ] = False,
+    uncertainty: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write how sure the model is here (a .tif, or a folder): margin between "
+            "the two most probable classes, normalised entropy, top probability (float32)."
+        ),
+    ] = None,
     overlap: Annotated[
         float, typer.Option(help="Fraction of a window shared with its neighbour.")
     ] = 0.25,
@@ -598,6 +605,7 @@ def predict(
             scenes,
             out,
             probabilities=probabilities,
+            uncertainty=uncertainty,
             options=options,
             overwrite=overwrite,
             progress=callback,

@@ -395,3 +395,58 @@ def test_an_alpha_band_is_a_mask_not_a_band(tmp_path):
             PredictOptions(patch_size=8),
         )
     assert not (tmp_path / "p4.tif").exists()
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.5])
+def test_uncertainty_is_margin_entropy_and_top_probability_of_the_blend(tmp_path, overlap):
+    data = random_scene(tmp_path / "scene.tif", 45, 61)
+    predictor = Predictor(torch.nn.Identity(), identity_meta(4, 16), torch.device("cpu"))
+    outputs = Outputs(tmp_path / "pred.tif", uncertainty=tmp_path / "unsure.tif")
+    predict_scene(predictor, tmp_path / "scene.tif", outputs, PredictOptions(overlap=overlap))
+    _, probs, invalid = expected(data)
+    ranked = np.sort(probs[:, ~invalid], axis=0)
+    p = probs[:, ~invalid]
+    want = [ranked[-1] - ranked[-2], -(p * np.log(p)).sum(0) / np.log(4), ranked[-1]]
+    with rasterio.open(tmp_path / "unsure.tif") as src:
+        got = src.read()
+        assert src.descriptions == ("margin", "entropy", "top_probability")
+        assert src.dtypes[0] == "float32" and np.isnan(src.nodata)
+    for band, expected_band in zip(got, want, strict=True):
+        np.testing.assert_allclose(band[~invalid], expected_band, rtol=1e-4, atol=1e-5)
+    assert np.isnan(got[:, invalid]).all()
+    info = gdalinfo(tmp_path / "unsure.tif")
+    assert info["size"] == [61, 45]
+
+
+def test_a_one_class_model_is_certain_everywhere(tmp_path):
+    data = np.random.default_rng(1).normal(0, 2, (1, 20, 30)).astype(np.float32)
+    data[0, 3, 4] = NODATA
+    write_raster(tmp_path / "scene.tif", data, nodata=NODATA)
+    predictor = Predictor(torch.nn.Identity(), identity_meta(1, 16), torch.device("cpu"))
+    outputs = Outputs(tmp_path / "pred.tif", uncertainty=tmp_path / "unsure.tif")
+    predict_scene(predictor, tmp_path / "scene.tif", outputs)
+    with rasterio.open(tmp_path / "unsure.tif") as src:
+        margin, entropy, top = src.read()
+    valid = data[0] != NODATA
+    assert np.isnan(margin[3, 4]) and np.isnan(entropy[3, 4])
+    assert (margin[valid] == 1).all() and (entropy[valid] == 0).all() and (top[valid] == 1).all()
+
+
+def test_uncertainty_through_the_cli_with_tta_and_clashing_paths(tmp_path, trained_run):
+    run, folder = trained_run
+    scene = str(folder / "scene.tif")
+    out, unsure = tmp_path / "map.tif", tmp_path / "unsure.tif"
+    args = ["predict", str(run), scene, "--out", str(out), "--uncertainty", str(unsure)]
+    result = runner.invoke(app, [*args, "--tta"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as classes, rasterio.open(unsure) as src:
+        assert src.transform == classes.transform and src.crs == classes.crs
+        margin, entropy, top = src.read(masked=False)
+    assert np.nanmin(top) >= 0.25 - 1e-6 and np.nanmax(top) <= 1 + 1e-6
+    assert np.nanmin(margin) >= 0 and np.nanmax(entropy) <= 1
+    result = runner.invoke(app, ["predict", str(run), scene, "--out", str(out)])
+    assert result.exit_code == 1 and "exists" in result.output
+    clash = ["predict", str(run), scene, "--out", str(tmp_path / "b.tif")]
+    result = runner.invoke(app, [*clash, "--uncertainty", str(tmp_path / "b.tif")])
+    assert result.exit_code == 1 and "is the same file as the class map" in result.output
+    assert not (tmp_path / "b.tif").exists()

@@ -23,6 +23,7 @@ def predict(
     out: str | os.PathLike,
     *,
     probabilities: str | os.PathLike | None = None,
+    uncertainty: str | os.PathLike | None = None,
     options: PredictOptions = DEFAULTS,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -31,7 +32,8 @@ def predict(
     """Predict scenes with a model bundle; returns the class-map paths written.
 
     ``out`` is a ``.tif`` path for one scene, or a folder (one ``<scene name>.tif`` each);
-    ``probabilities`` likewise, for per-class probability rasters. With ``workers`` > 1,
+    ``probabilities`` likewise, for per-class probability rasters, and ``uncertainty`` for
+    margin, normalised entropy and top probability (float32). With ``workers`` > 1,
     scenes are predicted in that many processes (each loads the model once). ``progress``
     counts pixels over all scenes.
     """
@@ -41,6 +43,7 @@ def predict(
         Path(out),
         Path(probabilities) if probabilities else None,
         overwrite,
+        Path(uncertainty) if uncertainty else None,
     )
     device = pick_device(options.device)
     predictor = load_predictor(bundle, options, device)

@@ -41,7 +41,11 @@ def output_path(out: Path, scene: Source, single: bool) -> Path:
 
 
 def outputs_for(
-    scenes: Sequence[Source], out: Path, probabilities: Path | None, overwrite: bool
+    scenes: Sequence[Source],
+    out: Path,
+    probabilities: Path | None,
+    overwrite: bool,
+    uncertainty: Path | None = None,
 ) -> list[tuple[Source, Outputs]]:
     """Plan one :class:`Outputs` per scene and refuse clashes and existing files up front."""
     if len({s.stem for s in scenes}) != len(scenes):
@@ -53,14 +57,34 @@ def outputs_for(
     for scene in scenes:
         classes = output_path(out, scene, single)
         probs = output_path(probabilities, scene, single) if probabilities else None
-        for path in filter(None, (classes, probs, *sidecars(classes).values())):
+        unsure = output_path(uncertainty, scene, single) if uncertainty else None
+        for path in filter(None, (classes, probs, unsure, *sidecars(classes).values())):
             if path.resolve() == scene.resolve():
                 raise InputError(f"{path} is the scene itself; choose another output")
             check_output(path, overwrite)
-        if probs is not None and probs.resolve() == classes.resolve():
-            raise InputError(f"--probabilities {probs} is the same file as the class map")
-        plan.append((scene, Outputs(classes, probs)))
+        named = [("the class map", classes), ("--probabilities", probs), ("--uncertainty", unsure)]
+        given = [(what, path.resolve()) for what, path in named if path is not None]
+        for i, (what, path) in enumerate(given):
+            for other, other_path in given[:i]:
+                if path == other_path:
+                    raise InputError(f"{what} {path} is the same file as {other}")
+        plan.append((scene, Outputs(classes, probs, unsure)))
     return plan
+
+
+UNCERTAINTY_BANDS = ("margin", "entropy", "top_probability")
+
+
+def uncertainty(probs: torch.Tensor) -> torch.Tensor:
+    """(K, …) probabilities → (3, …) float32: the margin between the two most probable
+    classes (0 = a tie, 1 = sure), the entropy divided by log K (0 = sure, 1 = every class
+    equally likely) and the top probability. A one-class model is sure everywhere."""
+    p = probs.float()
+    k = p.shape[0]
+    top = p.topk(min(2, k), dim=0).values
+    second = top[1] if k > 1 else torch.zeros_like(top[0])
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(0) / math.log(k) if k > 1 else 0 * top[0]
+    return torch.stack([top[0] - second, entropy.clamp(0, 1), top[0]])
 
 
 class ClassMapSink:
@@ -68,13 +92,19 @@ class ClassMapSink:
     in whole block rows from one writer thread."""
 
     def __init__(
-        self, classes_dst, probs_dst, codes: np.ndarray, nodata: int, float_probs: bool
+        self,
+        classes_dst,
+        probs_dst,
+        codes: np.ndarray,
+        nodata: int,
+        float_probs: bool,
+        unsure_dst=None,
     ) -> None:
-        self.classes_dst, self.probs_dst = classes_dst, probs_dst
+        self.classes_dst, self.probs_dst, self.unsure_dst = classes_dst, probs_dst, unsure_dst
         self.codes, self.nodata, self.float_probs = codes, nodata, float_probs
         self.block_rows = classes_dst.block_shapes[0][0]
         self.row, self.pending_rows = 0, 0
-        self.buffer: list[tuple[np.ndarray, np.ndarray | None, np.ndarray]] = []
+        self.buffer: list[tuple] = []  # (codes, probabilities, validity, uncertainty) rows
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="write")
         self.futures: list[Future] = []
 
@@ -89,7 +119,11 @@ class ClassMapSink:
             p = scaled.cpu().numpy()
             if self.float_probs:
                 p[:, ~valid] = np.nan
-        self.buffer.append((codes, p, valid))
+        u = None
+        if self.unsure_dst is not None:
+            u = uncertainty(probs).cpu().numpy()
+            u[:, ~valid] = np.nan
+        self.buffer.append((codes, p, valid, u))
         self.pending_rows += len(codes)
         if self.pending_rows >= self.block_rows:
             self.flush(whole_blocks=True)
@@ -100,11 +134,17 @@ class ClassMapSink:
         codes = np.concatenate([b[0] for b in self.buffer])
         probs = None if self.probs_dst is None else np.concatenate([b[1] for b in self.buffer], 1)
         valid = np.concatenate([b[2] for b in self.buffer])
+        unsure = None if self.unsure_dst is None else np.concatenate([b[3] for b in self.buffer], 1)
         n = (len(codes) // self.block_rows) * self.block_rows if whole_blocks else len(codes)
-        self.buffer = [(codes[n:], None if probs is None else probs[:, n:], valid[n:])]
+
+        def rows(a, part: slice):
+            return None if a is None else a[:, part]
+
+        later, now = slice(n, None), slice(None, n)
+        self.buffer = [(codes[later], rows(probs, later), valid[later], rows(unsure, later))]
         self.pending_rows = len(codes) - n
         if n:
-            args = (self.row, codes[:n], None if probs is None else probs[:, :n], valid[:n])
+            args = (self.row, codes[now], rows(probs, now), valid[now], rows(unsure, now))
             self.futures = [f for f in self.futures if not f.done()]
             while len(self.futures) >= 2:  # bound what waits in memory
                 self.futures.pop(0).result()
@@ -112,10 +152,17 @@ class ClassMapSink:
             self.row += n
 
     def write(
-        self, row: int, codes: np.ndarray, probs: np.ndarray | None, valid: np.ndarray
+        self,
+        row: int,
+        codes: np.ndarray,
+        probs: np.ndarray | None,
+        valid: np.ndarray,
+        unsure: np.ndarray | None,
     ) -> None:
         window = Window(0, row, codes.shape[1], len(codes))
         self.classes_dst.write(codes, 1, window=window)
+        if unsure is not None:
+            self.unsure_dst.write(unsure, window=window)
         if probs is not None:
             self.probs_dst.write(probs, window=window)
             if not self.float_probs:
@@ -134,6 +181,7 @@ class Outputs:
 
     classes: Path
     probabilities: Path | None = None
+    uncertainty: Path | None = None
 
     @contextlib.contextmanager
     def staged(self, classes: Sequence[dict], pixels: int, overwrite: bool) -> Iterator[Outputs]:
@@ -157,10 +205,19 @@ class Outputs:
                 if self.probabilities
                 else None
             )
+            tmp_unsure = (
+                stack.enter_context(
+                    atomic_output(
+                        self.uncertainty, overwrite, check=check_written, size_hint=pixels * 12
+                    )
+                )
+                if self.uncertainty
+                else None
+            )
             tmp = stack.enter_context(
                 atomic_output(self.classes, overwrite, check=check_written, size_hint=pixels * 2)
             )
-            yield Outputs(tmp, tmp_probs)
+            yield Outputs(tmp, tmp_probs, tmp_unsure)
             for key, path in side.items():
                 path.write_text(texts[key])
 
@@ -205,18 +262,27 @@ class Outputs:
                 if tmp_probs
                 else None
             )
+            unsure_dst = (
+                open_uncertainty(self.uncertainty, crs, transform, width, height)
+                if self.uncertainty
+                else None
+            )
             codes = np.array([int(c["code"]) for c in classes], dtype=dtype)
-            sink = ClassMapSink(dst, probs_dst, codes, nodata, options.float_probabilities)
+            sink = ClassMapSink(
+                dst, probs_dst, codes, nodata, options.float_probabilities, unsure_dst
+            )
             try:
                 yield sink
             finally:
                 sink.close()
-                if probs_dst is not None:
-                    probs_dst.close()
+                for extra in (probs_dst, unsure_dst):
+                    if extra is not None:
+                        extra.close()
         if options.cog:
             to_cog(tmp, "nearest")
-            if tmp_probs:
-                to_cog(tmp_probs, "average")
+            for extra in (tmp_probs, self.uncertainty):
+                if extra:
+                    to_cog(extra, "average")
 
 
 def open_probabilities(
@@ -238,6 +304,26 @@ def open_probabilities(
         dst.set_band_description(i, str(c["name"]))
     dst.update_tags(
         CLASSES=classes_tag(classes), SCALE="probability" if floats else "probability × 255"
+    )
+    return dst
+
+
+def open_uncertainty(path: Path, crs, transform, width: int, height: int):
+    profile = geotiff_profile(
+        width=width,
+        height=height,
+        count=len(UNCERTAINTY_BANDS),
+        dtype="float32",
+        crs=crs,
+        transform=transform,
+        nodata=float("nan"),
+    )
+    dst = rasterio.open(path, "w", **profile, photometric="MINISBLACK")
+    for i, name in enumerate(UNCERTAINTY_BANDS, start=1):
+        dst.set_band_description(i, name)
+    dst.update_tags(
+        UNCERTAINTY="margin: top − second probability; entropy: −Σ p log p / log K; "
+        "top_probability: the largest probability"
     )
     return dst
 
