@@ -549,6 +549,12 @@ def predict(
             "the two most probable classes, normalised entropy, top probability (float32)."
         ),
     ] = None,
+    vector: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write the map as polygons here (a .gpkg, or a folder), as `vectorize` does."
+        ),
+    ] = None,
     overlap: Annotated[
         float, typer.Option(help="Fraction of a window shared with its neighbour.")
     ] = 0.25,
@@ -606,6 +612,7 @@ def predict(
             out,
             probabilities=probabilities,
             uncertainty=uncertainty,
+            vector=vector,
             options=options,
             overwrite=overwrite,
             progress=callback,
@@ -613,6 +620,65 @@ def predict(
         )
     for path in paths:
         say(f"wrote {path}")
+
+
+@app.command()
+@handle_errors
+def vectorize(
+    classmap: Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", help="Vector file: .gpkg (default format), .geojson, .fgb, .shp."
+        ),
+    ],
+    uncertainty: Annotated[
+        str | None,
+        typer.Option(
+            help="The map's --uncertainty raster: adds each polygon's mean top probability."
+        ),
+    ] = None,
+    min_area: Annotated[
+        float,
+        typer.Option(
+            help="Regions smaller than this (CRS units², m² for UTM) join their largest neighbour."
+        ),
+    ] = 0.0,
+    drop_small: Annotated[
+        bool, typer.Option("--drop-small", help="Leave regions under --min-area out instead.")
+    ] = False,
+    simplify: Annotated[
+        float,
+        typer.Option(help="Simplify each polygon to this tolerance (CRS units), keeping it valid."),
+    ] = 0.0,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option("--classes", help="Only this class (name or code); repeat for more."),
+    ] = None,
+    driver: Annotated[
+        str | None, typer.Option(help="OGR driver, when the suffix does not tell (e.g. GPKG).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+) -> None:
+    """Class map to polygons: one feature per connected region of a class, with its class,
+    area and (given the uncertainty raster) mean top probability; styled for QGIS.
+
+    Example: scratchsat vectorize brandenburg_classes.tif --out classes.gpkg --min-area 5000
+    """
+    from .geo.vectorize import vectorize as run_vectorize
+
+    report = run_vectorize(
+        classmap,
+        out,
+        uncertainty=uncertainty,
+        min_area=min_area,
+        drop_small=drop_small,
+        simplify=simplify,
+        keep=classes,
+        driver=driver,
+        overwrite=overwrite,
+    )
+    say(f"wrote {report.features} polygons to {report.path}")
 
 
 @app.command()

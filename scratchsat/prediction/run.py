@@ -9,8 +9,11 @@ from pathlib import Path
 
 from ..device import pick_device
 from ..errors import InputError
+from ..geo.classmap import sidecars
+from ..geo.outputs import check_output
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
+from ..geo.vectorize import driver_for, vector_files, vectorize
 from .engine import Progress, load_predictor, predict_scene, scene_indexes
 from .options import DEFAULTS, MAX_WINDOW, PredictOptions
 from .pool import Tally, predict_in_processes
@@ -24,6 +27,7 @@ def predict(
     *,
     probabilities: str | os.PathLike | None = None,
     uncertainty: str | os.PathLike | None = None,
+    vector: str | os.PathLike | None = None,
     options: PredictOptions = DEFAULTS,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -33,7 +37,9 @@ def predict(
 
     ``out`` is a ``.tif`` path for one scene, or a folder (one ``<scene name>.tif`` each);
     ``probabilities`` likewise, for per-class probability rasters, and ``uncertainty`` for
-    margin, normalised entropy and top probability (float32). With ``workers`` > 1,
+    margin, normalised entropy and top probability (float32); ``vector`` (a vector file for
+    one scene, or a folder: ``<scene name>.gpkg``) gets the map's polygons, as
+    :func:`~scratchsat.geo.vectorize.vectorize` writes them. With ``workers`` > 1,
     scenes are predicted in that many processes (each loads the model once). ``progress``
     counts pixels over all scenes.
     """
@@ -45,6 +51,18 @@ def predict(
         overwrite,
         Path(uncertainty) if uncertainty else None,
     )
+    polygons = [
+        vector_path(Path(vector), scene, len(plan) == 1, overwrite) if vector else None
+        for scene, _ in plan
+    ]
+    for (_, outputs), target in zip(plan, polygons, strict=True):
+        taken = {p.resolve() for p in (outputs.classes, *sidecars(outputs.classes).values())}
+        for path in vector_files(target, *driver_for(target, None)) if target else ():
+            if path.resolve() in taken:
+                raise InputError(
+                    f"--vector {target} would write {path}, which the class map writes too; "
+                    "name the vector file differently (or use .gpkg, which keeps its style inside)"
+                )
     device = pick_device(options.device)
     predictor = load_predictor(bundle, options, device)
     pixels = []
@@ -54,11 +72,29 @@ def predict(
             pixels.append(src.width * src.height)
     tally = Tally(pixels, progress)
     if workers > 1 and len(plan) > 1:
-        return predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
-    return [
-        predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
-        for i, (scene, outputs) in enumerate(plan)
-    ]
+        paths = predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
+    else:
+        paths = [
+            predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
+            for i, (scene, outputs) in enumerate(plan)
+        ]
+    for (_, outputs), target in zip(plan, polygons, strict=True):
+        if target is not None:
+            vectorize(outputs.classes, target, uncertainty=outputs.uncertainty, overwrite=overwrite)
+    return paths
+
+
+def vector_path(vector: Path, scene, single: bool, overwrite: bool) -> Path:
+    """``vector`` itself for one scene named with a vector suffix, else
+    ``vector/<scene name>.gpkg``; refused up front if it exists or the format is unknown."""
+    path = vector if single and vector.suffix else vector / f"{scene.stem}.gpkg"
+    if vector.suffix and not single:
+        raise InputError(
+            f"--vector {vector} is a file name but there are several scenes; pass a folder"
+        )
+    for candidate in vector_files(path, *driver_for(path, None)):
+        check_output(candidate, overwrite)
+    return path
 
 
 def check_options(options: PredictOptions, workers: int = 1) -> None:
