@@ -104,10 +104,13 @@ def evaluate(
     truth = label_classes(spec, [grid])
     region = split_mask(Path(tiles), split, grid) if tiles is not None and split else None
     pairs: Counter = Counter()  # (label id, prediction code) → pixels
+    mapped: Counter = Counter()  # prediction code → pixels of the whole map
     with open_raster(prediction) as src:
         for top in range(0, grid.height, ROWS):
             window = Window(0, top, grid.width, min(ROWS, grid.height - top))
             codes = src.read(1, window=window)
+            values, counts = np.unique(codes, return_counts=True)
+            mapped.update({int(v): int(n) for v, n in zip(values, counts, strict=True)})
             ids = read_ids(spec, grid, window, truth)
             keep = ids != IGNORE_INDEX
             if nodata is not None:
@@ -119,8 +122,10 @@ def evaluate(
             pairs.update(dict(zip(map(tuple, values.T.tolist()), counts.tolist(), strict=True)))
             if progress is not None:
                 progress(top + window.height, grid.height)
+    if nodata is not None:
+        mapped.pop(int(nodata), None)
     classes, lookup = match(truth, predicted)
-    for code in sorted({code for _, code in pairs} - set(lookup)):
+    for code in sorted(({code for _, code in pairs} | set(mapped)) - set(lookup)):
         classes.append({"code": code, "name": str(code)})
         lookup[code] = len(classes) - 1
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
@@ -129,10 +134,110 @@ def evaluate(
     result = scores(confusion, [c["name"] for c in classes])
     for entry, c in zip(result["classes"], classes, strict=True):
         entry["code"] = c["code"]
+    map_pixels = np.zeros(len(classes), dtype=np.int64)
+    for code, count in mapped.items():
+        map_pixels[lookup[code]] += count
     return {
         "prediction": str(prediction),
         "labels": str(labels),
         "split": split,
         "pixels": int(confusion.sum()),
         **result,
+        "area": area_report(confusion.T, map_pixels, classes, grid),
+    }
+
+
+Z95 = 1.959964  # two-sided 95 % normal quantile
+
+
+def stratified_estimates(sample: np.ndarray, map_pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Olofsson et al. (2014) with the map classes as strata.
+
+    ``sample[i, j]``: sample units mapped as class i whose reference class is j;
+    ``map_pixels[i]``: the map's pixels of class i (the stratum sizes). Returns area
+    proportions per reference class and their standard errors (eq. 9–10), user's and
+    producer's accuracies and theirs (eq. 2–4, 5, 7), overall accuracy and its (eq. 1, 6).
+    Standard errors are NaN where a stratum has fewer than two sample units.
+    """
+    n = sample.astype(np.float64)
+    n_i = n.sum(1)  # sample units per stratum (map class)
+    weights = map_pixels / map_pixels.sum()  # W_i
+    sampled = n_i > 0
+    share = np.divide(n, n_i[:, None], out=np.zeros_like(n), where=sampled[:, None])  # n_ij/n_i
+    p = weights[:, None] * share  # p̂_ij
+    area = p.sum(0)  # p̂_·j
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dof = np.where(n_i > 1, n_i - 1, np.nan)
+        area_se = np.sqrt(np.nansum(weights[:, None] ** 2 * share * (1 - share) / dof[:, None], 0))
+        if ((n_i <= 1) & (weights > 0)).any():  # a stratum's variance cannot be estimated
+            area_se[:] = np.nan
+        users = np.where(sampled, np.diag(share), np.nan)
+        users_se = np.sqrt(users * (1 - users) / dof)
+        producers = np.diag(p) / area
+        totals = map_pixels.astype(np.float64)  # N_i·
+        reference = (totals[:, None] * share).sum(0)  # N̂_·j
+        others = totals[:, None] ** 2 * share * (1 - share) / dof[:, None]  # for i ≠ j
+        np.fill_diagonal(others, 0)
+        variance = (
+            totals**2 * (1 - producers) ** 2 * users * (1 - users) / dof
+            + producers**2 * np.nansum(others, 0)
+        ) / reference**2
+        producers_se = np.sqrt(variance)
+        overall = np.diag(p).sum()
+        overall_se = np.sqrt(np.nansum(weights**2 * users * (1 - users) / dof))
+    return {
+        "area": area,
+        "area_se": area_se,
+        "users": users,
+        "users_se": users_se,
+        "producers": producers,
+        "producers_se": producers_se,
+        "overall": np.float64(overall),
+        "overall_se": np.float64(overall_se),
+    }
+
+
+def area_report(sample: np.ndarray, map_pixels: np.ndarray, classes: list[dict], grid: Grid):
+    """Per class: the map's area, the error-adjusted area with a 95 % interval, user's and
+    producer's accuracies with theirs (in hectares where the CRS is projected)."""
+    if map_pixels.sum() == 0:
+        return None
+    est = stratified_estimates(sample, map_pixels)
+    pixel_area = abs(grid.transform.determinant)
+    projected = grid.crs is not None and grid.crs.is_projected
+    to_ha = (grid.crs.linear_units_factor[1] ** 2 / 10_000) if projected else None
+    unit_area = pixel_area * to_ha if to_ha else pixel_area
+    total = map_pixels.sum() * unit_area
+
+    def number(value) -> float | None:
+        return None if not np.isfinite(value) else float(value)
+
+    def interval(se) -> float | None:
+        return number(Z95 * se)
+
+    rows = []
+    for i, c in enumerate(classes):
+        rows.append(
+            {
+                "code": c["code"],
+                "name": c["name"],
+                "mapped": float(map_pixels[i] * unit_area),
+                "estimated": number(est["area"][i] * total),
+                "estimated_ci95": number(Z95 * est["area_se"][i] * total),
+                "users_accuracy": number(est["users"][i]),
+                "users_ci95": interval(est["users_se"][i]),
+                "producers_accuracy": number(est["producers"][i]),
+                "producers_ci95": interval(est["producers_se"][i]),
+                "sample": int(sample[i].sum()),
+            }
+        )
+    unsampled = [c["name"] for i, c in enumerate(classes) if map_pixels[i] and not sample[i].sum()]
+    return {
+        "units": "ha" if to_ha else "CRS units²",
+        "method": "stratified estimator of Olofsson et al. (2014), strata = map classes, "
+        "sample = the labelled pixels",
+        "overall_accuracy": number(est["overall"]),
+        "overall_ci95": interval(est["overall_se"]),
+        "classes": rows,
+        "unsampled_map_classes": unsampled,
     }

@@ -185,6 +185,48 @@ def show_scores(result: dict, console: Console) -> None:
         f"({result['pixels']:,} pixels{where})",
         highlight=False,
     )
+    area = result.get("area")
+    if area:
+        show_area(area, console)
+
+
+def show_area(area: dict, console: Console) -> None:
+    """``evaluate``: mapped and error-adjusted areas, user's and producer's accuracies."""
+
+    def num(value: float | None, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:,.{digits}f}"
+
+    rows = [
+        (
+            str(c["code"]),
+            c["name"],
+            num(c["mapped"]),
+            num(c["estimated"]),
+            num(c["estimated_ci95"]),
+            num(c["users_accuracy"], 2),
+            num(c["users_ci95"], 2),
+            num(c["producers_accuracy"], 2),
+            num(c["producers_ci95"], 2),
+            f"{c['sample']:,}",
+        )
+        for c in area["classes"]
+    ]
+    title = (
+        f"Area in {area['units']}, error-adjusted (Olofsson et al. 2014: strata = map classes, "
+        "sample = the labelled pixels; ± = 95 % interval, valid for a probability sample only)"
+    )
+    headers = ["code", "class", "mapped", "adjusted", "±", "user's", "±", "producer's", "±", "n"]
+    console.print(table(title, headers, rows))
+    note = (
+        f"overall accuracy {num(area['overall_accuracy'])} ± {num(area['overall_ci95'])} "
+        "(area-weighted)"
+    )
+    if area["unsampled_map_classes"]:
+        note += (
+            f"; no labelled pixel is mapped as {', '.join(area['unsampled_map_classes'])}, "
+            "so the intervals cannot be estimated"
+        )
+    console.print(note, highlight=False)
 
 
 def show_bench(result: dict, console: Console) -> None:

@@ -172,3 +172,62 @@ def test_errors(tmp_path):
         app, ["evaluate", str(tmp_path / "nope.tif"), "--labels", str(tmp_path / "truth.tif")]
     )
     assert result.exit_code == 1 and "nope.tif: no such file" in result.output
+
+
+def test_the_stratified_estimator_reproduces_olofssons_worked_example():
+    """Olofsson et al. (2014), Remote Sensing of Environment 148, section 5: four map classes
+    (deforestation, forest gain, stable forest, stable non-forest), 30 m pixels, a stratified
+    random sample of 640; the paper's estimates and 95 % intervals."""
+    from scratchsat.evaluation import Z95, stratified_estimates
+
+    sample = np.array([[66, 0, 5, 4], [0, 55, 8, 12], [1, 0, 153, 11], [2, 1, 9, 313]])
+    pixels = np.array([200_000, 150_000, 3_200_000, 6_450_000])
+    est = stratified_estimates(sample, pixels)
+    hectares = pixels.sum() * 0.09
+    np.testing.assert_allclose(est["area"] * hectares, [21_158, 11_686, 285_770, 581_386], atol=1)
+    np.testing.assert_allclose(
+        Z95 * est["area_se"] * hectares, [6_157, 3_756, 15_510, 16_282], atol=1.5
+    )
+    np.testing.assert_allclose(est["users"], [0.88, 0.73, 0.93, 0.96], atol=0.005)
+    np.testing.assert_allclose(Z95 * est["users_se"], [0.07, 0.10, 0.04, 0.02], atol=0.005)
+    np.testing.assert_allclose(est["producers"], [0.75, 0.85, 0.93, 0.96], atol=0.005)
+    np.testing.assert_allclose(Z95 * est["producers_se"], [0.21, 0.25, 0.03, 0.02], atol=0.006)
+    assert est["overall"] == pytest.approx(0.95, abs=0.005)
+    assert Z95 * est["overall_se"] == pytest.approx(0.02, abs=0.005)
+
+
+def test_evaluate_reports_area_adjusted_accuracy(tmp_path):
+    """Map pixels: class 1 nine, class 2 six (10 m, so 0.01 ha each); the sample (labelled
+    pixels): mapped 1 → 5 labelled 1 and 2 labelled 2; mapped 2 → 6 labelled 2."""
+    write_raster(tmp_path / "pred.tif", PRED, nodata=255)
+    write_raster(tmp_path / "truth.tif", TRUTH, nodata=0)
+    area = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif")["area"]
+    assert area["units"] == "ha" and area["unsampled_map_classes"] == []
+    one, two = area["classes"]
+    assert (one["mapped"], two["mapped"]) == (pytest.approx(0.09), pytest.approx(0.06))
+    w1, w2 = 9 / 15, 6 / 15
+    assert one["estimated"] == pytest.approx(w1 * 5 / 7 * 0.15)
+    assert two["estimated"] == pytest.approx((w1 * 2 / 7 + w2) * 0.15)
+    se = np.sqrt(w1**2 * (5 / 7) * (2 / 7) / 6)  # stratum 2 is all class 2: no variance
+    assert one["estimated_ci95"] == pytest.approx(1.959964 * se * 0.15, rel=1e-5)
+    assert one["users_accuracy"] == pytest.approx(5 / 7) and two["users_accuracy"] == 1.0
+    assert one["producers_accuracy"] == pytest.approx(1.0)
+    assert two["producers_accuracy"] == pytest.approx(w2 / (w1 * 2 / 7 + w2))
+    result = runner.invoke(
+        app, ["evaluate", str(tmp_path / "pred.tif"), "--labels", str(tmp_path / "truth.tif")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "error-adjusted" in result.output and "adjusted" in result.output
+    assert "0.064" in result.output and "0.033" in result.output
+
+
+def test_a_mapped_class_without_labels_makes_the_intervals_unknown(tmp_path):
+    pred = PRED.copy()
+    pred[3, :] = 7  # a fourth row of a class the labels never see there
+    truth = TRUTH.copy()
+    truth[3, :] = 0
+    write_raster(tmp_path / "pred.tif", pred, nodata=255)
+    write_raster(tmp_path / "truth.tif", truth, nodata=0)
+    area = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif")["area"]
+    assert area["unsampled_map_classes"] == ["7"]
+    assert all(c["estimated_ci95"] is None for c in area["classes"])
