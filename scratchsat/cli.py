@@ -683,6 +683,44 @@ def vectorize(
 
 @app.command()
 @handle_errors
+def suggest(
+    run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
+    scene: Annotated[str, typer.Argument(help="Scene to look for windows worth labelling.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Footprints: .gpkg (default), .geojson or .fgb.")
+    ],
+    n: Annotated[int, typer.Option("--n", help="How many windows to suggest.")] = 50,
+    tiles: Annotated[
+        Path | None,
+        typer.Option(help="Tiles folder whose patches are labelled already (default: the run's)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """What to label next: the training-patch-sized windows where the model is least sure,
+    spread over the scene, none overlapping a labelled patch; footprints to digitise in QGIS.
+
+    Example: scratchsat suggest runs/brandenburg brandenburg.tif --n 50 --out to_label.gpkg
+    """
+    from .prediction import PredictOptions
+    from .prediction.suggest import suggest as run_suggest
+
+    with warnings_to_stderr(), progress_bar("suggest") as callback:
+        found = run_suggest(
+            run,
+            scene,
+            out,
+            n=n,
+            tiles=tiles,
+            options=PredictOptions(device=device),
+            overwrite=overwrite,
+            progress=callback,
+        )
+    say(f"wrote {len(found)} windows to label to {out}")
+
+
+@app.command()
+@handle_errors
 def evaluate(
     prediction: Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")],
     labels: Annotated[

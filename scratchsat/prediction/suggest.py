@@ -1,0 +1,202 @@
+"""What to label next (``scratchsat suggest``): the windows where the model is least sure.
+
+The scene is predicted with its uncertainty (into a temporary folder); every window of the
+training patch size on a grid with a half-patch step is scored by its mean normalised entropy
+over valid pixels; windows that overlap a patch of the run's tiles folder (any split: those
+pixels are labelled already) or are less than half valid are left out; then windows are taken
+best first, skipping any closer than one patch to a window already taken (a gap of at least a
+patch side between footprints), so the suggestions spread over the scene.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window
+
+from ..device import pick_device
+from ..errors import InputError
+from ..geo.outputs import atomic_output, check_output, temporary_name
+from ..geo.raster import open_raster
+from ..geo.sources import as_source
+from ..geo.vectorize import driver_for
+from ..tiles.format import read_dataset_json
+from .engine import load_predictor, predict_scene
+from .options import DEFAULTS, PredictOptions
+from .writers import UNCERTAINTY_BANDS, Outputs
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    row: int  # pixel offsets of the window's top-left corner in the scene
+    col: int
+    score: float  # mean normalised entropy
+    margin: float  # mean margin between the two most probable classes
+    mix: tuple[float, ...]  # share of each class in the predicted map of the window
+
+
+def field_name(name: str) -> str:
+    """A class name as part of an attribute name: letters, digits and underscores only."""
+    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_").lower() or "class"
+
+
+def labelled_boxes(meta_data: dict | None, grid_crs, tiles: str | os.PathLike | None):
+    """Footprints (map coordinates: left, bottom, right, top) of every patch of the tiles
+    folder whose scene is on the same CRS; an empty list without a tiles folder."""
+    folder = tiles or (meta_data or {}).get("tiles")
+    if folder is None or not (Path(folder) / "dataset.json").exists():
+        if tiles is not None:
+            raise InputError(f"--tiles {tiles} is not a tiles folder (no dataset.json)")
+        return None
+    info = read_dataset_json(Path(folder))
+    windows = np.load(Path(folder) / "windows.npy")
+    size = int(info["patch_size"])
+    boxes = []
+    for index, col, row in windows.tolist():
+        source = info["sources"][index]
+        if grid_crs is not None and str(source.get("crs")) != grid_crs.to_string():
+            continue
+        a, b, c, d, e, f = source["transform"][:6]
+        xs = [c + a * x + b * y for x, y in ((col, row), (col + size, row + size))]
+        ys = [f + d * x + e * y for x, y in ((col, row), (col + size, row + size))]
+        boxes.append((min(xs), min(ys), max(xs), max(ys)))
+    return boxes
+
+
+def rank_windows(
+    entropy_path: Path,
+    classes_path: Path,
+    codes: list[int],
+    size: int,
+    labelled: list[tuple[float, float, float, float]],
+    n: int,
+) -> list[Suggestion]:
+    """The ``n`` best windows of side ``size`` (see the module's docstring)."""
+    step = max(1, size // 2)
+    with open_raster(entropy_path) as unsure, open_raster(classes_path) as classes:
+        transform, width, height = unsure.transform, unsure.width, unsure.height
+        entropy_band = UNCERTAINTY_BANDS.index("entropy") + 1
+        margin_band = UNCERTAINTY_BANDS.index("margin") + 1
+        candidates = []
+        for row in range(0, max(1, height - size + 1), step):
+            window = Window(0, row, width, min(size, height - row))
+            entropy = unsure.read(entropy_band, window=window)
+            margin = unsure.read(margin_band, window=window)
+            mapped = classes.read(1, window=window)
+            for col in range(0, max(1, width - size + 1), step):
+                e = entropy[:, col : col + size]
+                valid = np.isfinite(e)
+                if valid.mean() < 0.5 or e.shape != (size, size):
+                    continue
+                box = _box(transform, row, col, size)
+                if any(_overlap(box, other) for other in labelled):
+                    continue
+                m = mapped[:, col : col + size][valid]
+                mix = tuple(float((m == code).mean()) for code in codes)
+                score = float(e[valid].mean())
+                margin_mean = float(margin[:, col : col + size][valid].mean())
+                candidates.append(Suggestion(row, col, score, margin_mean, mix))
+    candidates.sort(key=lambda s: (-s.score, s.row, s.col))
+    chosen: list[Suggestion] = []
+    for candidate in candidates:
+        if len(chosen) == n:
+            break
+        if all(
+            max(abs(candidate.row - c.row), abs(candidate.col - c.col)) >= 2 * size for c in chosen
+        ):
+            chosen.append(candidate)
+    return chosen
+
+
+def _box(transform, row: int, col: int, size: int) -> tuple[float, float, float, float]:
+    corners = [transform * (col + dx, row + dy) for dx in (0, size) for dy in (0, size)]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def _overlap(a, b) -> bool:
+    """Whether two boxes share area (touching edges do not count)."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def suggest(
+    bundle: str | os.PathLike,
+    scene: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    n: int = 50,
+    tiles: str | os.PathLike | None = None,
+    options: PredictOptions = DEFAULTS,
+    overwrite: bool = False,
+    progress=None,
+) -> list[Suggestion]:
+    """Write the footprints of the ``n`` windows most worth labelling to a vector file."""
+    import fiona
+    import shapely.geometry
+    from fiona.crs import CRS
+
+    out, source = Path(out), as_source(scene)
+    if n < 1:
+        raise InputError(f"--n must be at least 1, not {n}")
+    fmt, siblings = driver_for(out, None)
+    if siblings:
+        raise InputError(f"{out}: suggest writes one file; name it .gpkg, .geojson or .fgb")
+    check_output(out, overwrite)
+    predictor = load_predictor(bundle, options, pick_device(options.device))
+    size = options.patch_size or predictor.meta.patch_size
+    if predictor.task != "segmentation":
+        raise InputError("suggest needs a segmentation model (a map of per-pixel uncertainty)")
+    with open_raster(source) as src:
+        crs, transform = src.crs, src.transform
+    labelled = labelled_boxes(predictor.meta.data, crs, tiles) or []
+    work = temporary_name(out)
+    work.mkdir(parents=True)
+    try:
+        unsure, mapped = work / "uncertainty.tif", work / "classes.tif"
+        predict_scene(
+            predictor, source, Outputs(mapped, uncertainty=unsure), options, True, progress
+        )
+        classes = list(predictor.classes)
+        codes = [int(c["code"]) for c in classes]
+        found = rank_windows(unsure, mapped, codes, size, labelled, n)
+        shares = {f"share_{field_name(str(c['name']))}": "float" for c in classes}
+        schema = {
+            "geometry": "Polygon",
+            "properties": {
+                "rank": "int",
+                "score": "float",
+                "mean_margin": "float",
+                "top_class": "str",
+                **shares,
+                "row": "int",
+                "col": "int",
+            },
+        }
+        with atomic_output(out, overwrite) as tmp:
+            target = tmp.with_name(tmp.name + out.suffix)  # drivers want their suffix
+            layer = {"layer": "suggestions"} if fmt == "GPKG" else {}
+            with fiona.open(
+                target, "w", driver=fmt, schema=schema, crs=CRS.from_wkt(crs.to_wkt()), **layer
+            ) as dst:
+                for rank, s in enumerate(found, start=1):
+                    left, bottom, right, top = _box(transform, s.row, s.col, size)
+                    props = {
+                        "rank": rank,
+                        "score": s.score,
+                        "mean_margin": s.margin,
+                        "top_class": str(classes[int(np.argmax(s.mix))]["name"]),
+                        **dict(zip(shares, s.mix, strict=True)),
+                        "row": s.row,
+                        "col": s.col,
+                    }
+                    box = shapely.geometry.box(left, bottom, right, top)
+                    dst.write({"geometry": shapely.geometry.mapping(box), "properties": props})
+            os.replace(target, tmp)
+        return found
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,92 @@
+"""suggest: windows ranked by uncertainty, spread out, never on a labelled patch."""
+
+from __future__ import annotations
+
+import json
+
+import fiona
+import numpy as np
+import pytest
+import rasterio
+from conftest import write_raster
+from shapely.geometry import box, shape
+from typer.testing import CliRunner
+
+from scratchsat.cli import app
+from scratchsat.errors import InputError
+from scratchsat.prediction.suggest import rank_windows, suggest
+
+runner = CliRunner()
+
+
+def uncertainty_and_map(tmp_path, entropy):
+    height, width = entropy.shape
+    unsure = np.stack([1 - entropy, entropy, 1 - entropy / 2]).astype(np.float32)
+    write_raster(
+        tmp_path / "u.tif",
+        unsure,
+        nodata=float("nan"),
+        descriptions=["margin", "entropy", "top_probability"],
+    )
+    codes = np.where(np.arange(width)[None, :] < width // 2, 1, 2).repeat(height, 0)
+    write_raster(tmp_path / "c.tif", codes.astype(np.uint8), nodata=255)
+    with rasterio.open(tmp_path / "u.tif") as src:
+        return src.transform
+
+
+def test_windows_are_ranked_spread_and_kept_off_labelled_patches(tmp_path):
+    entropy = np.full((128, 128), 0.1, np.float32)
+    entropy[0:16, 0:16] = 0.9  # the most uncertain window…
+    entropy[16:32, 16:32] = 0.8  # …and one too close to it to be taken as well
+    entropy[96:112, 96:112] = 0.7
+    entropy[48:64, 96:112] = 0.6  # best left after the labelled patch below is excluded
+    entropy[100:128, 0:8] = np.nan  # less than half valid windows are skipped
+    transform = uncertainty_and_map(tmp_path, entropy)
+    labelled = [(transform * (96, 112)) + (transform * (112, 96))]  # (left, bottom, right, top)
+    found = rank_windows(tmp_path / "u.tif", tmp_path / "c.tif", [1, 2], 16, labelled, 3)
+    assert [(s.row, s.col) for s in found][:2] == [(0, 0), (48, 96)]
+    scores = [s.score for s in found]
+    assert scores == sorted(scores, reverse=True) and scores[0] == pytest.approx(0.9)
+    for i, a in enumerate(found):
+        for b in found[:i]:
+            assert max(abs(a.row - b.row), abs(a.col - b.col)) >= 32  # a gap of a patch
+    assert found[0].mix == (1.0, 0.0) and found[1].mix == (0.0, 1.0)
+    assert found[0].margin == pytest.approx(0.1)
+
+
+def test_suggest_end_to_end_avoids_the_tiles_patches(tmp_path, small_run, seg_tiles):
+    from scratchsat import write_scene
+
+    scene = write_scene(
+        tmp_path / "big.tif", tmp_path / "big_labels.tif", width=448, height=448, count=6, seed=7
+    )
+    out = tmp_path / "to_label.gpkg"
+    result = runner.invoke(
+        app, ["suggest", str(small_run), str(scene.path), "--n", "12", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    a, b, c, d, e, f = info["sources"][0]["transform"][:6]
+    patches = [
+        box(c + a * col, f + e * (row + 32), c + a * (col + 32), f + e * row)
+        for _, col, row in np.load(seg_tiles / "windows.npy").tolist()
+    ]
+    with rasterio.open(scene.path) as src:
+        footprint = box(*src.bounds)
+    assert sum(p.within(footprint) for p in patches) > 50  # the labelled patches are inside
+    with fiona.open(out) as src:
+        found = [(shape(feat.geometry), dict(feat.properties)) for feat in src]
+        assert src.crs.to_epsg() == 32633
+    assert 0 < len(found) <= 12
+    assert [p["rank"] for _, p in found] == list(range(1, len(found) + 1))
+    for geometry, props in found:
+        assert geometry.area == pytest.approx(320 * 320)  # 32 px of 10 m
+        assert all(geometry.intersection(p).area == 0 for p in patches)
+        shares = [v for k, v in props.items() if k.startswith("share_")]
+        assert sum(shares) == pytest.approx(1.0) and 0 <= props["score"] <= 1
+    assert [p["score"] for _, p in found] == sorted((p["score"] for _, p in found), reverse=True)
+    again = runner.invoke(app, ["suggest", str(small_run), str(scene.path), "--out", str(out)])
+    assert again.exit_code == 1 and "exists already" in again.output
+    with pytest.raises(InputError, match="suggest writes one file"):
+        suggest(small_run, scene.path, tmp_path / "x.shp")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
