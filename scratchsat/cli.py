@@ -527,7 +527,12 @@ def warnings_to_stderr() -> Iterator[None]:
 @app.command()
 @handle_errors
 def predict(
-    run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
+    run: Annotated[
+        Path,
+        typer.Argument(
+            help="Run folder (or its model.json) from `train`, or a .onnx from `export`."
+        ),
+    ],
     scenes: Annotated[list[str], typer.Argument(help="Scenes to predict (GeoTIFFs).")],
     out: Annotated[
         Path,
@@ -717,6 +722,35 @@ def suggest(
             progress=callback,
         )
     say(f"wrote {len(found)} windows to label to {out}")
+
+
+@app.command()
+@handle_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
+    onnx: Annotated[Path, typer.Option("--onnx", help="Write the model here as ONNX.")],
+    deepness: Annotated[
+        bool,
+        typer.Option(
+            "--deepness",
+            help="For the QGIS Deepness plugin: fixed tile size, 8-bit input scaled as it does.",
+        ),
+    ] = False,
+    tile_size: Annotated[
+        int | None, typer.Option(help="With --deepness: tile side (default: the patch size).")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing file.")] = False,
+) -> None:
+    """Export a run's model to ONNX with its band contract, classes and normalisation, for
+    onnxruntime, QGIS (Deepness) and other tools; `predict` runs the file too.
+
+    Example: scratchsat export runs/brandenburg --onnx brandenburg.onnx
+    """
+    from .prediction.onnx import export_onnx
+
+    with warnings_to_stderr():
+        path = export_onnx(run, onnx, deepness=deepness, tile_size=tile_size, overwrite=overwrite)
+    say(f"wrote {path}")
 
 
 @app.command()

@@ -149,13 +149,27 @@ def load_predictor(
 ) -> Predictor:
     """The predictor of ``bundle`` with the ensemble and TTA ``options`` ask for; ensemble
     members must share the band contract (names, order, dtype), the task and the classes."""
-    loaded = load_bundle(bundle, device)
+    model, meta, path = load_model(bundle, device)
     extra = []
     for other in options.ensemble:
-        member = load_bundle(other, device)
-        check_same_contract(loaded.path, loaded.meta, member.path, member.meta)
-        extra.append((member.model, member.meta))
-    return Predictor(loaded.model, loaded.meta, device, options.amp, tta=options.tta, extra=extra)
+        other_model, other_meta, other_path = load_model(other, device)
+        check_same_contract(path, meta, other_path, other_meta)
+        extra.append((other_model, other_meta))
+    return Predictor(model, meta, device, options.amp, tta=options.tta, extra=extra)
+
+
+def load_model(
+    path: str | os.PathLike, device: torch.device
+) -> tuple[torch.nn.Module, BundleMeta, Path]:
+    """A run's bundle, or an ONNX file written by ``scratchsat export`` (run by onnxruntime):
+    (model, its band contract, the file it came from)."""
+    if str(path).lower().endswith(".onnx"):
+        from .onnx import load_onnx
+
+        model, meta = load_onnx(path)
+        return model, meta, Path(path)
+    loaded = load_bundle(path, device)
+    return loaded.model, loaded.meta, loaded.path
 
 
 def check_same_contract(path: Path, meta: BundleMeta, other_path: Path, other: BundleMeta) -> None:

@@ -111,5 +111,8 @@ def predict_in_processes(
 
 
 def _classes(bundle) -> list[dict]:
+    if str(bundle).lower().endswith(".onnx"):
+        from .onnx import load_onnx
 
+        return list(load_onnx(bundle)[1].classes)
     return json.loads(find_bundle(bundle).read_text())["classes"]
