@@ -61,3 +61,13 @@ def test_custom_model_and_augmentation(tmp_path):
     assert "reloaded DilatedFCN" in out
     meta = json.loads((tmp_path / "run" / "model.json").read_text())
     assert meta["model"]["name"] == "dilated-fcn" and meta["model"]["in_channels"] == 8
+
+
+def test_maps_for_gis(tmp_path, small_run, seg_tiles):
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    out = run("maps_for_gis.py", small_run, info["sources"][0]["path"], tmp_path, "--n", "3")
+    assert "polygons" in out and "model.onnx" in out
+    for name in ("classes.tif", "uncertainty.tif", "classes.gpkg", "to_label.gpkg", "model.onnx"):
+        assert (tmp_path / name).exists(), name
+    for picture in ("uncertainty.png", "polygons.png"):
+        assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
