@@ -610,6 +610,9 @@ def predict(
         tta=tta,
         ensemble=tuple(ensemble or ()),
     )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if int(os.environ.get("RANK", "0")) > 0:  # under torchrun, rank 0 alone speaks
+        state["quiet"] = True
     with warnings_to_stderr(), progress_bar("predict") as callback:
         paths = run_predict(
             run,
@@ -625,6 +628,8 @@ def predict(
         )
     for path in paths:
         say(f"wrote {path}")
+    if world > 1:
+        say(f"{len(paths)} scenes predicted by {world} processes")
 
 
 @app.command()

@@ -46,3 +46,45 @@ def test_torchrun_two_processes_train_one_run(seg_tiles, tmp_path):
     bundle = load_bundle(out)
     assert not any(k.startswith("module.") for k in bundle.model.state_dict())
     assert not list(out.glob(".*part"))
+
+
+def test_torchrun_two_processes_deal_out_the_scenes(small_run, seg_tiles, tmp_path):
+    """Four scenes, two CPU processes: each predicts two, rank 0 reports all four, and the
+    maps equal those of one process."""
+    import numpy as np
+    import rasterio
+    from conftest import write_raster
+
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    with rasterio.open(info["sources"][0]["path"]) as src:
+        data, profile, names = src.read(), src.profile, src.descriptions
+    scenes = []
+    for i in range(4):
+        path = tmp_path / f"s{i}.tif"
+        part = np.roll(data, 37 * i, axis=2)[:, : 96 + 16 * i]
+        write_raster(path, part, nodata=profile["nodata"], descriptions=names)
+        scenes.append(str(path))
+    args = ["-m", "scratchsat", "predict", str(small_run), *scenes]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+        + args
+        + ["--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    assert "4 scenes predicted by 2 processes" in output
+    assert output.count("wrote ") == 4  # rank 0 alone speaks, of every scene
+    single = subprocess.run(
+        [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True
+    )
+    assert single.returncode == 0, single.stderr[-2000:]
+    for i in range(4):
+        with (
+            rasterio.open(tmp_path / "two" / f"s{i}.tif") as a,
+            rasterio.open(tmp_path / "one" / f"s{i}.tif") as b,
+        ):
+            assert (a.read() == b.read()).all() and a.transform == b.transform
+    assert not list((tmp_path / "two").glob(".*"))

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from ..device import pick_device
 from ..errors import InputError
@@ -63,25 +66,67 @@ def predict(
                     f"--vector {target} would write {path}, which the class map writes too; "
                     "name the vector file differently (or use .gpkg, which keeps its style inside)"
                 )
+    ranks = launch_ranks()
     device = pick_device(options.device)
+    if ranks.distributed and device.type == "cuda":
+        device = torch.device("cuda", ranks.local_rank)  # one GPU per process
+        torch.cuda.set_device(device)
     predictor = load_predictor(bundle, options, device)
     pixels = []
     for scene, _outputs in plan:
         with open_raster(scene) as src:
             scene_indexes(scene, src, predictor.meta, warn=False)  # refuse bad scenes up front
             pixels.append(src.width * src.height)
+    every = [outputs.classes for _, outputs in plan]
+    if ranks.distributed:  # deal the scenes out: this process predicts every world_size-th
+        wait_for_ranks()  # every process has checked every output before any is written
+        mine = range(ranks.rank, len(plan), ranks.world_size)
+        plan = [plan[i] for i in mine]
+        pixels = [pixels[i] for i in mine]
+        polygons = [polygons[i] for i in mine]
     tally = Tally(pixels, progress)
     if workers > 1 and len(plan) > 1:
-        paths = predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
+        predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
     else:
-        paths = [
+        for i, (scene, outputs) in enumerate(plan):
             predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
-            for i, (scene, outputs) in enumerate(plan)
-        ]
     for (_, outputs), target in zip(plan, polygons, strict=True):
         if target is not None:
             vectorize(outputs.classes, target, uncertainty=outputs.uncertainty, overwrite=overwrite)
-    return paths
+    if ranks.distributed:
+        wait_for_ranks()  # every scene is written: rank 0's summary is true
+    return every
+
+
+@dataclass(frozen=True)
+class Share:
+    """Which scenes this process predicts: every ``world_size``-th from ``rank``."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launch_ranks() -> Share:
+    """This process's share under ``torchrun`` (or any launcher setting RANK and WORLD_SIZE);
+    everything in a single process otherwise."""
+    env = os.environ
+    if int(env.get("WORLD_SIZE", "1")) <= 1:
+        return Share()
+    return Share(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
+
+
+def wait_for_ranks() -> None:
+    """A barrier across the launcher's processes (gloo: no GPU needed for it)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    dist.barrier()
 
 
 def vector_path(vector: Path, scene, single: bool, overwrite: bool) -> Path:
