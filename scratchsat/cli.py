@@ -354,6 +354,13 @@ def train(
         ),
     ] = "auto",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
+    init_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Start from this run's weights (same model and bands; other classes get a new "
+            "last layer) instead of random ones."
+        ),
+    ] = None,
     time_budget: Annotated[
         str | None,
         typer.Option(
@@ -477,13 +484,14 @@ def train(
         patience=patience,
         ema=ema,
         time_budget=parse_duration(time_budget) if time_budget else None,
+        init_from=str(Path(init_from).resolve()) if init_from else None,
         **model_settings,
     )
     secondary = int(os.environ.get("RANK", "0")) > 0  # under torchrun, rank 0 alone speaks
     if secondary:
         state["quiet"] = True
     try:
-        with progress_bar("train") as callback:
+        with warnings_to_stderr(), progress_bar("train") as callback:
             report = run_train(
                 tiles,
                 out,

@@ -10,6 +10,7 @@ import math
 import os
 import signal
 import threading
+import warnings
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ from . import distributed
 from .config import TrainConfig, check_settings, resumed_config
 from .data import EpochSampler, PatchDataset, patch_weights
 from .distributed import SINGLE, Ranks, ShardSampler
+from .init import init_from
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule, class_weights
 
@@ -274,7 +276,17 @@ def setup(
             "resume with the same tiles, or start a new run"
         )
     torch.manual_seed(config.seed)
-    model = build_model(model_config).to(device)
+    model = build_model(model_config)
+    if config.init_from and checkpoint is None:  # a resumed run has its own weights
+        fresh = init_from(model, model_config, config.init_from, tiles)
+        if fresh:
+            warnings.warn(
+                f"--init-from {config.init_from}: its classes differ from these tiles', so "
+                f"{', '.join(fresh)} start(s) from random weights; the rest from the run's",
+                InitWarning,
+                stacklevel=2,
+            )
+    model = model.to(device)
     channels_last = config.channels_last
     if channels_last is None:
         channels_last = device.type == "cuda"
@@ -318,6 +330,10 @@ def setup(
     if checkpoint is not None:
         restore(run, checkpoint)
     return run, checkpoint
+
+
+class InitWarning(UserWarning):
+    """Part of a model given with --init-from starts from random weights."""
 
 
 def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
