@@ -158,3 +158,55 @@ def small_disk(tmp_path):
         pytest.skip("cannot mount a size-limited tmpfs here (needs root and mount rights)")
     yield folder
     subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+class FileServer:
+    """Files of a folder over HTTP on 127.0.0.1, answering range requests as object stores do
+    (tests/http_files.py), in a child process: fiona holds Python's GIL while GDAL waits for
+    the network, so a server thread in the test's own process would never answer it.
+    ``sent`` is the bytes sent so far; ``ranges = False`` makes it ignore Range headers."""
+
+    def __init__(self, root: Path) -> None:
+        import multiprocessing
+
+        import http_files
+
+        context = multiprocessing.get_context("spawn")
+        self._sent, self._ranges = context.Value("q", 0), context.Value("b", 1)
+        port = context.Value("i", 0)
+        ready = context.Event()
+        self.process = context.Process(
+            target=http_files.serve,
+            args=(str(root), port, self._sent, self._ranges, ready),
+            daemon=True,
+        )
+        self.process.start()
+        if not ready.wait(30):
+            raise RuntimeError("the test's HTTP server did not start")
+        self.url = f"http://127.0.0.1:{port.value}"
+
+    @property
+    def sent(self) -> int:
+        return int(self._sent.value)
+
+    @property
+    def ranges(self) -> bool:
+        return bool(self._ranges.value)
+
+    @ranges.setter
+    def ranges(self, value: bool) -> None:
+        self._ranges.value = int(value)
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.join(10)
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    """A :class:`FileServer` of ``tmp_path / "served"``, stopped after the test."""
+    root = tmp_path / "served"
+    root.mkdir()
+    server = FileServer(root)
+    yield root, server
+    server.close()

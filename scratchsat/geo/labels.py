@@ -24,8 +24,8 @@ from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
 from ..errors import LabelError, NoOverlapError, VectorReadError
-from .raster import Grid, disjoint, open_raster, read_on_grid
-from .sources import Source
+from .raster import GDAL_ENV, Grid, disjoint, open_raster, read_on_grid, remote_reason
+from .sources import Source, is_remote
 from .stats import histogram_offset
 
 IGNORE_INDEX = 255
@@ -204,7 +204,8 @@ def _vector_fields(path: Source) -> tuple[list[dict], str, list[str]]:
     from fiona.errors import FionaError
 
     try:
-        with fiona.open(path) as collection:
+        # fiona has its own GDAL: the same settings (remote reading above all) go to it too
+        with fiona.Env(**GDAL_ENV), fiona.open(path) as collection:
             fields = list(collection.schema["properties"])
             features = [
                 {"geometry": f.geometry, "properties": dict(f.properties)} for f in collection
@@ -213,6 +214,9 @@ def _vector_fields(path: Source) -> tuple[list[dict], str, list[str]]:
     except (FionaError, OSError) as exc:
         if not path.exists():
             raise VectorReadError(f"{path}: no such file; check the path") from None
+        remote = remote_reason(str(exc))
+        if is_remote(path) and remote:
+            raise VectorReadError(f"{path}: {remote}") from None
         raise VectorReadError(
             f"{path}: cannot be read as vector labels ({exc}); pass a "
             "GeoJSON, GeoPackage or Shapefile"

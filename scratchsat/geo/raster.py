@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,13 +25,23 @@ from rasterio.windows import Window
 
 from ..errors import BandError, RasterReadError
 from .outputs import IncompleteWrite
-from .sources import as_source
+from .sources import as_source, is_remote
 
-# GDAL decodes compressed blocks with this many threads; "ALL_CPUS" is GDAL's own spelling.
-# The block cache is 512 MB unless the user set GDAL_CACHEMAX (GDAL reads that itself).
-GDAL_ENV: dict = {"GDAL_NUM_THREADS": "ALL_CPUS"}
-if "GDAL_CACHEMAX" not in os.environ:
-    GDAL_ENV["GDAL_CACHEMAX"] = 512
+# Every GDAL setting scratchsat uses, in one place; a variable set in the environment wins.
+DEFAULT_GDAL: dict = {
+    "GDAL_NUM_THREADS": "ALL_CPUS",  # decoding threads; "ALL_CPUS" is GDAL's own spelling
+    "GDAL_CACHEMAX": 512,  # MB of block cache
+    # Remote inputs (https://, s3://, gs://, /vsicurl/): what Cloud-Optimized GeoTIFFs want.
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing, no sidecar probes
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # one request for neighbouring blocks
+    "GDAL_HTTP_MULTIPLEX": "YES",  # HTTP/2 where the server has it
+    "GDAL_HTTP_MAX_RETRY": 3,  # transient errors (429, 502, 503, 504) are retried
+    "GDAL_HTTP_RETRY_DELAY": 1,
+    "VSI_CACHE": "TRUE",  # keep fetched ranges of an open file in memory…
+    "VSI_CACHE_SIZE": 64 * 2**20,  # …up to 64 MB per file
+    "CPL_VSIL_CURL_CACHE_SIZE": 128 * 2**20,  # and 128 MB of ranges across files
+}
+GDAL_ENV: dict = {k: v for k, v in DEFAULT_GDAL.items() if k not in os.environ}
 
 
 @contextlib.contextmanager
@@ -43,12 +54,37 @@ def open_raster(path: str | os.PathLike) -> Iterator[rasterio.DatasetReader]:
             reason = str(exc).strip() or type(exc).__name__
             if not as_source(path).exists():
                 raise RasterReadError(f"{path}: no such file; check the path") from None
+            remote = remote_reason(reason)
+            if is_remote(path) and remote:
+                raise RasterReadError(f"{path}: {remote}") from None
             raise RasterReadError(
                 f"{path}: cannot be read as a raster ({reason}); pass a GeoTIFF, JPEG2000 or "
                 "another format GDAL reads, and check that the file is complete"
             ) from None
         with src:
             yield src
+
+
+def remote_reason(message: str) -> str | None:
+    """What a GDAL network error means for the user, or None if it is not one."""
+    code = re.search(r"HTTP (?:response )?code:? (\d{3})", message)
+    status = int(code.group(1)) if code else None
+    if status == 404 or "404" in message:
+        return "not found on the server (HTTP 404); check the URL"
+    if status in (401, 403) or "403" in message or "AccessDenied" in message:
+        return (
+            "access denied (HTTP 401/403); check the URL and your credentials (for s3:// "
+            "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE, AWS_NO_SIGN_REQUEST=YES "
+            "for public buckets; for gs:// GOOGLE_APPLICATION_CREDENTIALS)"
+        )
+    if "Range downloading not supported" in message or "range" in message.lower():
+        return (
+            "the server does not answer HTTP range requests, so only parts of the file cannot "
+            "be read; download it first, or serve it from a server that supports ranges"
+        )
+    if status is not None or "Couldn't connect" in message or "resolve host" in message:
+        return f"could not be fetched ({message}); check the URL and the network"
+    return None
 
 
 def gdal_env() -> rasterio.Env:
