@@ -21,6 +21,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ._version import __version__
@@ -36,7 +37,7 @@ app = typer.Typer(
 )
 stderr = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
-state = {"quiet": False}
+state: dict = {"quiet": False, "config": None, "config_keys": []}
 
 
 def handle_errors(command: F) -> F:
@@ -49,7 +50,8 @@ def handle_errors(command: F) -> F:
             with terminate_as_interrupt():
                 return command(*args, **kwargs)
         except ScratchsatError as exc:
-            stderr.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            message = escape(str(exc))  # brackets in a message are text, not rich markup
+            stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt as stop:
             number = getattr(stop, "signal_number", signal.SIGINT)
@@ -162,8 +164,117 @@ def say(message: str) -> None:
         stderr.print(message, highlight=False, soft_wrap=True)
 
 
+def with_config(command: F) -> F:
+    """Give ``command`` ``--config FILE`` (TOML: its options and arguments by name, the command
+    line winning) and ``--print-config`` (print the resolved settings in that format and
+    stop). Required arguments become optional on the command line, as the file may give them;
+    one missing from both is an error."""
+    signature = inspect.signature(command)
+    hints = typing.get_type_hints(command, include_extras=True)
+    required, kept = [], []
+    for p in signature.parameters.values():
+        annotation = hints.get(p.name, p.annotation)
+        if p.default is inspect.Parameter.empty and annotation is not typer.Context:
+            required.append(p.name)
+            p = p.replace(default=None)
+        kept.append(p.replace(annotation=annotation))
+    added = [
+        inspect.Parameter(
+            "config_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context
+        ),
+        inspect.Parameter(
+            "config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                Path | None,
+                typer.Option(
+                    "--config", help="TOML file of this command's options; the command line wins."
+                ),
+            ],
+        ),
+        inspect.Parameter(
+            "print_config",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=False,
+            annotation=Annotated[
+                bool,
+                typer.Option("--print-config", help="Print the resolved settings as TOML; stop."),
+            ],
+        ),
+    ]
+
+    @functools.wraps(command)
+    def wrapper(
+        *,
+        config_context: typer.Context,
+        config: Path | None = None,
+        print_config: bool = False,
+        **kwargs,
+    ):
+        from .configfile import read_config, to_toml
+
+        ctx = config_context
+        state["config_keys"] = []
+        own = ("config", "print_config", "config_context", "ctx")
+        params = {p.name: p for p in ctx.command.params if p.name not in own}
+        if config is not None:
+            for key, raw in read_config(config).items():
+                if key not in params:
+                    known = ", ".join(n.replace("_", "-") for n in params)
+                    raise InputError(
+                        f"--config {config}: {key.replace('_', '-')} is not a setting of "
+                        f"`scratchsat {ctx.info_name}`; its settings are: {known}"
+                    )
+                source = ctx.get_parameter_source(key)
+                if source is not None and source.name != "DEFAULT":
+                    continue  # given on the command line: it wins
+                kwargs[key] = _config_value(ctx, params[key], raw, hints.get(key), config)
+                state["config_keys"].append(key)
+        missing = [n for n in required if kwargs.get(n) in (None, [], ())]
+        if missing:
+            names = ", ".join(n.upper() for n in missing)
+            raise InputError(
+                f"missing {names}: give it on the command line or as "
+                f"{missing[0].replace('_', '-')} = … in a --config file"
+            )
+        shown = {k: v for k, v in kwargs.items() if k != "ctx"}
+        state["config"] = to_toml(shown, str(ctx.info_name))
+        if print_config:
+            sys.stdout.write(state["config"])
+            return None
+        return command(**kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
+def _config_value(ctx, param, raw, hint, config: Path):
+    """A config file's value as the option would have it from the command line."""
+    wanted = param.multiple or (param.nargs == -1)
+    if wanted and not isinstance(raw, list):
+        raw = [raw]
+    if not wanted and isinstance(raw, list):
+        raise InputError(f"--config {config}: {param.name.replace('_', '-')} takes one value")
+    try:
+        value = param.process_value(ctx, raw)  # the option's own conversion and checks
+    except typer.BadParameter as exc:
+        raise InputError(
+            f"--config {config}: {param.name.replace('_', '-')} = {raw!r}: {exc.message}"
+        ) from None
+    base = hint
+    while typing.get_origin(base) is Annotated:
+        base = typing.get_args(base)[0]
+    if "Path" in str(base) and value is not None:  # typer hands Path options over as Path
+        value = [Path(v) for v in value] if wanted else Path(value)
+    elif wanted:
+        value = list(value)
+    return value
+
+
 @app.command()
 @handle_errors
+@with_config
 def stack(
     files: Annotated[
         list[str],
@@ -208,6 +319,7 @@ def stack(
 
 @app.command()
 @handle_errors
+@with_config
 def tile(
     scenes: Annotated[
         list[str],
@@ -341,6 +453,7 @@ def with_settings(command: F) -> F:
 
 @app.command()
 @handle_errors
+@with_config
 @with_settings
 def train(
     ctx: typer.Context,
@@ -500,7 +613,7 @@ def train(
                 overwrite=overwrite,
                 progress=callback,
                 log=say,
-                explicit=given_options(ctx) if resume else None,
+                explicit=[*given_options(ctx), *state["config_keys"]] if resume else None,
             )
     except TrainingInterrupted as stop:
         from .views import interrupted_message
@@ -512,6 +625,10 @@ def train(
     metric = report["metric"]
     if secondary:
         return
+    if state["config"]:  # the resolved settings: `train --config RUN/train.toml` repeats it
+        from .geo.outputs import write_text
+
+        write_text(Path(out) / "train.toml", state["config"], overwrite=True)
     say(
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
         f"{LABELS[metric]} {final[metric]:.3f}; model bundle in {out}"
@@ -524,7 +641,7 @@ def warnings_to_stderr() -> Iterator[None]:
     import warnings
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        stderr.print(f"[yellow]Warning:[/] {message}", highlight=False, soft_wrap=True)
+        stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -534,6 +651,7 @@ def warnings_to_stderr() -> Iterator[None]:
 
 @app.command()
 @handle_errors
+@with_config
 def predict(
     run: Annotated[
         Path,
@@ -642,6 +760,7 @@ def predict(
 
 @app.command()
 @handle_errors
+@with_config
 def vectorize(
     classmap: Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")],
     out: Annotated[
@@ -701,6 +820,7 @@ def vectorize(
 
 @app.command()
 @handle_errors
+@with_config
 def suggest(
     run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
     scene: Annotated[str, typer.Argument(help="Scene to look for windows worth labelling.")],
@@ -739,6 +859,7 @@ def suggest(
 
 @app.command()
 @handle_errors
+@with_config
 def export(
     run: Annotated[Path, typer.Argument(help="Run folder (or its model.json) from `train`.")],
     onnx: Annotated[Path, typer.Option("--onnx", help="Write the model here as ONNX.")],
@@ -768,6 +889,7 @@ def export(
 
 @app.command()
 @handle_errors
+@with_config
 def evaluate(
     prediction: Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")],
     labels: Annotated[
@@ -826,6 +948,7 @@ def evaluate(
 
 @app.command()
 @handle_errors
+@with_config
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
         "scratchsat-demo"
@@ -860,6 +983,7 @@ def demo(
 
 @app.command()
 @handle_errors
+@with_config
 def info(
     path: Annotated[str, typer.Argument(help="A raster, a tiles folder or a run folder.")],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
@@ -883,6 +1007,7 @@ def info(
 
 @app.command()
 @handle_errors
+@with_config
 def bench(
     quick: Annotated[
         bool, typer.Option(help="Small sizes: under 2 minutes on a 2-core CPU.")
