@@ -383,6 +383,12 @@ def tile(
     ] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Read everything, write nothing: windows, skips, splits, size."
+        ),
+    ] = False,
 ) -> None:
     """Cut scenes and labels into patches with statistics, spatial splits and an index.
 
@@ -416,7 +422,13 @@ def tile(
             options=options,
             overwrite=overwrite,
             progress=callback,
+            dry_run=dry_run,
         )
+    if dry_run:
+        from .views import show_tile_dry_run
+
+        show_tile_dry_run(folder, out, Console(soft_wrap=True))
+        return
     from .tiles.format import read_dataset_json
 
     info = read_dataset_json(folder)
@@ -467,6 +479,13 @@ def train(
         ),
     ] = "auto",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Build everything and time a few steps, train nothing: model, data, estimates.",
+        ),
+    ] = False,
     init_from: Annotated[
         str | None,
         typer.Option(
@@ -614,12 +633,19 @@ def train(
                 progress=callback,
                 log=say,
                 explicit=[*given_options(ctx), *state["config_keys"]] if resume else None,
+                dry_run=dry_run,
             )
     except TrainingInterrupted as stop:
         from .views import interrupted_message
 
         stderr.print(interrupted_message(stop, tiles, out), highlight=False, soft_wrap=True)
         raise typer.Exit(128 + stop.signal_number) from None
+    if dry_run:
+        from .views import show_train_dry_run
+
+        if not secondary:
+            show_train_dry_run(report, Console(soft_wrap=True))
+        return
     final = report["test"] or report["val"]
     split = "test" if report["test"] else "validation"
     metric = report["metric"]
@@ -717,6 +743,12 @@ def predict(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Check scenes and outputs, predict nothing: bands, windows, sizes."
+        ),
+    ] = False,
 ) -> None:
     """Predict scenes to class-map GeoTIFFs on their exact grids, with a legend.
 
@@ -751,7 +783,13 @@ def predict(
             overwrite=overwrite,
             progress=callback,
             workers=workers,
+            dry_run=dry_run,
         )
+    if dry_run:
+        from .views import show_predict_dry_run
+
+        show_predict_dry_run(paths, Console(soft_wrap=True))  # type: ignore[arg-type]
+        return
     for path in paths:
         say(f"wrote {path}")
     if world > 1:

@@ -190,6 +190,66 @@ def show_scores(result: dict, console: Console) -> None:
         show_area(area, console)
 
 
+def show_tile_dry_run(summary: dict, out, console: Console) -> None:
+    """``tile --dry-run``: what would be written."""
+    skipped = ", ".join(f"{n:,} {why}" for why, n in summary["skipped"].items() if n) or "none"
+    splits = ", ".join(f"{n:,} {name}" for name, n in summary["splits"].items())
+    console.print(
+        f"dry run, nothing written: {summary['windows']:,} windows considered, "
+        f"{summary['patches']:,} patches kept ({splits}); skipped: {skipped}; the store "
+        f"would take {summary['store_bytes'] / 2**20:,.1f} MB in {summary['out']}",
+        highlight=False,
+    )
+    rows = [
+        (
+            str(c["code"]),
+            c["name"],
+            f"{c['pixels']:,}",
+            f"{c['patches']:,}",
+            f"{c['majority_patches']:,}",
+        )
+        for c in summary["classes"]
+    ]
+    console.print(
+        table("classes", ["code", "class", "pixels", "patches with it", "majority in"], rows)
+    )
+
+
+def show_train_dry_run(report: dict, console: Console) -> None:
+    """``train --dry-run``: what training would be."""
+    patches = ", ".join(f"{n:,} {split}" for split, n in report["patches"].items())
+    console.print(
+        f"dry run, nothing trained or written: {report['model']} with "
+        f"{report['parameters']:,} parameters on {report['device']}; patches: {patches}; "
+        f"batch {report['batch_size']}, {report['steps_per_epoch']} steps an epoch, "
+        f"{report['epochs']} epochs\n"
+        f"  {report['step_s']:.3f} s a step (timed), {report['epoch_s']:.1f} s an epoch with "
+        f"validation: about {report['estimated_s'] / 60:.1f} min in all\n"
+        f"  memory: {report['memory_bytes'] / 2**20:,.0f} MB on {report['memory_measured_on']}",
+        highlight=False,
+    )
+
+
+def show_predict_dry_run(report: dict, console: Console) -> None:
+    """``predict --dry-run``: per scene, bands, windows and outputs."""
+    console.print(
+        f"dry run, nothing predicted or written: windows of {report['window']} px every "
+        f"{report['stride']} px",
+        highlight=False,
+    )
+    for scene in report["scenes"]:
+        width, height = scene["size"]
+        outputs = ", ".join(
+            f"{p} ({n / 2**20:,.1f} MB uncompressed)" for p, n in scene["outputs"].items()
+        )
+        vector = f"; polygons to {scene['vector']}" if scene["vector"] else ""
+        console.print(
+            f"{scene['scene']}: {width} × {height} px, {scene['windows']:,} windows\n"
+            f"  bands (model ← scene): {', '.join(scene['bands'])}\n  writes {outputs}{vector}",
+            highlight=False,
+        )
+
+
 def show_area(area: dict, console: Console) -> None:
     """``evaluate``: mapped and error-adjusted areas, user's and producer's accuracies."""
 

@@ -31,6 +31,7 @@ def predict(
     probabilities: str | os.PathLike | None = None,
     uncertainty: str | os.PathLike | None = None,
     vector: str | os.PathLike | None = None,
+    dry_run: bool = False,
     options: PredictOptions = DEFAULTS,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -72,11 +73,14 @@ def predict(
         device = torch.device("cuda", ranks.local_rank)  # one GPU per process
         torch.cuda.set_device(device)
     predictor = load_predictor(bundle, options, device)
-    pixels = []
+    pixels, matched = [], []
     for scene, _outputs in plan:
         with open_raster(scene) as src:
-            scene_indexes(scene, src, predictor.meta, warn=False)  # refuse bad scenes up front
+            indexes = scene_indexes(scene, src, predictor.meta, warn=False)  # refuse bad scenes
             pixels.append(src.width * src.height)
+            matched.append((indexes, src.descriptions, src.width, src.height))
+    if dry_run:
+        return dry_run_report(predictor, plan, matched, polygons, options)  # type: ignore[return-value]
     every = [outputs.classes for _, outputs in plan]
     if ranks.distributed:  # deal the scenes out: this process predicts every world_size-th
         wait_for_ranks()  # every process has checked every output before any is written
@@ -140,6 +144,46 @@ def vector_path(vector: Path, scene, single: bool, overwrite: bool) -> Path:
     for candidate in vector_files(path, *driver_for(path, None)):
         check_output(candidate, overwrite)
     return path
+
+
+def dry_run_report(predictor, plan, matched, polygons, options: PredictOptions) -> dict:
+    """``predict --dry-run``: per scene, how its bands match the model's, the windows, and the
+    outputs with their uncompressed sizes; nothing is predicted or written."""
+    from ..geo.classmap import class_dtype_and_nodata
+    from ..geo.windows import cover_offsets, window_stride
+
+    size = options.patch_size or predictor.meta.patch_size
+    stride = window_stride(size, options.overlap)
+    dtype, _ = class_dtype_and_nodata([c["code"] for c in predictor.classes])
+    classes = len(predictor.classes)
+    rows = []
+    for (scene, outputs), (indexes, descriptions, width, height), vector in zip(
+        plan, matched, polygons, strict=True
+    ):
+        windows = len(cover_offsets(height, size, stride)) * len(cover_offsets(width, size, stride))
+        pixels = width * height
+        files = {str(outputs.classes): pixels * (1 if dtype == "uint8" else 2)}
+        if outputs.probabilities:
+            files[str(outputs.probabilities)] = (
+                pixels * classes * (4 if options.float_probabilities else 1)
+            )
+        if outputs.uncertainty:
+            files[str(outputs.uncertainty)] = pixels * 3 * 4
+        bands = [
+            f"{name} ← band {i}" + (f" ({descriptions[i - 1]})" if descriptions[i - 1] else "")
+            for name, i in zip(predictor.meta.band_list, indexes, strict=True)
+        ]
+        rows.append(
+            {
+                "scene": str(scene),
+                "size": [width, height],
+                "bands": bands,
+                "windows": windows * (8 if options.tta else 1) * len(predictor.members),
+                "outputs": files,
+                "vector": str(vector) if vector else None,
+            }
+        )
+    return {"dry_run": True, "window": size, "stride": stride, "scenes": rows}
 
 
 def check_options(options: PredictOptions, workers: int = 1) -> None:

@@ -38,7 +38,7 @@ from ..geo.raster import (
 )
 from ..geo.sources import as_source
 from ..geo.stats import BandStats, stats_step
-from ..geo.windows import assign_splits, grid_offsets, split_border
+from ..geo.windows import SPLITS, assign_splits, grid_offsets, split_border
 from . import store
 from .format import write_dataset_json
 from .index import write_chips, write_index
@@ -246,16 +246,22 @@ def tile(
     options: TileOptions | None = None,
     overwrite: bool = False,
     progress: Progress | None = None,
-) -> Path:
+    dry_run: bool = False,
+):
     """Cut ``scenes`` and their ``labels`` into a patch store at ``out`` (default
-    ``tiles/<first scene's name>``); returns the folder."""
+    ``tiles/<first scene's name>``); returns the folder. With ``dry_run`` nothing is written:
+    the scenes and labels are read as for real and a summary is returned (windows considered,
+    kept and skipped by reason, patches per split and class, the store's size)."""
     options = options or TileOptions()
     options.check()
     if not scenes:
         raise InputError("tile needs at least one scene")
     out = Path(out) if out else Path("tiles") / as_source(scenes[0]).stem
-    check_output(out, overwrite)
+    if not dry_run:
+        check_output(out, overwrite)
     if labels is None:
+        if dry_run:
+            raise InputError("--dry-run needs --labels (chip folders are counted by listing)")
         if len(scenes) == 1 and as_source(scenes[0]).is_dir():
             from .chipfolder import tile_chip_folder
 
@@ -275,10 +281,26 @@ def tile(
                 f"--patch-size {options.patch_size}; pass a patch size of at most "
                 f"{min(info.grid.width, info.grid.height)} px, or a larger scene"
             )
+    if dry_run:
+        summary = _write_store(None, infos, spec, classes, options, progress)
+        return {**(summary or {}), "out": str(out)}
     with atomic_output(out, overwrite) as tmp:
         tmp.mkdir()
         _write_store(tmp, infos, spec, classes, options, progress)
     return out
+
+
+class _Rows:
+    """Counts the rows a store would get (``tile --dry-run``)."""
+
+    def __init__(self, dtype, row_shape: tuple[int, ...]) -> None:
+        self.count, self.row_bytes = 0, int(np.dtype(dtype).itemsize * np.prod(row_shape))
+
+    def append(self, rows: np.ndarray) -> None:
+        self.count += len(rows)
+
+    def close(self) -> None:
+        pass
 
 
 def _check_same_bands(infos: Sequence[Scene]) -> None:
@@ -293,13 +315,13 @@ def _check_same_bands(infos: Sequence[Scene]) -> None:
 
 
 def _write_store(
-    folder: Path,
+    folder: Path | None,
     infos: Sequence[Scene],
     spec: LabelSpec,
     classes: Sequence[ClassInfo],
     options: TileOptions,
     progress: Progress | None,
-) -> None:
+) -> dict | None:
     size, stride = options.patch_size, options.stride or options.patch_size
     tasks, scene_of_task = [], []
     for index, info in enumerate(infos):
@@ -309,8 +331,13 @@ def _write_store(
             tasks.append((info, spec, classes, options, tuple(rows[k : k + per_task])))
             scene_of_task.append(index)
     bands = len(infos[0].bands)
-    images = store.NpyWriter(folder / "images.npy", infos[0].dtype, (bands, size, size))
-    masks = store.NpyWriter(folder / "masks.npy", np.uint8, (size, size))
+    images: store.NpyWriter | _Rows
+    masks: store.NpyWriter | _Rows
+    if folder is None:  # a dry run
+        images, masks = _Rows(infos[0].dtype, (bands, size, size)), _Rows(np.uint8, (size, size))
+    else:
+        images = store.NpyWriter(folder / "images.npy", infos[0].dtype, (bands, size, size))
+        masks = store.NpyWriter(folder / "masks.npy", np.uint8, (size, size))
     stats, skipped = BandStats.empty(bands, infos[0].dtype), Counter[str]()
     windows, counts, total = [], [], 0
     # closing: an exception here (Ctrl-C) must stop the workers now, not at garbage collection
@@ -342,6 +369,10 @@ def _write_store(
     splits = _assign(windows_arr, options)
     keep = splits != 255
     skipped["split_border"] = int((~keep).sum())
+    if folder is None:
+        return _dry_summary(
+            images, masks, total, skipped, splits, keep, counts_arr, classes, options
+        )
     for name in ("images", "masks"):
         store.keep_rows(folder / f"{name}.npy", keep)
     windows_arr, counts_arr, splits = windows_arr[keep], counts_arr[keep], splits[keep]
@@ -359,6 +390,7 @@ def _write_store(
     write_dataset_json(
         folder, infos, spec, classes, options, stats, skipped, total, splits, labels, counts_arr
     )
+    return None
 
 
 def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
@@ -373,3 +405,31 @@ def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
         drop = split_border(xs[here], ys[here], splits[here], options.patch_size)
         splits[np.flatnonzero(here)[drop]] = 255
     return splits
+
+
+def _dry_summary(images, masks, total, skipped, splits, keep, counts, classes, options) -> dict:
+    """What ``tile`` would write: windows, skips by reason, patches per split and class."""
+    kept_splits, kept_counts = splits[keep], counts[keep]
+    labels = kept_counts.argmax(axis=1) if len(kept_counts) else np.zeros(0, int)
+    patches = int(keep.sum())
+    size = patches * images.row_bytes
+    if options.task == "segmentation":
+        size += patches * masks.row_bytes
+    return {
+        "dry_run": True,
+        "windows": int(total),
+        "patches": patches,
+        "skipped": {k: int(v) for k, v in sorted(skipped.items())},
+        "splits": {name: int((kept_splits == i).sum()) for i, name in enumerate(SPLITS)},
+        "classes": [
+            {
+                "code": c.code,
+                "name": c.name,
+                "pixels": int(kept_counts[:, i].sum()),
+                "patches": int((kept_counts[:, i] > 0).sum()),
+                "majority_patches": int((labels == i).sum()),
+            }
+            for i, c in enumerate(classes)
+        ],
+        "store_bytes": int(size),
+    }

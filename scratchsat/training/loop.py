@@ -243,8 +243,10 @@ def train(
     log: Callable[[str], None] | None = None,
     explicit: Collection[str] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    dry_run: bool = False,
 ) -> dict:
-    """Train a model from random weights on a tiles folder; returns the final report.
+    """Train a model from random weights on a tiles folder; returns the final report (with
+    ``dry_run``: what training would be, from a few timed steps, and nothing written).
 
     ``augment`` overrides ``config.aug`` with an albumentations transform or any callable
     ``(image, mask, seed) -> (image, mask)``. With ``resume``, the run's own checkpoint decides
@@ -256,6 +258,8 @@ def train(
     the finished steps (:class:`TrainingInterrupted`); a second signal stops at once.
     """
     folder, started = Path(out), clock()
+    if dry_run:
+        return dry_run_report(tiles, folder, config, augment, clock)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
     with output_lock(folder) if main else contextlib.nullcontext():
         run, checkpoint = setup(tiles, folder, config, resume, overwrite, augment, explicit)
@@ -266,6 +270,44 @@ def train(
         attach_ema(run, checkpoint)
         with run.stop.installed():
             return train_run(run, checkpoint, progress, log)
+
+
+def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
+    """``train --dry-run``: the model, the data, steps and epochs, and time and memory from a
+    few steps timed on a copy of the model; no run folder, no lock, nothing written."""
+    import resource
+
+    started = clock()
+    run, _ = setup(tiles, folder, config, False, True, augment, None, dry_run=True)
+    cuda = run.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(run.device)
+    costs = measure_costs(run, clock)
+    epochs = run.config.epochs
+    if run.config.time_budget:
+        epochs = epochs_for(float(run.config.time_budget), clock() - started, costs)
+    if cuda:
+        memory = torch.cuda.max_memory_allocated(run.device)
+        where = f"{run.device} (peak allocated while timing)"
+    else:
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        where = "cpu (peak resident memory of this process, data and timed steps included)"
+    model = unwrap(run.model)
+    return {
+        "dry_run": True,
+        "model": run.model_config.name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "device": str(run.device),
+        "patches": dict(run.tiles.splits),
+        "batch_size": run.config.batch_size,
+        "steps_per_epoch": costs.steps,
+        "epochs": epochs,
+        "step_s": costs.step_s,
+        "epoch_s": costs.epoch_s,
+        "estimated_s": epochs * costs.epoch_s + costs.report_s,
+        "memory_bytes": int(memory),
+        "memory_measured_on": where,
+    }
 
 
 def fit_budget(run: Run, started: float, clock: Callable[[], float] = time.perf_counter) -> str:

@@ -254,8 +254,10 @@ def setup(
     overwrite: bool,
     augment,
     explicit: Collection[str] | None = None,
+    dry_run: bool = False,
 ) -> tuple[Run, dict | None]:
-    """Check everything that can be wrong before writing anything, then build the run."""
+    """Check everything that can be wrong before writing anything, then build the run (with
+    ``dry_run``, without its folder)."""
     checkpoint = None
     if resume:
         path = folder / "checkpoint.pt"
@@ -306,7 +308,8 @@ def setup(
         config.label_smoothing,
     )
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    prepare_folder(folder, resume, overwrite, ranks)
+    if not dry_run:
+        prepare_folder(folder, resume, overwrite, ranks)
     model = distributed.wrap(model, ranks, device)
     if config.compile:
         model = torch.compile(model)  # type: ignore[assignment]  # an nn.Module in practice

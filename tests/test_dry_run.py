@@ -1,0 +1,98 @@
+"""--dry-run for tile, train and predict: the figures a real run would give, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import rasterio
+from typer.testing import CliRunner
+
+from scratchsat import TileOptions, tile
+from scratchsat.bundle import load_bundle
+from scratchsat.cli import app
+from scratchsat.prediction import predict
+from scratchsat.training.loop import TrainConfig, train
+
+runner = CliRunner()
+
+
+def test_tile_dry_run_tells_what_tile_writes(seg_tiles, tmp_path):
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    scene, labels = info["sources"][0]["path"], info["labels"]["path"]
+    options = TileOptions(patch_size=32, block_size=64)
+    summary = tile([scene], labels, tmp_path / "t", options=options, dry_run=True)
+    assert not (tmp_path / "t").exists() and list(tmp_path.iterdir()) == []
+    assert summary["patches"] == info["patches"] and summary["windows"] == info["windows"]
+    assert summary["splits"] == info["splits"]
+    assert {k: v for k, v in summary["skipped"].items() if v} == {
+        k: v for k, v in info["skipped"].items() if v
+    }
+    assert [c["pixels"] for c in summary["classes"]] == [c["pixels"] for c in info["classes"]]
+    majority = [c["majority_patches"] for c in summary["classes"]]
+    assert majority == [c["patches"] for c in info["classes"]]
+    data = sum(np.load(seg_tiles / f"{n}.npy", mmap_mode="r").nbytes for n in ("images", "masks"))
+    assert summary["store_bytes"] == data
+    result = runner.invoke(
+        app,
+        [
+            "tile",
+            scene,
+            "--labels",
+            labels,
+            "--patch-size",
+            "32",
+            "--block-size",
+            "64",
+            "--out",
+            str(tmp_path / "t"),
+            "--dry-run",
+        ],
+    )
+    assert result.exit_code == 0 and "nothing written" in result.output
+    assert f"{info['patches']} patches kept" in result.output
+    assert not (tmp_path / "t").exists()
+
+
+def test_train_dry_run_measures_and_writes_nothing(seg_tiles, tmp_path):
+    config = TrainConfig.of(epochs=4, batch_size=8, width=8)
+    report = train(seg_tiles, tmp_path / "run", config, dry_run=True)
+    assert list(tmp_path.iterdir()) == []  # no run folder, no lock
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    assert report["patches"] == info["splits"] and report["epochs"] == 4
+    assert report["steps_per_epoch"] == info["splits"]["train"] // 8
+    real = train(seg_tiles, tmp_path / "real", TrainConfig.of(epochs=1, batch_size=8, width=8))
+    model = load_bundle(tmp_path / "real").model
+    assert report["parameters"] == sum(p.numel() for p in model.parameters())
+    assert report["step_s"] > 0 and report["estimated_s"] > report["epoch_s"] > 0
+    assert report["memory_bytes"] > 0 and real["epochs_run"] == 1
+    result = runner.invoke(
+        app, ["train", str(seg_tiles), "--out", str(tmp_path / "cli"), "--dry-run", "--width", "8"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "parameters" in result.output and "steps an epoch" in result.output
+    assert not (tmp_path / "cli").exists()
+
+
+def test_predict_dry_run_shows_band_matching_windows_and_sizes(small_run, seg_tiles, tmp_path):
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    with rasterio.open(info["sources"][0]["path"]) as src:
+        data, profile, names = src.read(), src.profile, src.descriptions
+    shuffled = tmp_path / "shuffled.tif"
+    with rasterio.open(shuffled, "w", **profile) as dst:
+        dst.write(data[::-1])
+        dst.descriptions = names[::-1]
+    report = predict(
+        small_run, [shuffled], tmp_path / "m.tif", uncertainty=tmp_path / "u.tif", dry_run=True
+    )
+    [scene] = report["scenes"]
+    assert scene["bands"][0].startswith(f"{names[0]} ← band {len(names)}")
+    height, width = data.shape[1:]
+    assert scene["outputs"] == {
+        str(tmp_path / "m.tif"): width * height,
+        str(tmp_path / "u.tif"): width * height * 12,
+    }
+    stride = round(32 * 0.75)
+    per_axis = [len(range(0, n - 32, stride)) + 1 for n in (height, width)]
+    assert scene["windows"] == per_axis[0] * per_axis[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shuffled.tif"]
