@@ -1,6 +1,7 @@
 """A file server for the remote-input tests: Python's own HTTP server on 127.0.0.1 with a
 handler that answers range requests (206 with Content-Range, as object stores do), or ignores
-them when told; it counts the bytes it sends. Run in a child process by conftest.FileServer."""
+them when told, and refuses anything under /private/ (403); it counts the bytes it sends.
+Run in a child process by conftest.FileServer."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def serve(root: str, port, sent, ranges, ready) -> None:
 
         def answer(self, body: bool) -> None:
             path = folder / self.path.split("?")[0].lstrip("/")
+            if self.path.startswith("/private/"):  # as a bucket without the right credentials
+                self.send_response(403)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if not path.is_file():
                 self.send_response(404)
                 self.send_header("Content-Length", "0")

@@ -118,6 +118,8 @@ def test_remote_errors_say_what_went_wrong(file_server, seg_tiles, tmp_path):
     result = runner.invoke(app, ["info", f"{server.url}/missing.tif"])
     assert result.exit_code == 1
     assert "missing.tif: not found on the server (HTTP 404)" in result.output
+    result = runner.invoke(app, ["info", f"{server.url}/private/scene.tif"])
+    assert result.exit_code == 1 and "access denied (HTTP 401/403)" in result.output
     shutil.copy(seg_tiles.parent / "scene.tif", root / "whole.tif")
     server.ranges = False
     result = runner.invoke(app, ["info", f"{server.url}/whole.tif"])
