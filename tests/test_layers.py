@@ -18,6 +18,7 @@ LAYERS = {
     "_version": 0,
     "errors": 0,
     "settings": 0,
+    "configfile": 0,
     "geo": 1,
     "tiles": 2,
     "device": 3,

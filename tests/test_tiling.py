@@ -343,6 +343,10 @@ def test_index_geojson_footprints_lie_inside_the_scene(synth_scene, tmp_path):
         assert (ring[:, 1] >= south).all() and (ring[:, 1] <= north).all()
         assert np.ptp(ring[:, 0]) == np.ptp(ring[:, 1]) == 320  # 32 px of 10 m
         assert feature["properties"]["split"] == ("train", "val", "test")[split]
+        fields = [k for k in feature["properties"] if k.startswith("px_")]
+        assert all(k.replace("_", "").isalnum() for k in fields), fields  # no quoting in QGIS
+    names = {c["name"] for c in json.loads((out / "dataset.json").read_text())["classes"]}
+    assert "bare soil" in names and "px_bare_soil" in index["features"][0]["properties"]
 
 
 def test_chips_are_georeferenced(tiny_scene, tmp_path):

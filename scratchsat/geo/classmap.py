@@ -9,6 +9,7 @@ QGIS style (``.qml``, loaded by QGIS as the layer's default style) and the file'
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -110,6 +111,23 @@ def sidecars(path: Path) -> dict[str, Path]:
 def sidecar_texts(classes: Sequence[dict], nodata: int) -> dict[str, str]:
     """The ``.aux.xml`` and ``.qml`` of a class map, keyed as in :func:`sidecars`."""
     return {"aux": aux_xml(classes, nodata), "qml": qgis_style(classes)}
+
+
+def field_name(name: str) -> str:
+    """A class name as part of an attribute name: letters, digits and underscores only, so GIS
+    expressions need no quoting (``bare soil`` → ``bare_soil``)."""
+    return re.sub(r"[^0-9A-Za-z_]+", "_", str(name)).strip("_").lower() or "class"
+
+
+def class_fields(prefix: str, classes: Sequence) -> list[str]:
+    """``prefix + field_name(class name)`` per class, made unique with the class code where
+    two names reduce to the same field (``bare soil`` and ``bare-soil``)."""
+    names = [field_name(c["name"] if isinstance(c, dict) else c.name) for c in classes]
+    codes = [c["code"] if isinstance(c, dict) else c.code for c in classes]
+    return [
+        f"{prefix}{n}" if names.count(n) == 1 else f"{prefix}{n}_{code}"
+        for n, code in zip(names, codes, strict=True)
+    ]
 
 
 def codes_lookup(classes: Sequence[dict], dtype: str) -> np.ndarray:

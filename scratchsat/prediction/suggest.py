@@ -11,7 +11,6 @@ patch side between footprints), so the suggestions spread over the scene.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from rasterio.windows import Window
 
 from ..device import pick_device
 from ..errors import InputError
+from ..geo.classmap import class_fields
 from ..geo.outputs import atomic_output, check_output, temporary_name
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
@@ -38,11 +38,6 @@ class Suggestion:
     score: float  # mean normalised entropy
     margin: float  # mean margin between the two most probable classes
     mix: tuple[float, ...]  # share of each class in the predicted map of the window
-
-
-def field_name(name: str) -> str:
-    """A class name as part of an attribute name: letters, digits and underscores only."""
-    return re.sub(r"[^0-9A-Za-z_]+", "_", name).strip("_").lower() or "class"
 
 
 def labelled_boxes(meta_data: dict | None, grid_crs, tiles: str | os.PathLike | None):
@@ -164,7 +159,7 @@ def suggest(
         classes = list(predictor.classes)
         codes = [int(c["code"]) for c in classes]
         found = rank_windows(unsure, mapped, codes, size, labelled, n)
-        shares = {f"share_{field_name(str(c['name']))}": "float" for c in classes}
+        shares = {name: "float" for name in class_fields("share_", classes)}
         schema = {
             "geometry": "Polygon",
             "properties": {

@@ -12,6 +12,7 @@ import rasterio
 from rasterio.warp import transform_geom
 from rasterio.windows import Window
 
+from ..geo.classmap import class_fields
 from ..geo.labels import IGNORE_INDEX, ClassInfo
 from ..geo.outputs import write_atomically
 from ..geo.raster import geotiff_profile
@@ -56,6 +57,7 @@ def write_index(
     crses = {s.grid.crs.to_wkt() for s in scenes}
     target = scenes[0].grid.crs if len(crses) == 1 else None
     features = []
+    fields = class_fields("px_", classes)  # no spaces: QGIS expressions need no quoting
     for i, (scene_index, col, row) in enumerate(windows.tolist()):
         scene = scenes[scene_index]
         geometry = footprint(scene.grid.transform, col, row, size)
@@ -69,7 +71,7 @@ def write_index(
             "row": row,
             "class": classes[labels[i]].name,
         }
-        properties.update({f"px_{c.name}": int(counts[i, c.id]) for c in classes})
+        properties.update({f: int(counts[i, c.id]) for f, c in zip(fields, classes, strict=True)})
         features.append(
             {"type": "Feature", "id": i, "geometry": geometry, "properties": properties}
         )
