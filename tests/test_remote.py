@@ -80,6 +80,7 @@ def test_vector_labels_and_stack_over_http(file_server, tmp_path):
     assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "s.tif") as src:
         np.testing.assert_array_equal(src.read(), data)
+        assert src.tags(2)["SOURCE"] == f"{server.url}/b1.tif"  # the URL, whole
     left, top = 500_000.0, 5_800_000.0
     square = [
         [left, top],
@@ -130,12 +131,15 @@ def test_remote_errors_say_what_went_wrong(file_server, seg_tiles, tmp_path):
 
 def test_gdal_settings_yield_to_the_environment():
     script = textwrap.dedent("""
-        from scratchsat.geo.raster import GDAL_ENV
-        print(GDAL_ENV.get("GDAL_DISABLE_READDIR_ON_OPEN"), GDAL_ENV.get("VSI_CACHE_SIZE"))
+        from scratchsat.geo.raster import gdal_settings
+        remote = gdal_settings("https://host/a.tif")
+        local = gdal_settings("a.tif")
+        print(remote.get("GDAL_DISABLE_READDIR_ON_OPEN"), remote.get("VSI_CACHE_SIZE"),
+              local.get("VSI_CACHE_SIZE"))
     """)
     env = {**os.environ, "GDAL_DISABLE_READDIR_ON_OPEN": "FALSE"}
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
-    assert out.stdout.split() == ["None", str(64 * 2**20)]
+    assert out.stdout.split() == ["None", str(64 * 2**20), "None"]  # local files: not these
 
 
 @pytest.mark.parametrize("rows", [(1024, 10240)])

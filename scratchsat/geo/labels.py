@@ -24,7 +24,7 @@ from rasterio.warp import transform_bounds, transform_geom
 from rasterio.windows import Window
 
 from ..errors import LabelError, NoOverlapError, VectorReadError
-from .raster import GDAL_ENV, Grid, disjoint, open_raster, read_on_grid, remote_reason
+from .raster import Grid, disjoint, gdal_settings, open_raster, read_on_grid, remote_reason
 from .sources import Source, is_remote
 from .stats import histogram_offset
 
@@ -205,7 +205,7 @@ def _vector_fields(path: Source) -> tuple[list[dict], str, list[str]]:
 
     try:
         # fiona has its own GDAL: the same settings (remote reading above all) go to it too
-        with fiona.Env(**GDAL_ENV), fiona.open(path) as collection:
+        with fiona.Env(**gdal_settings(path)), fiona.open(path) as collection:
             fields = list(collection.schema["properties"])
             features = [
                 {"geometry": f.geometry, "properties": dict(f.properties)} for f in collection

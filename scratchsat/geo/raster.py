@@ -31,7 +31,11 @@ from .sources import as_source, is_remote
 DEFAULT_GDAL: dict = {
     "GDAL_NUM_THREADS": "ALL_CPUS",  # decoding threads; "ALL_CPUS" is GDAL's own spelling
     "GDAL_CACHEMAX": 512,  # MB of block cache
-    # Remote inputs (https://, s3://, gs://, /vsicurl/): what Cloud-Optimized GeoTIFFs want.
+}
+# Added for remote inputs only (https://, s3://, gs://, /vsi…): what Cloud-Optimized GeoTIFFs
+# want. Not for local files: with no directory listing GDAL would miss their sidecars (.msk
+# masks, .aux.xml, world files).
+REMOTE_GDAL: dict = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",  # no directory listing, no sidecar probes
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",  # one request for neighbouring blocks
     "GDAL_HTTP_MULTIPLEX": "YES",  # HTTP/2 where the server has it
@@ -42,12 +46,21 @@ DEFAULT_GDAL: dict = {
     "CPL_VSIL_CURL_CACHE_SIZE": 128 * 2**20,  # and 128 MB of ranges across files
 }
 GDAL_ENV: dict = {k: v for k, v in DEFAULT_GDAL.items() if k not in os.environ}
+GDAL_REMOTE_ENV: dict = {
+    **GDAL_ENV,
+    **{k: v for k, v in REMOTE_GDAL.items() if k not in os.environ},
+}
+
+
+def gdal_settings(path: str | os.PathLike | None = None) -> dict:
+    """The GDAL settings for reading ``path``: the remote ones too for a URL or ``/vsi…``."""
+    return GDAL_REMOTE_ENV if path is not None and is_remote(path) else GDAL_ENV
 
 
 @contextlib.contextmanager
 def open_raster(path: str | os.PathLike) -> Iterator[rasterio.DatasetReader]:
     """Open ``path`` for reading, turning GDAL's failures into a :class:`RasterReadError`."""
-    with gdal_env():
+    with gdal_env(path):
         try:
             src = rasterio.open(path)
         except RasterioError as exc:
@@ -87,10 +100,11 @@ def remote_reason(message: str) -> str | None:
     return None
 
 
-def gdal_env() -> rasterio.Env:
+def gdal_env(path: str | os.PathLike | None = None) -> rasterio.Env:
     """The GDAL settings scratchsat reads and writes rasters with (decoding threads, block
-    cache), entered where rasters are opened; the user's environment variables win."""
-    return rasterio.Env(**GDAL_ENV)
+    cache; for a remote ``path``, those of :data:`REMOTE_GDAL` too), entered where rasters are
+    opened; the user's environment variables win."""
+    return rasterio.Env(**gdal_settings(path))
 
 
 def read(

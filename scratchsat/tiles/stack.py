@@ -232,7 +232,9 @@ def stack(
         band = 1
         for item in inputs:
             for _ in range(item.count):
-                dst.update_tags(band, SOURCE=item.path.name)
+                # a local file by its name; a URL or /vsi… path whole, as given
+                source = item.path.name if isinstance(item.path, Path) else str(item.path)
+                dst.update_tags(band, SOURCE=source)
                 band += 1
     return Path(out)
 
