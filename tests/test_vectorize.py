@@ -263,3 +263,51 @@ def test_memory_stays_bounded_as_the_map_grows(tmp_path):
     # 256 rows by 11 MB, SQLite's page cache)
     extra = 9000 * 500 * 25 / 2**20
     assert large - small < 0.25 * extra, (small, large)
+
+
+QGIS_CHECK = """
+import os, sys
+os.environ["QT_QPA_PLATFORM"] = "offscreen"
+from qgis.core import QgsApplication, QgsVectorLayer
+app = QgsApplication([], False)
+app.initQgis()
+for source in sys.argv[1:]:
+    layer = QgsVectorLayer(source, "classes", "ogr")
+    renderer = layer.renderer()
+    print(layer.isValid(), renderer.type(), renderer.classAttribute(),
+          ";".join(f"{c.value()}={c.label()}={c.symbol().color().name()}"
+                   for c in renderer.categories()))
+app.exitQgis()
+"""
+
+
+def test_qgis_opens_the_polygons_in_the_class_colours(tmp_path):
+    """A real QGIS (Debian's python3-qgis) loads the GeoPackage's stored style and the
+    Shapefile's .qml as the layers' default styles; skipped where QGIS is not installed."""
+    qgis_python = "/usr/bin/python3"
+    probe = (
+        subprocess.run([qgis_python, "-c", "import qgis.core"], capture_output=True, text=True)
+        if os.path.exists(qgis_python)
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        pytest.skip("PyQGIS is not installed (apt-get install python3-qgis)")
+    class_map(tmp_path / "map.tif")
+    vectorize(tmp_path / "map.tif", tmp_path / "map.gpkg")
+    vectorize(tmp_path / "map.tif", tmp_path / "shp" / "map.shp")
+    out = subprocess.run(
+        [
+            qgis_python,
+            "-c",
+            QGIS_CHECK,
+            f"{tmp_path / 'map.gpkg'}|layername=classes",
+            str(tmp_path / "shp" / "map.shp"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        timeout=120,
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("True")]
+    expected = "1=farm=#fdbf6f;4=water=#1f78b4;9=town=#e31a1c"
+    assert lines == [f"True categorizedSymbol class_code {expected}"] * 2, out.stdout + out.stderr
