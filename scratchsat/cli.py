@@ -171,10 +171,13 @@ def with_config(command: F) -> F:
     one missing from both is an error."""
     signature = inspect.signature(command)
     hints = typing.get_type_hints(command, include_extras=True)
-    required, kept = [], []
+    required, kept, contexts = [], [], []
     for p in signature.parameters.values():
         annotation = hints.get(p.name, p.annotation)
-        if p.default is inspect.Parameter.empty and annotation is not typer.Context:
+        if annotation is typer.Context or "Context" in str(annotation):
+            contexts.append(p.name)  # typer fills one Context: the wrapper's, passed on
+            continue
+        if p.default is inspect.Parameter.empty:
             required.append(p.name)
             p = p.replace(default=None)
         kept.append(p.replace(annotation=annotation))
@@ -215,6 +218,7 @@ def with_config(command: F) -> F:
         from .configfile import read_config, to_toml
 
         ctx = config_context
+        kwargs.update(dict.fromkeys(contexts, ctx))
         state["config_keys"] = []
         own = ("config", "print_config", "config_context", "ctx")
         params = {p.name: p for p in ctx.command.params if p.name not in own}
@@ -238,7 +242,7 @@ def with_config(command: F) -> F:
                 f"missing {names}: give it on the command line or as "
                 f"{missing[0].replace('_', '-')} = … in a --config file"
             )
-        shown = {k: v for k, v in kwargs.items() if k != "ctx"}
+        shown = {k: v for k, v in kwargs.items() if k not in contexts}
         state["config"] = to_toml(shown, str(ctx.info_name))
         if print_config:
             sys.stdout.write(state["config"])
