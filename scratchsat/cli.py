@@ -718,7 +718,7 @@ def predict(
     ] = None,
     overlap: Annotated[
         float, typer.Option(help="Fraction of a window shared with its neighbour.")
-    ] = 0.25,
+    ] = 0.5,
     patch_size: Annotated[
         int | None, typer.Option(help="Window side in pixels (default: the training patch size).")
     ] = None,

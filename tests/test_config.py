@@ -67,10 +67,10 @@ def test_lists_and_paths_from_a_config(seg_tiles, small_run, tmp_path):
     scene = info["sources"][0]["path"]
     config = tmp_path / "predict.toml"
     config.write_text(
-        f'run = "{small_run}"\nscenes = ["{scene}"]\nout = "{tmp_path / "m.tif"}"\noverlap = 0.5\n'
+        f'run = "{small_run}"\nscenes = ["{scene}"]\nout = "{tmp_path / "m.tif"}"\noverlap = 0.25\n'
     )
     result = runner.invoke(app, ["predict", "--config", str(config)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.tif").exists()
     shown = runner.invoke(app, ["predict", "--config", str(config), "--print-config"])
-    assert f'scenes = ["{scene}"]' in shown.stdout and "overlap = 0.5" in shown.stdout
+    assert f'scenes = ["{scene}"]' in shown.stdout and "overlap = 0.25" in shown.stdout

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from scratchsat import TileOptions, tile
 from scratchsat.bundle import load_bundle
 from scratchsat.cli import app
-from scratchsat.prediction import predict
+from scratchsat.prediction import PredictOptions, predict
 from scratchsat.training.loop import TrainConfig, train
 
 runner = CliRunner()
@@ -92,7 +92,7 @@ def test_predict_dry_run_shows_band_matching_windows_and_sizes(small_run, seg_ti
         str(tmp_path / "m.tif"): width * height,
         str(tmp_path / "u.tif"): width * height * 12,
     }
-    stride = round(32 * 0.75)
+    stride = round(32 * (1 - PredictOptions().overlap))
     per_axis = [len(range(0, n - 32, stride)) + 1 for n in (height, width)]
     assert scene["windows"] == per_axis[0] * per_axis[1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shuffled.tif"]

@@ -27,6 +27,7 @@ from torch import nn
 from ..bundle import BundleMeta, load_bundle
 from ..errors import BundleError, InputError
 from ..geo.outputs import atomic_output, check_output
+from .options import DEFAULTS
 
 OPSET = 18
 METADATA_KEY = "scratchsat"
@@ -137,7 +138,7 @@ def metadata(meta: BundleMeta, size: int, deepness: bool, scale: float) -> dict[
         "class_names": json.dumps({str(i): str(c["name"]) for i, c in enumerate(meta.classes)}),
         "tiles_size": json.dumps(size),
         "tile_size": json.dumps(size),  # the name Deepness's code reads
-        "tiles_overlap": json.dumps(25),
+        "tiles_overlap": json.dumps(round(DEFAULTS.overlap * 100)),
         "seg_thresh": json.dumps(0.0),  # every pixel gets its most probable class
     }
     if meta.task == "segmentation":

@@ -12,7 +12,7 @@ class PredictOptions:
     """How to predict; every field has a default that works."""
 
     patch_size: int | None = None  # window side; default: the training patch size
-    overlap: float = 0.25  # fraction of a window shared with its neighbour
+    overlap: float = 0.5  # fraction of a window shared with its neighbour (README: measured)
     batch_size: int = 32
     device: str = "auto"
     amp: bool | None = None  # None: bf16 autocast on CUDA
