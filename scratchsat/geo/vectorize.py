@@ -162,6 +162,7 @@ def vectorize(
     each polygon without making it invalid; ``keep`` names (or codes) the classes to write.
     """
     import fiona
+    import shapely
     from fiona.crs import CRS
 
     source, out = as_source(classmap), Path(out)
@@ -219,8 +220,6 @@ def vectorize(
         report.pixels_by_code[region.code] = report.pixels_by_code.get(region.code, 0) + (
             region.pixels
         )
-        import shapely
-
         return {"geometry": shapely.geometry.mapping(polygon), "properties": props}
 
     folder = temporary_name(out)

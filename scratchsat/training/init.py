@@ -8,7 +8,6 @@ weights, which is said. From random weights stays the default and the point of t
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..bundle import load_bundle
@@ -51,13 +50,3 @@ def init_from(model: nn.Module, config: ModelConfig, run: str, tiles: Tiles) -> 
     fresh = [k for k, v in own.items() if k not in state or state[k].shape != v.shape]
     model.load_state_dict({k: v for k, v in state.items() if k not in fresh}, strict=False)
     return [k for k in fresh if not k.endswith("num_batches_tracked")]
-
-
-def same_classes(run: str, tiles: Tiles) -> bool:
-    meta = load_bundle(run, "cpu").meta
-    return [(c["code"], c["name"]) for c in meta.classes] == [
-        (c["code"], c["name"]) for c in tiles.classes
-    ]
-
-
-__all__ = ["init_from", "same_classes", "torch"]
