@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..device import pick_device
+from ..device import Ranks, pick_device
 from ..errors import InputError
 from ..geo.classmap import sidecars
 from ..geo.outputs import check_output
@@ -67,7 +66,7 @@ def predict(
                     f"--vector {target} would write {path}, which the class map writes too; "
                     "name the vector file differently (or use .gpkg, which keeps its style inside)"
                 )
-    ranks = launch_ranks()
+    ranks = Ranks.from_env()
     device = pick_device(options.device)
     if ranks.distributed and device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)  # one GPU per process
@@ -100,28 +99,6 @@ def predict(
     if ranks.distributed:
         wait_for_ranks()  # every scene is written: rank 0's summary is true
     return every
-
-
-@dataclass(frozen=True)
-class Share:
-    """Which scenes this process predicts: every ``world_size``-th from ``rank``."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def launch_ranks() -> Share:
-    """This process's share under ``torchrun`` (or any launcher setting RANK and WORLD_SIZE);
-    everything in a single process otherwise."""
-    env = os.environ
-    if int(env.get("WORLD_SIZE", "1")) <= 1:
-        return Share()
-    return Share(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
 
 
 def wait_for_ranks() -> None:

@@ -9,33 +9,12 @@ progress and writes files. Without those variables everything is a single proces
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Ranks:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-SINGLE = Ranks()  # one process
-
-
-def launched() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+from ..device import SINGLE, Ranks, launched
 
 
 def init(device: torch.device) -> tuple[Ranks, torch.device]:

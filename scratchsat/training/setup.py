@@ -22,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import BatchSampler, DataLoader
 
 from ..bundle import BundleMeta, load_checkpoint, state_dict
-from ..device import autocast_dtype, pick_device
+from ..device import SINGLE, Ranks, autocast_dtype, pick_device
 from ..errors import DatasetError, InputError, OutputExistsError, Terminated
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import remove_stale_temporaries
@@ -32,7 +32,7 @@ from ..tiles.format import Tiles, read_tiles
 from . import distributed
 from .config import TrainConfig, check_settings, resumed_config
 from .data import EpochSampler, PatchDataset, patch_weights
-from .distributed import SINGLE, Ranks, ShardSampler
+from .distributed import ShardSampler
 from .init import init_from
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule, class_weights
