@@ -17,6 +17,11 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence]) -> Table
     return out
 
 
+def figure(value: float | None, digits: int = 3) -> str:
+    """A score or area to ``digits`` decimals with thousands separators; "–" when unknown."""
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
 def number(value: float) -> str:
     """Whole numbers and large values with thousands separators, others to 4 digits."""
     if float(value).is_integer() or abs(value) >= 1000:
@@ -155,10 +160,7 @@ def show_model(info: dict, console: Console) -> None:
 
 def show_scores(result: dict, console: Console) -> None:
     """``evaluate``: the per-class table and the overall figures."""
-
-    def score(value: float | None) -> str:
-        return "–" if value is None else f"{value:.3f}"
-
+    score = figure
     rows = [
         (
             str(c["code"]),
@@ -252,10 +254,7 @@ def show_predict_dry_run(report: dict, console: Console) -> None:
 
 def show_area(area: dict, console: Console) -> None:
     """``evaluate``: mapped and error-adjusted areas, user's and producer's accuracies."""
-
-    def num(value: float | None, digits: int = 3) -> str:
-        return "–" if value is None else f"{value:,.{digits}f}"
-
+    num = figure
     rows = [
         (
             str(c["code"]),
