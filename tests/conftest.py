@@ -210,3 +210,30 @@ def file_server(tmp_path):
     server = FileServer(root)
     yield root, server
     server.close()
+
+
+def peak_memory_mb(setup: str, call: str, inputs, **env: str) -> list[float]:
+    """Run ``call`` (Python using ``path``, the input as a string) on each of ``inputs`` in
+    one fresh process after ``setup`` (imports); return the process's peak resident memory
+    in MB after each. GDAL's block cache is held at 4 MB, so what grows is ours."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = "\n".join(
+        [
+            "import resource, sys",
+            setup,
+            "for path in sys.argv[1:]:",
+            textwrap.indent(call, "    "),
+            "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, *map(str, inputs)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GDAL_CACHEMAX": "4", **env},
+    )
+    return [float(v) for v in out.stdout.split()]

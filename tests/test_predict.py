@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import gdalinfo, write_raster, write_with_alpha
+from conftest import gdalinfo, peak_memory_mb, write_raster, write_with_alpha
 from typer.testing import CliRunner
 
 from scratchsat.cli import app
@@ -294,22 +290,11 @@ def test_memory_stays_flat_as_the_scene_grows(tmp_path, trained_run):
                 compress="deflate",
             )
         )
-    script = textwrap.dedent(f"""
-        import resource, sys
-        from scratchsat.prediction import predict, PredictOptions
-        for scene in sys.argv[1:]:
-            predict({str(run)!r}, [scene], scene + ".pred.tif",
-                    options=PredictOptions(batch_size=8))
-            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script, *map(str, paths)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GDAL_CACHEMAX": "4"},
+    small, large = peak_memory_mb(
+        "from scratchsat.prediction import predict, PredictOptions",
+        f"predict({str(run)!r}, [path], path + '.pred.tif', options=PredictOptions(batch_size=8))",
+        paths,
     )
-    small, large = map(float, out.stdout.split())
     extra = 6 * 4 * 128 * (20480 - 2048) / 2**20  # the large scene's extra pixels as float32
     assert large - small < 0.25 * extra, (small, large)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from conftest import write_raster
+from conftest import peak_memory_mb, write_raster
 from typer.testing import CliRunner
 
 from scratchsat import TileOptions, tile
@@ -159,21 +159,12 @@ def test_predicting_a_remote_scene_streams_it(file_server, small_run, tmp_path, 
             compress="deflate",
         )
         urls.append(f"{server.url}/s{height}.tif")
-    script = textwrap.dedent(f"""
-        import resource, sys
-        from scratchsat.prediction import predict, PredictOptions
-        for i, url in enumerate(sys.argv[1:]):
-            predict({str(small_run)!r}, [url], {str(tmp_path)!r} + f"/p{{i}}.tif",
-                    options=PredictOptions(batch_size=8))
-            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script, *urls],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GDAL_CACHEMAX": "4", "VSI_CACHE_SIZE": str(4 * 2**20)},
+    small, large = peak_memory_mb(
+        "from scratchsat.prediction import predict, PredictOptions",
+        f"predict({str(small_run)!r}, [path], {str(tmp_path)!r} + '/p-' + path.rsplit('/')[-1], "
+        "options=PredictOptions(batch_size=8))",
+        urls,
+        VSI_CACHE_SIZE=str(4 * 2**20),
     )
-    small, large = map(float, out.stdout.split())
     extra = 6 * 4 * 128 * (rows[1] - rows[0]) / 2**20  # the extra pixels as float32
     assert large - small < 0.25 * extra, (small, large)

@@ -7,8 +7,6 @@ import json
 import os
 import sqlite3
 import subprocess
-import sys
-import textwrap
 
 import fiona
 import numpy as np
@@ -16,7 +14,7 @@ import pytest
 import rasterio
 import rasterio.features
 import shapely
-from conftest import write_raster
+from conftest import peak_memory_mb, write_raster
 from shapely.geometry import shape
 from typer.testing import CliRunner
 
@@ -243,21 +241,11 @@ def test_memory_stays_bounded_as_the_map_grows(tmp_path):
                 tmp_path / f"m{rows}.tif", codes, tiled=True, blockxsize=256, blockysize=256
             )
         )
-    script = textwrap.dedent("""
-        import resource, sys
-        from scratchsat.geo.vectorize import vectorize
-        for path in sys.argv[1:]:
-            vectorize(path, path + ".gpkg", strip_rows=256)
-            print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    """)
-    out = subprocess.run(
-        [sys.executable, "-c", script, *map(str, paths)],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GDAL_CACHEMAX": "4"},
+    small, large = peak_memory_mb(
+        "from scratchsat.geo.vectorize import vectorize",
+        "vectorize(path, path + '.gpkg', strip_rows=256)",
+        paths,
     )
-    small, large = map(float, out.stdout.split())
     # what vectorising the whole large map at once holds: its polygons as shapely objects,
     # about 25 bytes a pixel here (measured: strip_rows=100000 grows by 128 MB, strips of
     # 256 rows by 11 MB, SQLite's page cache)
