@@ -701,7 +701,11 @@ def predict(
         typer.Option(help="Also write per-class probabilities here (a .tif, or a folder)."),
     ] = None,
     float_probabilities: Annotated[
-        bool, typer.Option("--float", help="Probabilities as float32 (default: uint8 0–255).")
+        bool,
+        typer.Option(
+            "--float",
+            help="Probabilities as float32 0–1 (default: uint8 whole percent, GDAL scale 0.01).",
+        ),
     ] = False,
     uncertainty: Annotated[
         Path | None,

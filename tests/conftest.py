@@ -60,14 +60,37 @@ def write_with_alpha(path: Path, data: np.ndarray, valid: np.ndarray, **extra) -
     )
 
 
-def gdalinfo(path: Path) -> dict:
-    """``gdalinfo -json`` of ``path``: an independent check of what we wrote."""
+def gdalinfo(path: Path, sidecars: bool = True) -> dict:
+    """``gdalinfo -json`` of ``path``: an independent check of what we wrote (without its
+    ``.aux.xml`` when ``sidecars`` is false: the file as a tool gets it when it travels alone)."""
     if shutil.which("gdalinfo") is None:
         pytest.skip("GDAL's command-line tools are not installed (apt-get install gdal-bin)")
+    pam = [] if sidecars else ["--config", "GDAL_PAM_ENABLED", "NO"]
     out = subprocess.run(
-        ["gdalinfo", "-json", "-mm", str(path)], check=True, capture_output=True, text=True
+        ["gdalinfo", "-json", "-mm", *pam, str(path)], check=True, capture_output=True, text=True
     ).stdout
     return json.loads(out)
+
+
+def run_pyqgis(script: str, *args) -> str:
+    """Run ``script`` with a real QGIS (Debian's python3-qgis, offscreen) and return what it
+    printed; skip where PyQGIS is not installed."""
+    qgis_python = "/usr/bin/python3"
+    probe = (
+        subprocess.run([qgis_python, "-c", "import qgis.core"], capture_output=True, text=True)
+        if os.path.exists(qgis_python)
+        else None
+    )
+    if probe is None or probe.returncode != 0:
+        pytest.skip("PyQGIS is not installed (apt-get install python3-qgis)")
+    out = subprocess.run(
+        [qgis_python, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+        timeout=120,
+    )
+    return out.stdout + out.stderr
 
 
 @pytest.fixture

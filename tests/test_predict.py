@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
-from conftest import gdalinfo, peak_memory_mb, write_raster, write_with_alpha
+from conftest import gdalinfo, peak_memory_mb, run_pyqgis, write_raster, write_with_alpha
 from typer.testing import CliRunner
 
 from scratchsat.cli import app
@@ -104,18 +104,73 @@ def test_the_class_map_opens_in_gis_tools_with_a_legend(tmp_path):
     band = info["bands"][0]
     assert band["type"] == "Byte" and band["noDataValue"] == 255
     assert band["colorInterpretation"] == "Palette"
+    assert band["description"] == "predicted class"
+    # The sidecar's colour table ends at the largest code (QGIS lists every entry) ...
     table = band["colorTable"]["entries"]
-    assert table[3] == [0x11, 0x22, 0x33, 255] and table[20] == [0xAA, 0xBB, 0xCC, 255]
-    assert table[255][3] == 0  # nodata is transparent
+    assert len(table) == 21 and table[20] == [0xAA, 0xBB, 0xCC, 255]
+    assert table[3] == [0x11, 0x22, 0x33, 255] and table[4] == [0, 0, 0, 0]  # unused: clear
+    # ... the file's own (all 256 entries, as GeoTIFF stores them) serves when it travels alone.
+    alone = gdalinfo(path, sidecars=False)["bands"][0]
+    assert alone["colorTable"]["count"] == 256 and alone["colorTable"]["entries"][7][3] == 255
+    assert alone["colorTable"]["entries"][255][3] == 0  # nodata is transparent
     assert band["categories"][7] == "class 7" and band["categories"][20] == "class 20"
     assert {r["f"][1] for r in info["rat"]["row"]} == {f"class {c}" for c in CODES}
     assert info["metadata"][""]["AREA_OR_POINT"] == "Area"
     assert json.loads(info["metadata"][""]["CLASSES"])[1]["name"] == "class 7"
     assert 'label="class 11"' in sidecars(path)["qml"].read_text()
     probs = gdalinfo(tmp_path / "p.tif")
-    assert [b["description"] for b in probs["bands"]] == [f"class {c}" for c in CODES]
-    assert all(b["type"] == "Byte" and b["colorInterpretation"] != "Alpha" for b in probs["bands"])
-    assert probs["bands"][0]["mask"]["flags"] == ["PER_DATASET"]
+    assert [b["description"] for b in probs["bands"]] == [
+        f"probability of class {c}" for c in CODES
+    ]
+    for b in probs["bands"]:  # whole percent, nodata 255, a scale GDAL and QGIS apply
+        assert b["type"] == "Byte" and b["colorInterpretation"] != "Alpha"
+        assert b["noDataValue"] == 255 and b["scale"] == 0.01
+        assert "mask" not in b  # no mask band, which QGIS would show as one more band
+    assert 'type="singlebandgray" grayBand="1"' in (tmp_path / "p.qml").read_text()
+
+
+QGIS_LEGEND = """
+import os, sys
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsLayerTreeModel
+app = QgsApplication([], False)
+app.initQgis()
+for path in sys.argv[1:]:
+    layer = QgsRasterLayer(path, os.path.basename(path))
+    QgsProject.instance().addMapLayer(layer)
+    node = QgsProject.instance().layerTreeRoot().findLayer(layer.id())
+    model = QgsLayerTreeModel(QgsProject.instance().layerTreeRoot())
+    legend = model.layerLegendNodes(node)
+    renderer = layer.renderer()
+    band = getattr(renderer, "grayBand", lambda: 0)()
+    names = "|".join(str(n.data(0)) for n in legend)
+    print("LAYER", layer.bandCount(), renderer.type(), band, names)
+app.exitQgis()
+"""
+
+
+def test_qgis_lists_the_classes_and_draws_scores_as_one_band(tmp_path):
+    """In a real QGIS (skipped without PyQGIS): the class map without its .qml has a legend of
+    the classes (not GeoTIFF's 256 colour entries); probabilities and uncertainty have no extra
+    mask band and are drawn as one grey band (their .qml), not an RGB mix."""
+    random_scene(tmp_path / "scene.tif", 64, 80)
+    predictor = Predictor(torch.nn.Identity(), identity_meta(4, 32), torch.device("cpu"))
+    out = tmp_path / "out"
+    out.mkdir()
+    outputs = Outputs(out / "pred.tif", out / "p.tif", out / "u.tif")
+    predict_scene(predictor, tmp_path / "scene.tif", outputs)
+    (out / "pred.qml").unlink()  # the map as a catalogue shares it: the raster and .aux.xml
+    lines = run_pyqgis(QGIS_LEGEND, out / "pred.tif", out / "p.tif", out / "u.tif").splitlines()
+    layers = [line.split(" ", 4)[1:] for line in lines if line.startswith("LAYER")]
+    assert len(layers) == 3, lines
+    names = [f"class {c}" if c in CODES else str(c) for c in range(21)]  # 0..20, unused: number
+    assert layers[0] == [
+        "1",
+        "paletted",
+        "0",
+        "|".join(["Band 1: predicted class (Palette)", *names]),
+    ]
+    assert layers[1][:3] == ["4", "singlebandgray", "1"]  # 4 classes, no fifth (mask) band
+    assert layers[2][:3] == ["3", "singlebandgray", "2"]  # entropy
 
 
 def test_cog_output_passes_a_cog_validator(tmp_path):

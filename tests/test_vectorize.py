@@ -4,7 +4,6 @@ small regions, attributes, styles, formats, errors and bounded memory."""
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import subprocess
 
@@ -14,7 +13,7 @@ import pytest
 import rasterio
 import rasterio.features
 import shapely
-from conftest import peak_memory_mb, write_raster
+from conftest import peak_memory_mb, run_pyqgis, write_raster
 from shapely.geometry import shape
 from typer.testing import CliRunner
 
@@ -272,30 +271,12 @@ app.exitQgis()
 def test_qgis_opens_the_polygons_in_the_class_colours(tmp_path):
     """A real QGIS (Debian's python3-qgis) loads the GeoPackage's stored style and the
     Shapefile's .qml as the layers' default styles; skipped where QGIS is not installed."""
-    qgis_python = "/usr/bin/python3"
-    probe = (
-        subprocess.run([qgis_python, "-c", "import qgis.core"], capture_output=True, text=True)
-        if os.path.exists(qgis_python)
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        pytest.skip("PyQGIS is not installed (apt-get install python3-qgis)")
     class_map(tmp_path / "map.tif")
     vectorize(tmp_path / "map.tif", tmp_path / "map.gpkg")
     vectorize(tmp_path / "map.tif", tmp_path / "shp" / "map.shp")
-    out = subprocess.run(
-        [
-            qgis_python,
-            "-c",
-            QGIS_CHECK,
-            f"{tmp_path / 'map.gpkg'}|layername=classes",
-            str(tmp_path / "shp" / "map.shp"),
-        ],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
-        timeout=120,
+    out = run_pyqgis(
+        QGIS_CHECK, f"{tmp_path / 'map.gpkg'}|layername=classes", tmp_path / "shp" / "map.shp"
     )
-    lines = [line for line in out.stdout.splitlines() if line.startswith("True")]
+    lines = [line for line in out.splitlines() if line.startswith("True")]
     expected = "1=farm=#fdbf6f;4=water=#1f78b4;9=town=#e31a1c"
-    assert lines == [f"True categorizedSymbol class_code {expected}"] * 2, out.stdout + out.stderr
+    assert lines == [f"True categorizedSymbol class_code {expected}"] * 2, out

@@ -58,12 +58,26 @@ def read_classes_tag(tags: dict) -> list[dict] | None:
     return json.loads(text) if text else None
 
 
+CLASS_BAND = "predicted class"  # QGIS's legend header reads "Band 1: predicted class (Palette)"
+
+
 def aux_xml(classes: Sequence[dict], nodata: int) -> str:
-    """GDAL PAM for band 1: category names (indexed by value) and a thematic attribute table."""
+    """GDAL PAM for band 1: category names (indexed by value), a colour table that ends at the
+    largest class code, and a thematic attribute table.
+
+    GeoTIFF stores 2**bits colour entries (256 for uint8), and QGIS lists every entry in its
+    legend, so the file's own table (kept for tools that read the file alone) would give 256
+    legend lines. GDAL lets this table override it, and QGIS then lists the classes only (and
+    any unused code below the largest, transparent)."""
     top = max(int(c["code"]) for c in classes)
     names = {int(c["code"]): c["name"] for c in classes}
+    colours = colormap(classes)
     categories = "".join(
         f"        <Category>{escape(names.get(v, ''))}</Category>\n" for v in range(top + 1)
+    )
+    entries = "".join(
+        '        <Entry c1="{}" c2="{}" c3="{}" c4="{}"/>\n'.format(*colours.get(v, (0, 0, 0, 0)))
+        for v in range(top + 1)
     )
     rows = "".join(
         f'        <Row index="{i}"><F>{c["code"]}</F><F>{escape(c["name"])}</F>'
@@ -79,8 +93,11 @@ def aux_xml(classes: Sequence[dict], nodata: int) -> str:
     )
     return (
         '<PAMDataset>\n  <PAMRasterBand band="1">\n'
+        f"    <Description>{CLASS_BAND}</Description>\n"
         f"    <NoDataValue>{nodata}</NoDataValue>\n"
+        "    <ColorInterp>Palette</ColorInterp>\n"
         f"    <CategoryNames>\n{categories}    </CategoryNames>\n"
+        f"    <ColorTable>\n{entries}    </ColorTable>\n"
         '    <GDALRasterAttributeTable tableType="thematic">\n'
         f"{columns}{rows}    </GDALRasterAttributeTable>\n"
         "  </PAMRasterBand>\n</PAMDataset>\n"
@@ -103,9 +120,31 @@ def qgis_style(classes: Sequence[dict]) -> str:
     )
 
 
+def band_style(band: int, low: float, high: float) -> str:
+    """A QGIS style drawing one band in grey from ``low`` (black) to ``high`` (white): the
+    default look of a many-band file of scores (probabilities, uncertainty), which QGIS would
+    otherwise draw as an RGB mix of its first three bands."""
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28" styleCategories="Symbology">\n  <pipe>\n'
+        f'    <rasterrenderer type="singlebandgray" grayBand="{band}" gradient="BlackToWhite" '
+        'opacity="1" alphaBand="-1">\n'
+        "      <contrastEnhancement>\n"
+        f"        <minValue>{low}</minValue>\n        <maxValue>{high}</maxValue>\n"
+        "        <algorithm>StretchToMinimumMaximum</algorithm>\n"
+        "      </contrastEnhancement>\n"
+        "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+    )
+
+
+def style_path(path: Path) -> Path:
+    """Where QGIS looks for the default style of ``path``."""
+    return path.with_suffix(".qml")
+
+
 def sidecars(path: Path) -> dict[str, Path]:
     """Where the sidecars of ``path`` live."""
-    return {"aux": path.with_name(path.name + ".aux.xml"), "qml": path.with_suffix(".qml")}
+    return {"aux": path.with_name(path.name + ".aux.xml"), "qml": style_path(path)}
 
 
 def sidecar_texts(classes: Sequence[dict], nodata: int) -> dict[str, str]:

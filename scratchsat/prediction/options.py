@@ -17,7 +17,7 @@ class PredictOptions:
     device: str = "auto"
     amp: bool | None = None  # None: bf16 autocast on CUDA
     cog: bool = False  # write Cloud-Optimized GeoTIFFs with overviews
-    float_probabilities: bool = False  # float32 probabilities instead of uint8 0–255
+    float_probabilities: bool = False  # float32 probabilities instead of uint8 percent
     min_valid: float = 0.5  # classification: cells whose window is less valid are nodata
     tta: bool = False  # average over the 8 flips and quarter turns of each window
     ensemble: tuple[str, ...] = ()  # more bundles whose probabilities are averaged in

@@ -11,7 +11,6 @@ import torch
 
 from ..device import Ranks, pick_device
 from ..errors import InputError
-from ..geo.classmap import sidecars
 from ..geo.outputs import check_output
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
@@ -59,7 +58,7 @@ def predict(
         for scene, _ in plan
     ]
     for (_, outputs), target in zip(plan, polygons, strict=True):
-        taken = {p.resolve() for p in (outputs.classes, *sidecars(outputs.classes).values())}
+        taken = {p.resolve() for p in (outputs.classes, *outputs.sidecar_paths())}
         for path in vector_files(target, *driver_for(target, None)) if target else ():
             if path.resolve() in taken:
                 raise InputError(

@@ -19,7 +19,16 @@ from rasterio.transform import Affine
 from rasterio.windows import Window
 
 from ..errors import InputError
-from ..geo.classmap import class_dtype_and_nodata, classes_tag, colormap, sidecar_texts, sidecars
+from ..geo.classmap import (
+    CLASS_BAND,
+    band_style,
+    class_dtype_and_nodata,
+    classes_tag,
+    colormap,
+    sidecar_texts,
+    sidecars,
+    style_path,
+)
 from ..geo.outputs import atomic_output, check_output
 from ..geo.raster import Grid, check_written, geotiff_profile
 from ..geo.sources import Source
@@ -58,7 +67,8 @@ def outputs_for(
         classes = output_path(out, scene, single)
         probs = output_path(probabilities, scene, single) if probabilities else None
         unsure = output_path(uncertainty, scene, single) if uncertainty else None
-        for path in filter(None, (classes, probs, unsure, *sidecars(classes).values())):
+        outputs = Outputs(classes, probs, unsure)
+        for path in filter(None, (classes, probs, unsure, *outputs.sidecar_paths())):
             if path.resolve() == scene.resolve():
                 raise InputError(f"{path} is the scene itself; choose another output")
             check_output(path, overwrite)
@@ -68,11 +78,17 @@ def outputs_for(
             for other, other_path in given[:i]:
                 if path == other_path:
                     raise InputError(f"{what} {path} is the same file as {other}")
-        plan.append((scene, Outputs(classes, probs, unsure)))
+        if len(set(outputs.sidecar_paths())) < len(outputs.sidecar_paths()):
+            raise InputError(
+                f"the class map {classes}, --probabilities and --uncertainty would share a "
+                "QGIS style (.qml); give them different file names"
+            )
+        plan.append((scene, outputs))
     return plan
 
 
 UNCERTAINTY_BANDS = ("margin", "entropy", "top_probability")
+PERCENT_NODATA = 255  # uint8 probabilities are whole percent, 0..100
 
 
 def uncertainty(probs: torch.Tensor) -> torch.Tensor:
@@ -115,10 +131,9 @@ class ClassMapSink:
         codes[~valid] = self.nodata
         p = None
         if self.probs_dst is not None:
-            scaled = probs if self.float_probs else (probs * 255).round().to(torch.uint8)
+            scaled = probs if self.float_probs else (probs * 100).round().to(torch.uint8)
             p = scaled.cpu().numpy()
-            if self.float_probs:
-                p[:, ~valid] = np.nan
+            p[:, ~valid] = np.nan if self.float_probs else PERCENT_NODATA
         u = None
         if self.unsure_dst is not None:
             u = uncertainty(probs).cpu().numpy()
@@ -165,8 +180,6 @@ class ClassMapSink:
             self.unsure_dst.write(unsure, window=window)
         if probs is not None:
             self.probs_dst.write(probs, window=window)
-            if not self.float_probs:
-                self.probs_dst.write_mask(valid.astype(np.uint8) * 255, window=window)
 
     def close(self) -> None:
         self.flush()
@@ -183,6 +196,21 @@ class Outputs:
     probabilities: Path | None = None
     uncertainty: Path | None = None
 
+    def sidecar_texts(self, classes: Sequence[dict], nodata: int) -> dict[Path, str]:
+        """Every sidecar of these outputs and its text: the class map's ``.aux.xml`` and
+        ``.qml``, and a one-band style for the probabilities and uncertainty."""
+        texts = sidecar_texts(classes, nodata)
+        side = {path: texts[key] for key, path in sidecars(self.classes).items()}
+        if self.probabilities:
+            side[style_path(self.probabilities)] = band_style(1, 0, 1)  # the first class
+        if self.uncertainty:
+            side[style_path(self.uncertainty)] = band_style(2, 0, 1)  # entropy
+        return side
+
+    def sidecar_paths(self) -> list[Path]:
+        scores = [style_path(p) for p in (self.probabilities, self.uncertainty) if p]
+        return [*sidecars(self.classes).values(), *scores]
+
     @contextlib.contextmanager
     def staged(self, classes: Sequence[dict], pixels: int, overwrite: bool) -> Iterator[Outputs]:
         """Lock every file of this output (class map, probabilities, sidecars) and yield
@@ -191,10 +219,9 @@ class Outputs:
         _, nodata = class_dtype_and_nodata([c["code"] for c in classes])
         bands = 1 + (len(classes) * 4 if self.probabilities else 0)  # float32 at most
         with contextlib.ExitStack() as stack:
-            texts = sidecar_texts(classes, nodata)
             side = {  # entered first, so renamed after the rasters are checked
-                key: stack.enter_context(atomic_output(path, overwrite))
-                for key, path in sidecars(self.classes).items()
+                stack.enter_context(atomic_output(path, overwrite)): text
+                for path, text in self.sidecar_texts(classes, nodata).items()
             }
             tmp_probs = (
                 stack.enter_context(
@@ -218,8 +245,8 @@ class Outputs:
                 atomic_output(self.classes, overwrite, check=check_written, size_hint=pixels * 2)
             )
             yield Outputs(tmp, tmp_probs, tmp_unsure)
-            for key, path in side.items():
-                path.write_text(texts[key])
+            for path, text in side.items():
+                path.write_text(text)
 
     @contextlib.contextmanager
     def open(
@@ -248,7 +275,7 @@ class Outputs:
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write_colormap(1, {**colormap(classes), nodata: (0, 0, 0, 0)})
             dst.update_tags(CLASSES=classes_tag(classes))
-            dst.set_band_description(1, "class")
+            dst.set_band_description(1, CLASS_BAND)
             probs_dst = (
                 open_probabilities(
                     tmp_probs,
@@ -288,23 +315,25 @@ class Outputs:
 def open_probabilities(
     path: Path, classes: Sequence[dict], crs, transform, width: int, height: int, floats: bool
 ):
-    dtype = "float32" if floats else "uint8"
+    """Probabilities as float32 (NaN where invalid) or whole percent in uint8 (255 where
+    invalid) with a GDAL scale of 0.01, so GDAL and QGIS read probabilities either way. A
+    nodata value rather than a mask: QGIS shows a file's mask as an extra, unnamed band."""
     profile = geotiff_profile(
         width=width,
         height=height,
         count=len(classes),
-        dtype=dtype,
+        dtype="float32" if floats else "uint8",
         crs=crs,
         transform=transform,
-        nodata=float("nan") if floats else None,
+        nodata=float("nan") if floats else PERCENT_NODATA,
     )
     # Without this, GDAL calls 3 or 4 uint8 bands RGB(A), and the last class becomes alpha.
     dst = rasterio.open(path, "w", **profile, photometric="MINISBLACK")
     for i, c in enumerate(classes, start=1):
-        dst.set_band_description(i, str(c["name"]))
-    dst.update_tags(
-        CLASSES=classes_tag(classes), SCALE="probability" if floats else "probability × 255"
-    )
+        dst.set_band_description(i, f"probability of {c['name']}")
+    if not floats:
+        dst.scales = (0.01,) * len(classes)
+    dst.update_tags(CLASSES=classes_tag(classes), SCALE="probability" if floats else "percent")
     return dst
 
 
