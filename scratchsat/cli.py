@@ -386,6 +386,13 @@ def tile(
         bool, typer.Option(help="Also write each patch as a georeferenced GeoTIFF under chips/.")
     ] = False,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: tile only this machine's share of the scenes (sorted, every N-th from the "
+            "K-th) into OUT/shard-K-of-N; under torchrun (RANK, WORLD_SIZE) by default.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     dry_run: Annotated[
         bool,
@@ -398,7 +405,10 @@ def tile(
 
     Example: scratchsat tile scene.tif --labels landuse.gpkg --label-field fclass
     --patch-size 32 --out tiles/brandenburg
+    A job array of 8: scratchsat tile scenes/*.tif --labels l.gpkg --out tiles/region --shard
+    $K/8, then scratchsat train tiles/region/shard-* --out runs/region
     """
+    from .tiles.options import Shard
     from .tiles.tiling import TileOptions
     from .tiles.tiling import tile as run_tile
 
@@ -427,6 +437,7 @@ def tile(
             overwrite=overwrite,
             progress=callback,
             dry_run=dry_run,
+            shard=Shard.parse(shard) if shard else None,
         )
     if dry_run:
         from .views import show_tile_dry_run
@@ -473,7 +484,13 @@ def with_settings(command: F) -> F:
 @with_settings
 def train(
     ctx: typer.Context,
-    tiles: Annotated[Path, typer.Argument(help="Tiles folder written by `scratchsat tile`.")],
+    tiles: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Tiles folder(s) written by `scratchsat tile`; several (other scenes, days or "
+            "machines, `tile --shard`) train one model on their union."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
     model: Annotated[
         str,
@@ -581,12 +598,13 @@ def train(
     overwrite: Annotated[bool, typer.Option(help="Replace an earlier run in --out.")] = False,
     **model_settings,  # one option per field of settings.ModelSettings (see with_settings)
 ) -> None:
-    """Train a network from random weights on a tiles folder.
+    """Train a network from random weights on a tiles folder (or several).
 
     Writes into --out: the model bundle (model.safetensors + model.json), last.safetensors,
     checkpoint.pt, metrics.csv, report.json, curves.png and confusion.png.
 
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
+    Several folders: scratchsat train tiles/shard-* --out runs/region
     """
     from .errors import TrainingInterrupted
     from .training.budget import parse_duration
@@ -1031,18 +1049,24 @@ def demo(
 @handle_errors
 @with_config
 def info(
-    path: Annotated[str, typer.Argument(help="A raster, a tiles folder or a run folder.")],
+    path: Annotated[
+        list[str],
+        typer.Argument(
+            help="A raster, a tiles folder or a run folder; several tiles folders: their union "
+            "as `train` sees it."
+        ),
+    ],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
 ) -> None:
-    """Describe a raster, a tiles folder or a model bundle.
+    """Describe a raster, a tiles folder (or several together) or a model bundle.
 
     Example: scratchsat info tiles/brandenburg
     """
     import json
 
-    from .extras.info import describe
+    from .extras.info import describe_folders
 
-    described = describe(path)
+    described = describe_folders(path)
     if json_output:
         typer.echo(json.dumps(described, indent=2))
         return

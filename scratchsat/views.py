@@ -303,7 +303,8 @@ def show_bench(result: dict, console: Console) -> None:
 
 def interrupted_message(stop, tiles, out) -> str:
     """What an interrupted ``train`` left on disk, and how to go on: only what is true."""
-    resume = f"Continue with: scratchsat train {tiles} --out {out} --resume"
+    folders = " ".join(map(str, tiles)) if isinstance(tiles, (list, tuple)) else tiles
+    resume = f"Continue with: scratchsat train {folders} --out {out} --resume"
     where = f"epoch {stop.epoch}, step {stop.step}"
     if stop.saved:
         return f"Interrupted at {where}; a checkpoint of that point is in {stop.folder}. {resume}"

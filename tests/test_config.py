@@ -25,7 +25,7 @@ def test_a_printed_config_trains_and_the_run_keeps_it(seg_tiles, tmp_path):
     args = ["train", str(seg_tiles), "--out", str(run), "--epochs", "1", "--width", "8"]
     printed = runner.invoke(app, [*args, "--batch-size", "8", "--print-config"])
     assert printed.exit_code == 0, printed.output
-    assert 'tiles = "' in printed.output and "epochs = 1" in printed.output
+    assert 'tiles = ["' in printed.output and "epochs = 1" in printed.output
     assert not run.exists()  # --print-config runs nothing
     config = tmp_path / "train.toml"
     config.write_text(printed.stdout)

@@ -18,7 +18,7 @@ from ..geo.raster import (
     reads_mask_band,
 )
 from ..geo.sources import Source, as_source
-from ..tiles.format import read_dataset_json
+from ..tiles.format import read_dataset_json, union_tiles
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
 
@@ -87,11 +87,26 @@ def describe_raster(path: Source) -> dict:
         }
 
 
-def describe_tiles(folder: Path) -> dict:
-    info = read_dataset_json(folder)
+def describe_folders(paths: list[str]) -> dict:
+    """Several tiles folders as ``train`` would see them together: the union (classes by code,
+    statistics merged, splits and patches summed), refused where they cannot train together."""
+    if len(paths) == 1:
+        return describe(paths[0])
+    for path in paths:
+        if not (Path(path) / "dataset.json").exists():
+            raise InputError(
+                f"{path} is not a tiles folder; `info` describes several paths only as tiles "
+                "folders trained together (pass one raster or run at a time)"
+            )
+    union = union_tiles(paths)
+    return describe_tiles(union.folder, union.info, " + ".join(paths))
+
+
+def describe_tiles(folder: Path, info: dict | None = None, name: str | None = None) -> dict:
+    info = info or read_dataset_json(folder)
     return {
         "kind": "tiles",
-        "path": str(folder),
+        "path": name or str(folder),
         "task": info["task"],
         "patch_size": info["patch_size"],
         "patches": info["patches"],

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import DatasetError
-from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec
+from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, build_classes
 from ..geo.outputs import write_json
 from ..geo.stats import BandStats, stats_step
 from ..geo.windows import SPLITS
@@ -49,7 +49,18 @@ class Tiles:
     nodata: float | None
     classes: tuple[dict, ...]
     splits: dict[str, int]
-    info: dict = field(repr=False)  # the whole dataset.json
+    info: dict = field(repr=False)  # the whole dataset.json (of a union: merged)
+    parts: tuple[Tiles, ...] = ()  # the folders of a union, in the order given
+    id_maps: tuple[np.ndarray, ...] = field(default=(), repr=False)  # per part: id → union id
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        return tuple(p.folder for p in self.parts) or (self.folder,)
+
+    @property
+    def name(self) -> str:
+        """The folder, or the folders of a union, for messages."""
+        return " + ".join(map(str, self.folders))
 
     @property
     def in_channels(self) -> int:
@@ -98,6 +109,143 @@ def read_tiles(folder: str | os.PathLike) -> Tiles:
         splits=dict(info["splits"]),
         info=info,
     )
+
+
+def union_tiles(folders: Sequence[str | os.PathLike]) -> Tiles:
+    """Several tiles folders (other scenes, days or machines) as one training set.
+
+    The band contract must agree (names, order, dtype, nodata) and so must the task and patch
+    size; classes are united by code, and a code or a name used for two different classes is
+    refused, naming both folders. Per-band mean and std are merged exactly from each folder's
+    recorded pixel count, mean and std (the pooled moments, not recomputed from the patches);
+    p2/p98, which feed only display stretches, become the smallest p2 and the largest p98.
+    Splits stay as each folder made them; patch rows are numbered folder after folder."""
+    parts = [read_tiles(f) for f in folders]
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    for part in parts[1:]:
+        check_same_contract(first, part)
+    by_code: dict[int, tuple[str, Path]] = {}
+    by_name: dict[str, tuple[int, Path]] = {}
+    for part in parts:
+        for c in part.classes:
+            code, name = int(c["code"]), str(c["name"])
+            if code in by_code and by_code[code][0] != name:
+                raise DatasetError(
+                    f"class code {code} is {by_code[code][0]!r} in {by_code[code][1]} but "
+                    f"{name!r} in {part.folder}; tile them with the same labels (or the same "
+                    "class codes) so every code means one class"
+                )
+            if name in by_name and by_name[name][0] != code:
+                raise DatasetError(
+                    f"class {name!r} has code {by_name[name][0]} in {by_name[name][1]} but "
+                    f"{code} in {part.folder}; tile them with the same labels (or the same "
+                    "class codes) so every class has one code"
+                )
+            by_code.setdefault(code, (name, part.folder))
+            by_name.setdefault(name, (code, part.folder))
+    codes = sorted(by_code)
+    union = build_classes(codes, [by_code[c][0] for c in codes])
+    position = {c: i for i, c in enumerate(codes)}
+    id_maps = []
+    for part in parts:
+        table = np.full(256, IGNORE_INDEX, np.uint8)
+        for c in part.classes:
+            table[c["id"]] = position[int(c["code"])]
+        id_maps.append(table)
+    classes = []
+    for c in union:
+        rows = [pc for part in parts for pc in part.classes if int(pc["code"]) == c.code]
+        row = {**asdict(c), "patches": sum(r.get("patches", 0) for r in rows)}
+        if first.task == "segmentation":
+            row["pixels"] = sum(r.get("pixels", 0) for r in rows)
+            row["pixels_by_split"] = {
+                s: sum(r["pixels_by_split"].get(s, 0) for r in rows) for s in SPLITS
+            }
+        classes.append(row)
+    bands = merged_bands(parts)
+    splits = {s: sum(p.splits.get(s, 0) for p in parts) for s in SPLITS}
+    info = {
+        **first.info,
+        "bands": bands,
+        "classes": classes,
+        "patches": sum(p.info["patches"] for p in parts),
+        "splits": splits,
+        "windows": sum(p.info.get("windows", 0) for p in parts),
+        "sources": [s for p in parts for s in p.info.get("sources", [])],
+        "folders": [str(p.folder) for p in parts],
+    }
+    return Tiles(
+        folder=first.folder,
+        task=first.task,
+        patch_size=first.patch_size,
+        bands=first.bands,
+        mean=np.array([b["mean"] for b in bands], np.float32),
+        std=np.array([max(b["std"], 1e-6) for b in bands], np.float32),
+        dtype=first.dtype,
+        nodata=first.nodata,
+        classes=tuple(classes),
+        splits=splits,
+        info=info,
+        parts=tuple(parts),
+        id_maps=tuple(id_maps),
+    )
+
+
+def check_same_contract(first: Tiles, other: Tiles) -> None:
+    """Two folders can train one model: same task, patch size, bands, dtype and nodata."""
+    same_nodata = (first.nodata == other.nodata) or (
+        isinstance(first.nodata, float)
+        and isinstance(other.nodata, float)
+        and math.isnan(first.nodata)
+        and math.isnan(other.nodata)
+    )
+    for what, a, b in (
+        ("task", first.task, other.task),
+        ("patch size", first.patch_size, other.patch_size),
+        ("bands", ", ".join(first.bands), ", ".join(other.bands)),
+        ("dtype", first.dtype, other.dtype),
+        ("nodata", first.nodata, first.nodata if same_nodata else other.nodata),
+    ):
+        if a != b:
+            raise DatasetError(
+                f"{other.folder} does not match {first.folder}: {what} {b} there, {a} here; "
+                "tiles folders trained together need the same band contract (stack the scenes "
+                "with the same bands, tile with the same --patch-size)"
+            )
+
+
+def merged_bands(parts: Sequence[Tiles]) -> list[dict]:
+    """Pooled per-band statistics: n = Σ nᵢ, mean = Σ nᵢ·meanᵢ / n,
+    var = Σ nᵢ·(stdᵢ² + (meanᵢ − mean)²) / n — exactly the statistics of all pixels at once."""
+    missing = [p.folder for p in parts if any("count" not in b for b in p.info["bands"])]
+    if missing:
+        raise DatasetError(
+            f"{missing[0]}/dataset.json does not record how many pixels its band statistics "
+            "come from (tiled by an older scratchsat), so they cannot be merged exactly; "
+            "tile it again with this version"
+        )
+    merged = []
+    for k, band in enumerate(parts[0].info["bands"]):
+        rows = [p.info["bands"][k] for p in parts]
+        n = np.array([r["count"] for r in rows], np.float64)
+        mean = np.array([r["mean"] for r in rows], np.float64)
+        std = np.array([r["std"] for r in rows], np.float64)
+        total = n.sum()
+        pooled = float((n * mean).sum() / total) if total else 0.0
+        var = float((n * (std**2 + (mean - pooled) ** 2)).sum() / total) if total else 0.0
+        merged.append(
+            {
+                **band,
+                "mean": pooled,
+                "std": math.sqrt(var),
+                "p2": min(r.get("p2", math.inf) for r in rows),
+                "p98": max(r.get("p98", -math.inf) for r in rows),
+                "count": int(total),
+            }
+        )
+    return merged
 
 
 REQUIRED = {  # dataset.json keys training reads, and their JSON types
@@ -234,6 +382,7 @@ def write_dataset_json(
             "std": summary["std"][k],
             "p2": summary["p2"][k],
             "p98": summary["p98"][k],
+            "count": summary["count"][k],  # pixels behind mean and std: folders merge exactly
         }
         for k, (name, index) in enumerate(zip(first.bands, first.band_indexes, strict=True))
     ]

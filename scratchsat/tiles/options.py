@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
@@ -51,6 +52,48 @@ class TileOptions:
                 f"--val {self.val} + --test {self.test} leave no training patches; "
                 "keep their sum below 1"
             )
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``k`` of ``n`` (1-based): one machine's share of the scenes (``tile --shard K/N``,
+    or a launcher's RANK + 1 of WORLD_SIZE)."""
+
+    k: int
+    n: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        try:
+            k, n = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise InputError(f"--shard takes K/N (e.g. 2/8), not {text!r}") from None
+        if not 1 <= k <= n:
+            raise InputError(f"--shard {text}: K must lie in 1..N")
+        return cls(k, n)
+
+    @classmethod
+    def from_env(cls) -> Shard | None:
+        """RANK/WORLD_SIZE as torchrun and other launchers set them (None for one process)."""
+        size = int(os.environ.get("WORLD_SIZE", "1"))
+        return cls(int(os.environ.get("RANK", "0")) + 1, size) if size > 1 else None
+
+    @property
+    def folder(self) -> str:
+        return f"shard-{self.k}-of-{self.n}"
+
+    def deal(self, scenes: Sequence[str]) -> list[str]:
+        """This shard's scenes: all of them sorted as text, then dealt out like cards (the
+        i-th, counting from 0, to shard i mod N + 1), so every machine given the same scene
+        list agrees, whatever order its shell listed them in."""
+        ordered = sorted(scenes, key=str)
+        mine = ordered[self.k - 1 :: self.n]
+        if not mine:
+            raise InputError(
+                f"shard {self.k}/{self.n} gets no scene: {len(ordered)} scene(s) for {self.n} "
+                f"shards; use at most {len(ordered)} shards"
+            )
+        return mine
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from ..geo.windows import SPLITS, assign_splits, grid_offsets, split_border
 from . import store
 from .format import write_dataset_json
 from .index import write_chips, write_index
-from .options import Progress, Scene, TileOptions
+from .options import Progress, Scene, Shard, TileOptions
 
 
 @dataclass
@@ -247,16 +247,31 @@ def tile(
     overwrite: bool = False,
     progress: Progress | None = None,
     dry_run: bool = False,
+    shard: Shard | None = None,
 ):
     """Cut ``scenes`` and their ``labels`` into a patch store at ``out`` (default
     ``tiles/<first scene's name>``); returns the folder. With ``dry_run`` nothing is written:
     the scenes and labels are read as for real and a summary is returned (windows considered,
-    kept and skipped by reason, patches per split and class, the store's size)."""
+    kept and skipped by reason, patches per split and class, the store's size).
+
+    With a ``shard`` (or under a launcher that sets RANK and WORLD_SIZE) only this shard's
+    scenes (:meth:`Shard.deal`) are tiled, into ``out/shard-K-of-N``; ``train`` takes the N
+    folders together. Splits are drawn per scene (see :func:`_assign`), so each scene's
+    patches and splits are those a single run over all scenes gives it."""
     options = options or TileOptions()
     options.check()
     if not scenes:
         raise InputError("tile needs at least one scene")
-    out = Path(out) if out else Path("tiles") / as_source(scenes[0]).stem
+    shard = shard or Shard.from_env()
+    first = min(map(str, scenes)) if shard else scenes[0]  # the same on every shard
+    out = Path(out) if out else Path("tiles") / as_source(first).stem
+    if shard is not None:
+        if labels is None:
+            raise InputError("--shard needs --labels (a chip folder is one input)")
+        scenes = shard.deal([str(s) for s in scenes])
+        out = out / shard.folder
+        if not dry_run:
+            out.parent.mkdir(parents=True, exist_ok=True)
     if not dry_run:
         check_output(out, overwrite)
     if labels is None:
@@ -394,16 +409,24 @@ def _write_store(
 
 
 def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
-    """Split code per window (255 = dropped at a split border)."""
+    """Split code per window (255 = dropped at a split border).
+
+    Each scene on its own: its block grid is anchored at its top-left pixel, and its blocks
+    are shuffled with ``--seed`` alone and filled to the val/test fractions. A scene's splits
+    therefore do not depend on the other scenes tiled with it, their order or the machine —
+    shards agree with a single run — and scenes on one grid (two dates of a place) get the
+    same blocks in the same splits, so no place is in training on one date and test on another.
+    """
     block = options.block_size or 8 * options.patch_size
     scene, xs, ys = windows[:, 0], windows[:, 1], windows[:, 2]
     centre = options.patch_size // 2
-    block_ids = (scene << 40) + (((ys + centre) // block) << 20) + (xs + centre) // block
-    splits = assign_splits(block_ids, options.val, options.test, options.seed)
+    block_ids = (((ys + centre) // block) << 20) + (xs + centre) // block
+    splits = np.zeros(len(windows), np.uint8)
     for s in np.unique(scene):
-        here = scene == s
+        here = np.flatnonzero(scene == s)
+        splits[here] = assign_splits(block_ids[here], options.val, options.test, options.seed)
         drop = split_border(xs[here], ys[here], splits[here], options.patch_size)
-        splits[np.flatnonzero(here)[drop]] = 255
+        splits[here[drop]] = 255
     return splits
 
 

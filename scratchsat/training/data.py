@@ -31,6 +31,51 @@ def normalise(
     return x
 
 
+class Store:
+    """The patch arrays of a tiles folder, or of the folders of a union read as one: rows are
+    numbered folder after folder and class ids mapped to the union's. Arrays are
+    memory-mapped on first use in each process."""
+
+    def __init__(self, tiles: Tiles) -> None:
+        self.parts = tiles.parts or (tiles,)
+        self.id_maps = tiles.id_maps or (None,)
+        sizes = [int(p.info["patches"]) for p in self.parts]
+        self.starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self._arrays: list[dict[str, np.ndarray]] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_arrays": None}  # workers map the files themselves
+
+    def array(self, k: int, name: str) -> np.ndarray:
+        if self._arrays is None:
+            self._arrays = [{} for _ in self.parts]
+        arrays = self._arrays[k]
+        if name not in arrays:
+            arrays[name] = np.load(self.parts[k].folder / f"{name}.npy", mmap_mode="r")
+        return arrays[name]
+
+    def splits(self) -> np.ndarray:
+        return np.concatenate([np.load(p.folder / "splits.npy") for p in self.parts])
+
+    def read(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Rows of ``images``, ``masks`` or ``labels`` (ids of the union), one fancy-indexed
+        read per folder."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(self.parts) == 1:
+            return self.array(0, name)[rows]
+        part = np.searchsorted(self.starts, rows, side="right") - 1
+        out = None
+        for k in np.unique(part):
+            chosen = part == k
+            block = self.array(int(k), name)[rows[chosen] - self.starts[k]]
+            if name != "images":
+                block = self.id_maps[k][block]
+            if out is None:
+                out = np.empty((len(rows), *block.shape[1:]), block.dtype)
+            out[chosen] = block
+        return out if out is not None else self.array(0, name)[rows]  # no rows
+
+
 class PatchDataset(Dataset):
     """Patches of one split as (float32 image (C, P, P), int64 mask (P, P) or class id).
 
@@ -58,30 +103,20 @@ class PatchDataset(Dataset):
             raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.split = split
         self.augment = build_augment(augment)
-        splits = np.load(self.tiles.folder / "splits.npy")
+        self.store = Store(self.tiles)
+        splits = self.store.splits()
         if split is None:
             self.indices = np.arange(len(splits))
         else:
             self.indices = np.flatnonzero(splits == SPLITS.index(split))
-        self._arrays: dict[str, np.ndarray] | None = None
+        self.target = "masks" if self.tiles.task == "segmentation" else "labels"
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            target = "masks" if self.tiles.task == "segmentation" else "labels"
-            folder, names = self.tiles.folder, ("images", target)
-            self._arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
-        return self._arrays
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_arrays": None}  # workers map the files themselves
-
     def targets(self) -> np.ndarray:
         """Class id per patch (classification) or mask per patch (segmentation) of this split."""
-        name = "masks" if self.tiles.task == "segmentation" else "labels"
-        return np.load(self.tiles.folder / f"{name}.npy", mmap_mode="r")[self.indices]
+        return self.store.read(self.target, self.indices)
 
     def __getitem__(self, key: int | tuple[int, int] | list) -> tuple:
         if isinstance(key, list):
@@ -90,17 +125,16 @@ class PatchDataset(Dataset):
             images, targets, ks = self.raw_batch([key])
             return images[0], targets[0], int(ks[0])
         index, seed = key if isinstance(key, tuple) else (key, None)
-        row = int(self.indices[index])
-        arrays, tiles = self.arrays(), self.tiles
-        image = normalise(arrays["images"][row], tiles.mean, tiles.std, tiles.nodata)
-        if tiles.task == "segmentation":
-            mask = np.array(arrays["masks"][row])  # (P, P) uint8, 255 = ignore
+        rows, tiles = self.indices[[index]], self.tiles
+        image = normalise(self.store.read("images", rows)[0], tiles.mean, tiles.std, tiles.nodata)
+        target = np.array(self.store.read(self.target, rows)[0])
+        if tiles.task == "segmentation":  # target: (P, P) uint8, 255 = ignore
             if self.augment is not None:
-                image, mask = self.augment(image, mask, seed)
-            return torch.from_numpy(image), torch.from_numpy(mask.astype(np.int64))
+                image, target = self.augment(image, target, seed)
+            return torch.from_numpy(image), torch.from_numpy(target.astype(np.int64))
         if self.augment is not None:
             image, _ = self.augment(image, None, seed)
-        return torch.from_numpy(image), torch.tensor(int(arrays["labels"][row]), dtype=torch.int64)
+        return torch.from_numpy(image), torch.tensor(int(target), dtype=torch.int64)
 
     def raw_batch(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw patches as stored (uint16 seen as int16, see ``batch.raw_view``), int64 targets
@@ -108,10 +142,8 @@ class PatchDataset(Dataset):
         fancy-indexed read of the store."""
         pairs = [k if isinstance(k, tuple) else (k, None) for k in keys]
         rows = self.indices[[index for index, _ in pairs]]
-        arrays = self.arrays()
-        images = torch.from_numpy(raw_view(arrays["images"][rows]))  # (B, C, P, P), one copy
-        name = "masks" if self.tiles.task == "segmentation" else "labels"
-        targets = torch.from_numpy(arrays[name][rows].astype(np.int64))
+        images = torch.from_numpy(raw_view(self.store.read("images", rows)))  # (B, C, P, P)
+        targets = torch.from_numpy(self.store.read(self.target, rows).astype(np.int64))
         ks = torch.tensor([seed % 8 if seed is not None else 0 for _, seed in pairs])
         return images, targets, ks
 

@@ -15,7 +15,7 @@ import itertools
 import os
 import signal
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -232,7 +232,7 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
 
 
 def train(
-    tiles: str | os.PathLike,
+    tiles: str | os.PathLike | Sequence[str | os.PathLike],
     out: str | os.PathLike,
     config: TrainConfig | None = None,
     *,
@@ -245,7 +245,8 @@ def train(
     clock: Callable[[], float] = time.perf_counter,
     dry_run: bool = False,
 ) -> dict:
-    """Train a model from random weights on a tiles folder; returns the final report (with
+    """Train a model from random weights on a tiles folder (or the union of several, see
+    :func:`~scratchsat.tiles.format.union_tiles`); returns the final report (with
     ``dry_run``: what training would be, from a few timed steps, and nothing written).
 
     ``augment`` overrides ``config.aug`` with an albumentations transform or any callable

@@ -28,7 +28,7 @@ from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import remove_stale_temporaries
 from ..models import MODELS, ModelConfig, build_model, check_config, models_for
 from ..models.inputs import unwrap
-from ..tiles.format import Tiles, read_tiles
+from ..tiles.format import Tiles, union_tiles
 from . import distributed
 from .config import TrainConfig, check_settings, resumed_config
 from .data import EpochSampler, PatchDataset, patch_weights
@@ -68,6 +68,7 @@ class Run:
     channels_last: bool
     data_hash: str
     ranks: Ranks = SINGLE
+    folder_hashes: dict[str, str] = field(default_factory=dict)  # each tiles folder's hash
     history: list[dict] = field(default_factory=list)
     best: float = -math.inf
     best_epoch: int = 0
@@ -159,11 +160,24 @@ def data_hash(folder: Path) -> str:
     return "blake2b:" + digest.hexdigest()
 
 
+def folder_hashes(tiles: Tiles) -> dict[str, str]:
+    """Each tiles folder's :func:`data_hash`, by path."""
+    return {str(folder.resolve()): data_hash(folder) for folder in tiles.folders}
+
+
+def combined_hash(hashes: dict[str, str]) -> str:
+    """One folder: its hash; several: a hash of their hashes in the order given."""
+    if len(hashes) == 1:
+        return next(iter(hashes.values()))
+    digest = hashlib.blake2b("\n".join(hashes.values()).encode(), digest_size=16)
+    return "blake2b:" + digest.hexdigest()
+
+
 def check_tiles(tiles: Tiles) -> None:
     if tiles.splits.get("val", 0) == 0:
         splits = ", ".join(f"{k} {v}" for k, v in tiles.splits.items())
         raise DatasetError(
-            f"{tiles.folder} has no validation patches ({splits}); tile again with a larger "
+            f"{tiles.name} has no validation patches ({splits}); tile again with a larger "
             "--val, a smaller --block-size or a larger scene"
         )
 
@@ -267,14 +281,16 @@ def setup(
         config = resumed_config(checkpoint, config, explicit, path)
     config = config or TrainConfig()
     check_settings(config)
-    tiles = read_tiles(tiles_folder)
+    given = [tiles_folder] if isinstance(tiles_folder, (str, os.PathLike)) else tiles_folder
+    tiles = union_tiles(given)
     check_tiles(tiles)
     model_config = model_config_for(config, tiles)
     ranks, device = distributed.init(pick_device(config.device))
-    digest = data_hash(tiles.folder)
+    hashes = folder_hashes(tiles)
+    digest = combined_hash(hashes)
     if checkpoint is not None and checkpoint["data_hash"] != digest:
         raise InputError(
-            f"{tiles.folder} changed since the run in {folder} started; "
+            f"{tiles.name} changed since the run in {folder} started; "
             "resume with the same tiles, or start a new run"
         )
     torch.manual_seed(config.seed)
@@ -329,6 +345,7 @@ def setup(
         channels_last,
         digest,
         ranks,
+        hashes,
     )
     if checkpoint is not None:
         restore(run, checkpoint)
@@ -344,7 +361,7 @@ def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
     kind = MODELS.get(config.model)
     if kind is not None and kind != tiles.task:
         raise InputError(
-            f"{config.model} is a {kind} model but {tiles.folder} holds {tiles.task} tiles; "
+            f"{config.model} is a {kind} model but {tiles.name} holds {tiles.task} tiles; "
             f"choose one of {', '.join(models_for(tiles.task))}, or tile again with "
             f"--task {kind}"
         )
@@ -429,7 +446,11 @@ def bundle_meta(run: Run) -> BundleMeta:
                 {k: c[k] for k in ("id", "code", "name", "colour")} for c in run.tiles.classes
             ],
             "training": asdict(run.config),
-            "data": {"tiles": str(run.tiles.folder.resolve()), "hash": run.data_hash},
+            "data": {
+                "tiles": str(run.tiles.folder.resolve()),  # the first folder
+                "hash": run.data_hash,
+                "folders": [{"path": p, "hash": h} for p, h in run.folder_hashes.items()],
+            },
             "epoch": run.best_epoch,
             "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
         }
