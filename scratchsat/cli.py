@@ -978,18 +978,26 @@ def evaluate(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing --json file.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a self-contained page: scores, per-class table, confusion matrix "
+            "and area estimates."
+        ),
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing --json/--html files.")] = False,
 ) -> None:
     """Score a class map against labels: accuracy, per-class IoU/F1/precision/recall, confusion.
 
     Example: scratchsat evaluate pred.tif --labels landuse.gpkg --label-field fclass
-    --tiles tiles/brandenburg --split test --json scores.json
+    --tiles tiles/brandenburg --split test --json scores.json --html scores.html
     """
     from .evaluation import evaluate as run_evaluate
     from .geo.outputs import check_output
 
-    if json_out is not None:
-        check_output(json_out, overwrite)
+    for path in (json_out, html):
+        if path is not None:
+            check_output(path, overwrite)
     with progress_bar("evaluate") as callback:
         result = run_evaluate(
             prediction,
@@ -1008,6 +1016,12 @@ def evaluate(
 
         write_json(json_out, result, overwrite=overwrite, lock=True)
         say(f"wrote {json_out}")
+    if html is not None:
+        from .evaluation import evaluation_page
+        from .geo.outputs import write_text
+
+        write_text(html, evaluation_page(result), overwrite=overwrite)
+        say(f"wrote {html}")
 
 
 @app.command()
@@ -1057,16 +1071,26 @@ def info(
         ),
     ],
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+    open_report: Annotated[
+        bool,
+        typer.Option("--open", help="Open a run's report.html in the web browser as well."),
+    ] = False,
 ) -> None:
     """Describe a raster, a tiles folder (or several together) or a model bundle.
 
-    Example: scratchsat info tiles/brandenburg
+    Example: scratchsat info tiles/brandenburg; scratchsat info runs/brandenburg --open
     """
     import json
 
-    from .extras.info import describe_folders
+    from .extras.info import describe_folders, report_page
 
     described = describe_folders(path)
+    if open_report:
+        import webbrowser
+
+        page = report_page(described)
+        webbrowser.open(page.resolve().as_uri())
+        say(f"opened {page}")
     if json_output:
         typer.echo(json.dumps(described, indent=2))
         return

@@ -241,3 +241,86 @@ def area_report(sample: np.ndarray, map_pixels: np.ndarray, classes: list[dict],
         "classes": rows,
         "unsampled_map_classes": unsampled,
     }
+
+
+def evaluation_page(result: dict) -> str:
+    """``evaluate --html``: one self-contained page of :func:`evaluate`'s result — scores,
+    per-class table, the confusion matrix (a picture and its counts) and area estimates."""
+    from . import htmlpage as h
+    from .training.report import confusion_png
+
+    where = f", {result['split']} split" if result["split"] else ""
+    names = [c["name"] for c in result["classes"]]
+    summary = h.pairs(
+        [
+            ("class map", result["prediction"]),
+            ("labels", result["labels"]),
+            ("pixels scored", f"{result['pixels']:,}{where}"),
+            ("overall accuracy", result["overall_accuracy"]),
+            ("mean IoU", result["mean_iou"]),
+            ("macro F1", result["macro_f1"]),
+        ]
+    )
+    classes = h.table(
+        ["code", "class", "IoU", "F1", "precision", "recall", "support"],
+        [
+            [c["code"], c["name"], c["iou"], c["f1"], c["precision"], c["recall"], c["support"]]
+            for c in result["classes"]
+        ],
+    )
+    confusion = np.array(result["confusion"])
+    counts = h.table(
+        ["labels ↓ / map →", *names],
+        [[name, *map(int, row)] for name, row in zip(names, confusion, strict=True)],
+    )
+    sections = [
+        h.section("Scores", summary, classes),
+        h.section(
+            "Confusion matrix",
+            h.image(confusion_png(confusion, names, "rows: labels, columns: map"), "confusion"),
+            counts,
+        ),
+    ]
+    area = result.get("area")
+    if area:
+        rows = [
+            [
+                c["name"],
+                c["mapped"],
+                c["estimated"],
+                c["estimated_ci95"],
+                c["users_accuracy"],
+                c["users_ci95"],
+                c["producers_accuracy"],
+                c["producers_ci95"],
+                c["sample"],
+            ]
+            for c in area["classes"]
+        ]
+        sections.append(
+            h.section(
+                f"Area-adjusted estimates ({area['units']})",
+                h.paragraph(area["method"]),
+                h.table(
+                    [
+                        "class",
+                        "mapped",
+                        "estimated",
+                        "± 95 %",
+                        "user's",
+                        "±",
+                        "producer's",
+                        "±",
+                        "sample",
+                    ],
+                    rows,
+                ),
+                h.pairs(
+                    [
+                        ("overall accuracy", area["overall_accuracy"]),
+                        ("± 95 %", area["overall_ci95"]),
+                    ]
+                ),
+            )
+        )
+    return h.page(f"scratchsat evaluate: {Path(result['prediction']).name}", sections)

@@ -19,6 +19,7 @@ LAYERS = {
     "errors": 0,
     "settings": 0,
     "configfile": 0,
+    "htmlpage": 0,
     "geo": 1,
     "tiles": 2,
     "device": 3,

@@ -87,6 +87,22 @@ def describe_raster(path: Source) -> dict:
         }
 
 
+def report_page(described: dict) -> Path:
+    """The ``report.html`` of a described run (``info RUN --open``)."""
+    if described["kind"] != "model":
+        raise InputError(
+            f"--open opens a run's report.html; {described['path']} is a {described['kind']}, "
+            "not a run folder"
+        )
+    page = Path(described["path"]).parent / "report.html"
+    if not page.exists():
+        raise InputError(
+            f"{page} does not exist: the run was trained by an older scratchsat or did not "
+            "finish; train it again to get one"
+        )
+    return page
+
+
 def describe_folders(paths: list[str]) -> dict:
     """Several tiles folders as ``train`` would see them together: the union (classes by code,
     statistics merged, splits and patches summed), refused where they cannot train together."""

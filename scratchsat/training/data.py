@@ -58,8 +58,8 @@ class Store:
         return np.concatenate([np.load(p.folder / "splits.npy") for p in self.parts])
 
     def read(self, name: str, rows: np.ndarray) -> np.ndarray:
-        """Rows of ``images``, ``masks`` or ``labels`` (ids of the union), one fancy-indexed
-        read per folder."""
+        """Rows of an array (``masks`` and ``labels`` in the union's class ids), one
+        fancy-indexed read per folder."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(self.parts) == 1:
             return self.array(0, name)[rows]
@@ -68,7 +68,7 @@ class Store:
         for k in np.unique(part):
             chosen = part == k
             block = self.array(int(k), name)[rows[chosen] - self.starts[k]]
-            if name != "images":
+            if name in ("masks", "labels"):
                 block = self.id_maps[k][block]
             if out is None:
                 out = np.empty((len(rows), *block.shape[1:]), block.dtype)

@@ -36,6 +36,7 @@ from . import distributed
 from .batch import d4_batch, host_batch, normalise_batch
 from .budget import Costs, describe, epochs_for
 from .optim import build_optimizer, build_schedule
+from .page import write_report_html
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
 from .setup import (
     Run,
@@ -228,6 +229,7 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
             run.class_names,
             f"Confusion on the {split} split (best epoch {run.best_epoch})",
         )
+        write_report_html(run, report)
     return report
 
 

@@ -62,6 +62,13 @@ def _save(plt, fig, path: Path) -> None:
     plt.close(fig)
 
 
+def _png(plt, fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
 def plot_curves(path: Path, history: Sequence[dict], task: str) -> None:
     """Training and validation loss, validation accuracy and the selection metric per epoch."""
     plt, fig = _figure(9, 3.6)
@@ -83,6 +90,12 @@ def plot_curves(path: Path, history: Sequence[dict], task: str) -> None:
 
 def plot_confusion(path: Path, confusion: np.ndarray, names: Sequence[str], title: str) -> None:
     """Row-normalised confusion matrix (truth in rows) with counts in the cells."""
+    png = confusion_png(confusion, names, title)
+    write_atomically(path, lambda tmp: tmp.write_bytes(png))
+
+
+def confusion_png(confusion: np.ndarray, names: Sequence[str], title: str) -> bytes:
+    """:func:`plot_confusion`'s picture as PNG bytes."""
     confusion = np.asarray(confusion)
     k = len(names)
     plt, fig = _figure(2.5 + 0.55 * k, 2 + 0.5 * k)
@@ -101,4 +114,4 @@ def plot_confusion(path: Path, confusion: np.ndarray, names: Sequence[str], titl
                 ax.text(
                     j, i, f"{confusion[i, j]:,}", ha="center", va="center", color=colour, fontsize=7
                 )
-    _save(plt, fig, path)
+    return _png(plt, fig)
