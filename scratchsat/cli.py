@@ -592,6 +592,15 @@ def train(
         int | None,
         typer.Option(help="Stop after this many epochs without a better validation score."),
     ] = None,
+    log_to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--log",
+            help="Also follow the run in tensorboard (event files in RUN/tensorboard) or mlflow "
+            "(./mlruns, or MLFLOW_TRACKING_URI); repeat for both. Optional extras: pip install "
+            "'scratchsat[tensorboard]' / 'scratchsat[mlflow]'.",
+        ),
+    ] = None,
     resume: Annotated[
         bool, typer.Option(help="Continue the run in --out from its checkpoint, same settings.")
     ] = False,
@@ -656,6 +665,7 @@ def train(
                 log=say,
                 explicit=[*given_options(ctx), *state["config_keys"]] if resume else None,
                 dry_run=dry_run,
+                trackers=log_to or (),
             )
     except TrainingInterrupted as stop:
         from .views import interrupted_message

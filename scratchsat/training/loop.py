@@ -47,6 +47,8 @@ from .setup import (
     checkpoint_state,
     setup,
 )
+from .tracking import check_trackers
+from .tracking import trackers as follow
 
 REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
 Progress = Callable[..., None]  # progress(done, total, **fields)
@@ -246,6 +248,7 @@ def train(
     explicit: Collection[str] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     dry_run: bool = False,
+    trackers: Sequence[str] = (),
 ) -> dict:
     """Train a model from random weights on a tiles folder (or the union of several, see
     :func:`~scratchsat.tiles.format.union_tiles`); returns the final report (with
@@ -259,8 +262,11 @@ def train(
 
     Ctrl-C and SIGTERM stop training at the next step boundary with a checkpoint of exactly
     the finished steps (:class:`TrainingInterrupted`); a second signal stops at once.
+
+    ``trackers``: ``tensorboard`` and/or ``mlflow`` (see :mod:`.tracking`) follow the run.
     """
     folder, started = Path(out), clock()
+    check_trackers(trackers)
     if dry_run:
         return dry_run_report(tiles, folder, config, augment, clock)
     main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
@@ -271,8 +277,8 @@ def train(
             if log is not None and run.ranks.main:
                 log(chosen)
         attach_ema(run, checkpoint)
-        with run.stop.installed():
-            return train_run(run, checkpoint, progress, log)
+        with run.stop.installed(), follow(run, trackers) as followers:
+            return train_run(run, checkpoint, progress, log, followers)
 
 
 def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
@@ -364,9 +370,14 @@ def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs
 
 
 def train_run(
-    run: Run, checkpoint: dict | None, progress: Progress | None, log: Callable | None
+    run: Run,
+    checkpoint: dict | None,
+    progress: Progress | None,
+    log: Callable | None,
+    followers: Sequence = (),
 ) -> dict:
-    """The epochs of a set-up run, from its checkpoint where it has one; then the report."""
+    """The epochs of a set-up run, from its checkpoint where it has one; then the report
+    (each epoch and the report also go to ``followers``, the ``--log`` trackers)."""
     if not run.ranks.main:  # under torchrun, rank 0 alone reports
         progress = log = None
     first = checkpoint["epoch"] if checkpoint else 1
@@ -386,6 +397,8 @@ def train_run(
             raise interrupted(run, stop, epoch, 0, (0.0, 0), exact=False) from None
         if log is not None:
             log(epoch_line(run, epoch, train_stats, val, improved))
+        for follower in followers:
+            follower.epoch(run.history[-1])
         patience = run.config.patience
         if patience and epoch - run.best_epoch >= patience:
             stopped_early = True
@@ -394,6 +407,8 @@ def train_run(
         report = write_report(run, epoch, stopped_early)
     except KeyboardInterrupt as stop:  # every epoch is saved; resume writes the report
         raise interrupted(run, stop, epoch, 0, (0.0, 0), exact=False) from None
+    for follower in followers:
+        follower.finish(run, report)
     if distributed.launched() and dist.is_initialized():
         dist.destroy_process_group()
     return report
