@@ -108,7 +108,7 @@ def test_the_class_map_opens_in_gis_tools_with_a_legend(tmp_path):
     # The sidecar's colour table ends at the largest code (QGIS lists every entry) ...
     table = band["colorTable"]["entries"]
     assert len(table) == 21 and table[20] == [0xAA, 0xBB, 0xCC, 255]
-    assert table[3] == [0x11, 0x22, 0x33, 255] and table[4] == [0, 0, 0, 0]  # unused: clear
+    assert table[3] == [0x11, 0x22, 0x33, 255] and table[4] == [255, 255, 255, 0]  # unused: clear
     # ... the file's own (all 256 entries, as GeoTIFF stores them) serves when it travels alone.
     alone = gdalinfo(path, sidecars=False)["bands"][0]
     assert alone["colorTable"]["count"] == 256 and alone["colorTable"]["entries"][7][3] == 255

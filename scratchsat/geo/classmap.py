@@ -58,6 +58,7 @@ def read_classes_tag(tags: dict) -> list[dict] | None:
     return json.loads(text) if text else None
 
 
+UNUSED = (255, 255, 255, 0)  # colour-table entry of a code no class has: clear (white in legends)
 CLASS_BAND = "predicted class"  # QGIS's legend header reads "Band 1: predicted class (Palette)"
 
 
@@ -76,7 +77,7 @@ def aux_xml(classes: Sequence[dict], nodata: int) -> str:
         f"        <Category>{escape(names.get(v, ''))}</Category>\n" for v in range(top + 1)
     )
     entries = "".join(
-        '        <Entry c1="{}" c2="{}" c3="{}" c4="{}"/>\n'.format(*colours.get(v, (0, 0, 0, 0)))
+        '        <Entry c1="{}" c2="{}" c3="{}" c4="{}"/>\n'.format(*colours.get(v, UNUSED))
         for v in range(top + 1)
     )
     rows = "".join(

@@ -126,7 +126,7 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     caption = (
-        f"{Path(source['path']).name}: its {len(chosen)} test patches, every {step}th pixel; "
+        f"{Path(source['path']).name}: its {len(chosen)} test patches, shrunk {step}×; "
         "grey: unlabelled, white: not in the test split"
     )
     return buffer.getvalue(), caption
