@@ -748,6 +748,14 @@ def predict(
             help="Also write the map as polygons here (a .gpkg, or a folder), as `vectorize` does."
         ),
     ] = None,
+    stac: Annotated[
+        bool,
+        typer.Option(
+            "--stac",
+            help="Also write a STAC Item (PRED.stac.json) beside each class map: grid, classes, "
+            "the model's band contract and provenance.",
+        ),
+    ] = False,
     overlap: Annotated[
         float, typer.Option(help="Fraction of a window shared with its neighbour.")
     ] = 0.5,
@@ -815,6 +823,7 @@ def predict(
             probabilities=probabilities,
             uncertainty=uncertainty,
             vector=vector,
+            stac=stac,
             options=options,
             overwrite=overwrite,
             progress=callback,

@@ -3,6 +3,7 @@ scene here or in worker processes."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,13 +12,14 @@ import torch
 
 from ..device import Ranks, pick_device
 from ..errors import InputError
-from ..geo.outputs import check_output
+from ..geo.outputs import check_output, write_text
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
 from ..geo.vectorize import driver_for, vector_files, vectorize
 from .engine import Progress, load_predictor, predict_scene, scene_indexes
 from .options import DEFAULTS, MAX_WINDOW, PredictOptions
 from .pool import Tally, predict_in_processes
+from .stac import stac_item
 from .writers import outputs_for
 
 
@@ -29,6 +31,7 @@ def predict(
     probabilities: str | os.PathLike | None = None,
     uncertainty: str | os.PathLike | None = None,
     vector: str | os.PathLike | None = None,
+    stac: bool = False,
     dry_run: bool = False,
     options: PredictOptions = DEFAULTS,
     overwrite: bool = False,
@@ -41,7 +44,8 @@ def predict(
     ``probabilities`` likewise, for per-class probability rasters, and ``uncertainty`` for
     margin, normalised entropy and top probability (float32); ``vector`` (a vector file for
     one scene, or a folder: ``<scene name>.gpkg``) gets the map's polygons, as
-    :func:`~scratchsat.geo.vectorize.vectorize` writes them. With ``workers`` > 1,
+    :func:`~scratchsat.geo.vectorize.vectorize` writes them; ``stac`` a STAC Item beside each
+    class map (:mod:`.stac`). With ``workers`` > 1,
     scenes are predicted in that many processes (each loads the model once). ``progress``
     counts pixels over all scenes.
     """
@@ -52,6 +56,7 @@ def predict(
         Path(probabilities) if probabilities else None,
         overwrite,
         Path(uncertainty) if uncertainty else None,
+        stac,
     )
     polygons = [
         vector_path(Path(vector), scene, len(plan) == 1, overwrite) if vector else None
@@ -92,9 +97,20 @@ def predict(
     else:
         for i, (scene, outputs) in enumerate(plan):
             predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
-    for (_, outputs), target in zip(plan, polygons, strict=True):
+    for (scene, outputs), target in zip(plan, polygons, strict=True):
         if target is not None:
             vectorize(outputs.classes, target, uncertainty=outputs.uncertainty, overwrite=overwrite)
+        if outputs.stac is not None:
+            item = stac_item(
+                outputs.classes,
+                scene,
+                predictor.meta,
+                Path(bundle),
+                probabilities=outputs.probabilities,
+                uncertainty=outputs.uncertainty,
+                cog=options.cog,
+            )
+            write_text(outputs.stac, json.dumps(item, indent=2) + "\n", overwrite=overwrite)
     if ranks.distributed:
         wait_for_ranks()  # every scene is written: rank 0's summary is true
     return every

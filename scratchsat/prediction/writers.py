@@ -33,6 +33,7 @@ from ..geo.outputs import atomic_output, check_output
 from ..geo.raster import Grid, check_written, geotiff_profile
 from ..geo.sources import Source
 from .options import PredictOptions
+from .stac import stac_path
 
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -55,6 +56,7 @@ def outputs_for(
     probabilities: Path | None,
     overwrite: bool,
     uncertainty: Path | None = None,
+    stac: bool = False,
 ) -> list[tuple[Source, Outputs]]:
     """Plan one :class:`Outputs` per scene and refuse clashes and existing files up front."""
     if len({s.stem for s in scenes}) != len(scenes):
@@ -67,7 +69,7 @@ def outputs_for(
         classes = output_path(out, scene, single)
         probs = output_path(probabilities, scene, single) if probabilities else None
         unsure = output_path(uncertainty, scene, single) if uncertainty else None
-        outputs = Outputs(classes, probs, unsure)
+        outputs = Outputs(classes, probs, unsure, stac_path(classes) if stac else None)
         for path in filter(None, (classes, probs, unsure, *outputs.sidecar_paths())):
             if path.resolve() == scene.resolve():
                 raise InputError(f"{path} is the scene itself; choose another output")
@@ -195,6 +197,7 @@ class Outputs:
     classes: Path
     probabilities: Path | None = None
     uncertainty: Path | None = None
+    stac: Path | None = None  # the STAC item, written once the rasters are in place
 
     def sidecar_texts(self, classes: Sequence[dict], nodata: int) -> dict[Path, str]:
         """Every sidecar of these outputs and its text: the class map's ``.aux.xml`` and
@@ -209,7 +212,7 @@ class Outputs:
 
     def sidecar_paths(self) -> list[Path]:
         scores = [style_path(p) for p in (self.probabilities, self.uncertainty) if p]
-        return [*sidecars(self.classes).values(), *scores]
+        return [*sidecars(self.classes).values(), *scores, *([self.stac] if self.stac else [])]
 
     @contextlib.contextmanager
     def staged(self, classes: Sequence[dict], pixels: int, overwrite: bool) -> Iterator[Outputs]:
