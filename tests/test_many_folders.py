@@ -295,3 +295,26 @@ def test_torchrun_tiles_in_two_shards(row, tmp_path):
     assert [len(read_tiles(p).info["sources"]) for p in shards] == [2, 2]
     single = tile(scenes, labels, tmp_path / "single", options=OPTIONS)
     assert patches(union_tiles(shards)) == patches(read_tiles(single))
+
+
+def test_the_scale_benchmark_runs_every_step_for_every_count(tmp_path):
+    """benchmarks/scale.py end to end at toy sizes: every step for every scene count, with
+    times, per-scene figures, slopes and peak memory (figures judged in the README, not here)."""
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "scale.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--counts", "1,3", "--size", "96"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = json.loads((tmp_path / "scale.json").read_text())["rows"]
+    steps = ["tile, 1 worker", "tile, N workers", "tile, N shards", "train, 1 epoch", "predict"]
+    assert [(r["step"], r["scenes"]) for r in rows] == [(s, n) for n in (1, 3) for s in steps]
+    for r in rows:
+        assert r["seconds"] > 0 and r["peak_mb"] > 50
+        assert r["seconds_per_scene"] == pytest.approx(r["seconds"] / r["scenes"])
+    assert [r["seconds_per_added_scene"] is None for r in rows] == [True] * 5 + [False] * 5
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # the scenes are cleaned up

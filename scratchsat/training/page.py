@@ -66,8 +66,8 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
     """The scene with most test patches, shrunk: labels beside the model's prediction on its
     test patches (the rest blank). None without test patches."""
     data = PatchDataset(run.tiles, "test")
-    if len(data) == 0:
-        return None
+    if len(data) == 0 or not all((p.folder / "windows.npy").exists() for p in data.store.parts):
+        return None  # no test patches, or chips (a chip folder has no scene to place them in)
     rows = data.indices
     part = np.searchsorted(data.store.starts, rows, side="right") - 1
     windows = data.store.read("windows", rows)  # (n, 3): scene, column, row
@@ -189,7 +189,7 @@ def write_report_html(run: Run, report: dict) -> None:
             "Test area: prediction beside labels",
             h.image(picture[0], "test area", picture[1])
             if picture
-            else h.paragraph("No test patches."),
+            else h.paragraph("No test patches with a place in a scene (chip folders have none)."),
         ),
         h.section("Band contract of the bundle (model.json)", contract),
     ]
