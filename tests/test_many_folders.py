@@ -134,6 +134,13 @@ def test_training_on_two_folders_records_both(row, tmp_path):
     assert [f["path"] for f in folders] == [str(a.resolve()), str(b.resolve())]
     assert all(f["hash"].startswith("blake2b:") for f in folders)
     assert load_bundle(tmp_path / "run").meta.classes
+    # suggest keeps away from the patches of every folder the run trained on
+    from rasterio.crs import CRS
+
+    from scratchsat.prediction.suggest import labelled_boxes
+
+    boxes = labelled_boxes(meta["data"], CRS.from_epsg(32633), None)
+    assert len(boxes) == read_tiles(a).info["patches"] + read_tiles(b).info["patches"]
 
 
 def test_mismatched_bands_and_conflicting_classes_are_refused(row, tmp_path):

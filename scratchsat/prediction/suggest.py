@@ -42,14 +42,26 @@ class Suggestion:
 
 def labelled_boxes(meta_data: dict | None, grid_crs, tiles: str | os.PathLike | None):
     """Footprints (map coordinates: left, bottom, right, top) of every patch of the tiles
-    folder whose scene is on the same CRS; an empty list without a tiles folder."""
-    folder = tiles or (meta_data or {}).get("tiles")
-    if folder is None or not (Path(folder) / "dataset.json").exists():
-        if tiles is not None:
-            raise InputError(f"--tiles {tiles} is not a tiles folder (no dataset.json)")
+    folder (``--tiles``, else every folder the run trained on) whose scene is on the same CRS;
+    None without a tiles folder."""
+    data = meta_data or {}
+    trained_on = [f["path"] for f in data.get("folders") or []] or [data.get("tiles")]
+    folders = [tiles] if tiles is not None else [f for f in trained_on if f]
+    folders = [f for f in folders if (Path(f) / "dataset.json").exists() or f == tiles]
+    if tiles is not None and not (Path(tiles) / "dataset.json").exists():
+        raise InputError(f"--tiles {tiles} is not a tiles folder (no dataset.json)")
+    if not folders:
         return None
-    info = read_dataset_json(Path(folder))
-    windows = np.load(Path(folder) / "windows.npy")
+    boxes: list[tuple[float, float, float, float]] = []
+    for folder in folders:
+        boxes += folder_boxes(Path(folder), grid_crs)
+    return boxes
+
+
+def folder_boxes(folder: Path, grid_crs) -> list[tuple[float, float, float, float]]:
+    """The footprints of one tiles folder's patches (see :func:`labelled_boxes`)."""
+    info = read_dataset_json(folder)
+    windows = np.load(folder / "windows.npy")
     size = int(info["patch_size"])
     boxes = []
     for index, col, row in windows.tolist():
