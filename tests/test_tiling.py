@@ -594,3 +594,36 @@ def test_masked_fill_reads_the_centre_or_else_the_whole_scene(tmp_path):
     plain = write_raster(tmp_path / "plain.tif", data)
     with rasterio.open(plain) as src:
         assert masked_fill(src, [1, 2]) is None  # no mask band: nothing to fill
+
+
+def test_memory_does_not_grow_with_the_number_of_patches(tmp_path):
+    """A scene cut into 4× as many patches (16,384 of 8 px against 4,096) grows what tile
+    allocates at its peak by little: patches stream into the store and index.geojson is
+    written feature by feature (built in memory, it held about 2 KB a patch). Measured with
+    tracemalloc (Python and numpy allocations): the process's peak RSS is set by importing
+    torch, far above tile's own."""
+    import tracemalloc
+
+    peaks = []
+    for height in (256, 1024):
+        scene = write_scene(
+            tmp_path / f"s{height}.tif",
+            tmp_path / f"l{height}.tif",
+            width=1024,
+            height=height,
+            count=2,
+            seed=1,
+        )
+        tracemalloc.start()
+        tile(
+            [scene.path],
+            scene.labels_path,
+            tmp_path / f"t{height}",
+            options=TileOptions(patch_size=8, block_size=64),
+        )
+        peaks.append(tracemalloc.get_traced_memory()[1] / 2**20)
+        tracemalloc.stop()
+    patches = [len(np.load(tmp_path / f"t{h}" / "splits.npy")) for h in (256, 1024)]
+    extra = (patches[1] - patches[0]) * 2048 / 2**20  # index features of the extra patches
+    assert patches[1] > 3.5 * patches[0]
+    assert peaks[1] - peaks[0] < 0.25 * extra, (peaks, extra)

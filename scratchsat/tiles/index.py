@@ -56,34 +56,43 @@ def write_index(
     (else in WGS 84), with id, split, scene, offsets, majority class and pixels per class."""
     crses = {s.grid.crs.to_wkt() for s in scenes}
     target = scenes[0].grid.crs if len(crses) == 1 else None
-    features = []
     fields = class_fields("px_", classes)  # no spaces: QGIS expressions need no quoting
-    for i, (scene_index, col, row) in enumerate(windows.tolist()):
-        scene = scenes[scene_index]
-        geometry = footprint(scene.grid.transform, col, row, size)
-        if target is None:
-            geometry = transform_geom(scene.grid.crs, "EPSG:4326", geometry)
-        properties = {
-            "id": i,
-            "split": SPLITS[splits[i]],
-            "scene": scene.path.name,
-            "col": col,
-            "row": row,
-            "class": classes[labels[i]].name,
-        }
-        properties.update({f: int(counts[i, c.id]) for f, c in zip(fields, classes, strict=True)})
-        features.append(
-            {"type": "Feature", "id": i, "geometry": geometry, "properties": properties}
-        )
+
+    def features():
+        for i, (scene_index, col, row) in enumerate(windows.tolist()):
+            scene = scenes[scene_index]
+            geometry = footprint(scene.grid.transform, col, row, size)
+            if target is None:
+                geometry = transform_geom(scene.grid.crs, "EPSG:4326", geometry)
+            properties = {
+                "id": i,
+                "split": SPLITS[splits[i]],
+                "scene": scene.path.name,
+                "col": col,
+                "row": row,
+                "class": classes[labels[i]].name,
+            }
+            properties.update(
+                {f: int(counts[i, c.id]) for f, c in zip(fields, classes, strict=True)}
+            )
+            yield {"type": "Feature", "id": i, "geometry": geometry, "properties": properties}
+
     head: dict[str, object] = {"type": "FeatureCollection", "name": "patches"}
     member = crs_member(target) if target is not None else None
     if member:
         head["crs"] = member
-    # One feature per line, as GDAL writes GeoJSON: readable, and encoded by json's C encoder
-    # (an indented dump of thousands of features costs more than cutting the patches).
-    lines = ",\n".join(json.dumps(f, allow_nan=False) for f in features)
-    text = json.dumps(head)[:-1] + ', "features": [\n' + lines + "\n]}\n"
-    write_atomically(path, lambda tmp: tmp.write_text(text))
+
+    def write(tmp: Path) -> None:
+        # One feature per line, as GDAL writes GeoJSON: readable, and encoded by json's C
+        # encoder (an indented dump of thousands of features costs more than cutting the
+        # patches); streamed, so memory does not grow with the number of patches.
+        with open(tmp, "w") as f:
+            f.write(json.dumps(head)[:-1] + ', "features": [\n')
+            for i, feature in enumerate(features()):
+                f.write((",\n" if i else "") + json.dumps(feature, allow_nan=False))
+            f.write("\n]}\n")
+
+    write_atomically(path, write)
 
 
 def write_chips(
