@@ -1,7 +1,8 @@
 """Class maps GIS tools read with a legend: colour table, class names and sidecar styles.
 
 GeoTIFF has no place for class names, so they go where the tools look: a GDAL PAM sidecar
-(``.aux.xml``: category names and a raster attribute table, read by GDAL and QGIS ≥ 3.30), a
+(``.aux.xml``: category names, a colour table up to the largest code and a raster attribute
+table; QGIS 3.22 builds its legend from the first two, QGIS ≥ 3.30 also reads the table), a
 QGIS style (``.qml``, loaded by QGIS as the layer's default style) and the file's own
 ``CLASSES`` metadata tag (JSON), which ``scratchsat evaluate`` reads.
 """
