@@ -155,9 +155,9 @@ def union_tiles(folders: Sequence[str | os.PathLike]) -> Tiles:
             table[c["id"]] = position[int(c["code"])]
         id_maps.append(table)
     classes = []
-    for c in union:
-        rows = [pc for part in parts for pc in part.classes if int(pc["code"]) == c.code]
-        row = {**asdict(c), "patches": sum(r.get("patches", 0) for r in rows)}
+    for united in union:
+        rows = [pc for part in parts for pc in part.classes if int(pc["code"]) == united.code]
+        row = {**asdict(united), "patches": sum(r.get("patches", 0) for r in rows)}
         if first.task == "segmentation":
             row["pixels"] = sum(r.get("pixels", 0) for r in rows)
             row["pixels_by_split"] = {

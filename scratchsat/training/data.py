@@ -68,8 +68,9 @@ class Store:
         for k in np.unique(part):
             chosen = part == k
             block = self.array(int(k), name)[rows[chosen] - self.starts[k]]
-            if name in ("masks", "labels"):
-                block = self.id_maps[k][block]
+            mapping = self.id_maps[k]
+            if name in ("masks", "labels") and mapping is not None:
+                block = mapping[block]
             if out is None:
                 out = np.empty((len(rows), *block.shape[1:]), block.dtype)
             out[chosen] = block

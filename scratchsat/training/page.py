@@ -115,8 +115,7 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
 
     fig.legend(
         handles=[
-            Patch(color=np.array(colours[c["id"]]) / 255, label=c["name"])
-            for c in run.tiles.classes
+            Patch(color=hex_colour(colours[c["id"]]), label=c["name"]) for c in run.tiles.classes
         ],
         loc="outside lower center",
         ncols=min(8, len(run.tiles.classes)),
@@ -130,6 +129,10 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
         "grey: unlabelled, white: not in the test split"
     )
     return buffer.getvalue(), caption
+
+
+def hex_colour(rgb) -> str:
+    return "#" + "".join(f"{int(v):02x}" for v in rgb[:3])
 
 
 def write_report_html(run: Run, report: dict) -> None:

@@ -70,8 +70,10 @@ class TensorBoard:
         self.writer = SummaryWriter(str(self.folder))
         settings = hyper_parameters(run)
         metric = f"val/{'mean_iou' if run.tiles.task == 'segmentation' else 'macro_f1'}"
+        events = self.writer.file_writer  # made by SummaryWriter's constructor
+        assert events is not None
         for summary in hparams(settings, {metric: 0.0}):  # the HParams tab, in this same run
-            self.writer.file_writer.add_summary(summary)
+            events.add_summary(summary)
         self.writer.add_text("settings", "\n".join(f"    {k} = {v}" for k, v in settings.items()))
 
     def epoch(self, row: dict) -> None:
@@ -114,7 +116,7 @@ class MLflow:
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "scratchsat")
-        self.active = mlflow.start_run(run_name=run.folder.resolve().name)
+        self.active: object | None = mlflow.start_run(run_name=run.folder.resolve().name)
         mlflow.log_params(hyper_parameters(run))
         mlflow.set_tag("scratchsat.run_folder", str(run.folder.resolve()))
 
@@ -147,11 +149,11 @@ class MLflow:
 def trackers(run, names: Sequence[str]) -> Iterator[list]:
     """The asked-for trackers (rank 0 only); on an error or interruption each is closed as
     failed."""
-    opened = []
+    opened: list[TensorBoard | MLflow] = []
     if run.ranks.main:
         for name in names:
             try:
-                opened.append({"tensorboard": TensorBoard, "mlflow": MLflow}[name](run))
+                opened.append(TensorBoard(run) if name == "tensorboard" else MLflow(run))
             except Exception as exc:  # a tracking server away, a store it refuses, …
                 for tracker in opened:
                     tracker.close(failed=True)
