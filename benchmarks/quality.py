@@ -62,6 +62,8 @@ def parse_settings(pairs: list[str]) -> dict:
             value = int(text)
         elif isinstance(default, float):
             value = float(text)
+        elif default is None and text.lower() in ("true", "false"):  # amp, channels_last, …
+            value = text.lower() == "true"
         elif default is None and text.lstrip("-").replace(".", "", 1).isdigit():
             value = float(text) if "." in text else int(text)
         settings[key] = value
