@@ -88,3 +88,35 @@ def test_torchrun_two_processes_deal_out_the_scenes(small_run, seg_tiles, tmp_pa
         ):
             assert (a.read() == b.read()).all() and a.transform == b.transform
     assert not list((tmp_path / "two").glob(".*"))
+
+
+def agree_in_process(rank: int, port: int, results) -> None:
+    import os
+    from types import SimpleNamespace
+
+    import torch
+    import torch.distributed as dist
+
+    from scratchsat.device import Ranks
+    from scratchsat.training.loop import agreed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    run = SimpleNamespace(ranks=Ranks(rank, 2, rank), device=torch.device("cpu"))
+    results[rank] = agreed(run, 1.0 + rank, 10.0 * (rank + 1))  # rank 1 measured slower
+    dist.destroy_process_group()
+
+
+def test_ranks_plan_a_time_budget_from_the_same_figures():
+    # Each process times its own steps; planned apart, they would train different epochs and
+    # hang at the first collective one of them skips. They plan from the mean.
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    mp.spawn(agree_in_process, args=(port, results), nprocs=2)
+    assert results[0] == results[1] == [1.5, 15.0]

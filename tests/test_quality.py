@@ -3,8 +3,10 @@ quality benchmark that judges the defaults against a per-pixel forest."""
 
 from __future__ import annotations
 
+import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,35 +145,77 @@ def test_epochs_follow_from_measured_costs():
 
 
 class Clock:
-    """A clock that moves one second each time it is read."""
+    """A clock that reads ``times`` in turn, then moves one second each time it is read."""
 
-    def __init__(self) -> None:
-        self.now = 0.0
+    def __init__(self, *times: float) -> None:
+        self.times, self.now = list(times), -1.0
 
     def __call__(self) -> float:
-        self.now += 1.0
-        return self.now - 1.0
+        self.now = self.times.pop(0) if self.times else self.now + 1.0
+        return self.now
+
+
+def budget_costs(tiles: Path, batch: int) -> tuple[float, float]:
+    """One epoch and the final report as measured by ``Clock()``: reads at 0 (start), 1 and 2
+    (3 steps timed), 3 and 4 (2 validation batches), 5 (time spent so far)."""
+    info = json.loads((tiles / "dataset.json").read_text())
+    steps = info["splits"]["train"] // batch  # full batches only (drop_last)
+    val = -(-info["splits"]["val"] // batch)
+    test = -(-info["splits"]["test"] // batch)
+    return steps * (1 / 3) + val * (1 / 2), (val + test) * (1 / 2) + 3.0
 
 
 def test_a_time_budget_picks_the_epochs_its_measurements_allow(seg_tiles, tmp_path):
     from scratchsat.training.loop import TrainConfig, train
 
-    info = json.loads((seg_tiles / "dataset.json").read_text())
-    batch = 8
-    steps = info["splits"]["train"] // batch  # full batches only (drop_last)
-    val = -(-info["splits"]["val"] // batch)
-    test = -(-info["splits"]["test"] // batch)
-    # Clock reads: start 0; 3 steps timed from 1 to 2; 2 val batches from 3 to 4; then 5.
-    step_s, val_s, spent = 1 / 3, 1 / 2, 5.0
-    epoch_s, report_s = steps * step_s + val * val_s, (val + test) * val_s + 3.0
-    budget = spent + report_s + 2.5 * epoch_s  # room for 2 epochs, not 3
-    config = TrainConfig(batch_size=batch, width=8, time_budget=budget)
+    epoch_s, report_s = budget_costs(seg_tiles, 8)
+    budget = 5.0 + report_s + 2.5 * epoch_s  # room for 2 epochs, not 3
+    # The first epoch then reads 6 and 6 + epoch_s and the re-plan 7 + epoch_s: as foreseen.
+    clock = Clock(0, 1, 2, 3, 4, 5, 6, 6 + epoch_s)
+    config = TrainConfig(batch_size=8, width=8, time_budget=budget)
     lines = []
-    report = train(seg_tiles, tmp_path / "run", config, clock=Clock(), log=lines.append)
+    report = train(seg_tiles, tmp_path / "run", config, clock=clock, log=lines.append)
     assert report["epochs_run"] == 2
     assert "time budget" in lines[0] and "2 epochs" in lines[0]
+    assert not any("instead of" in line for line in lines)  # no change: nothing said
     saved = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
     assert saved["epochs"] == 2 and saved["time_budget"] == budget
+
+
+@pytest.mark.parametrize(("planned", "measured"), [(2, 3), (3, 2)])
+def test_the_first_epochs_measured_time_plans_the_rest(seg_tiles, tmp_path, planned, measured):
+    # Three timed steps misjudge a run (a busy moment); the first real epoch plans it again:
+    # epochs, the schedule laid out over them from the step reached, and what is saved.
+    from scratchsat.bundle import load_checkpoint
+    from scratchsat.training.loop import TrainConfig, train
+    from scratchsat.training.optim import lr_factor
+
+    epoch_s, report_s = budget_costs(seg_tiles, 8)
+    budget = 5.0 + report_s + (planned + 0.5) * epoch_s
+    # After the first epoch (reads 6 and 6 + real), the re-plan reads 7 + real: the time left
+    # is budget - (7 + real) - report_s = (planned + 0.5) * epoch_s - 2 - real; room for
+    # measured - 1 more epochs of ``real`` and a half when that is (measured - 0.5) * real.
+    real = ((planned + 0.5) * epoch_s - 2) / (measured + 0.5)
+    clock = Clock(0, 1, 2, 3, 4, 5, 6, 6 + real)
+    config = TrainConfig(batch_size=8, width=8, time_budget=budget)
+    lines = []
+    report = train(seg_tiles, tmp_path / "run", config, clock=clock, log=lines.append)
+    assert f"{planned} epochs" in lines[0]
+    said = [line for line in lines if "instead of" in line]
+    assert said == [
+        f"time budget {budget:.0f} s: epoch 1 took {real:.1f} s, so {measured} epochs in all "
+        f"instead of {planned}"
+    ]
+    assert report["epochs_run"] == measured
+    steps = json.loads((seg_tiles / "dataset.json").read_text())["splits"]["train"] // 8
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    new_layout = config.lr * lr_factor("onecycle", steps, measured * steps)
+    old_layout = config.lr * lr_factor("onecycle", steps, planned * steps)
+    assert float(rows[0]["lr"]) == pytest.approx(new_layout) != pytest.approx(old_layout)
+    assert float(rows[-1]["lr"]) == pytest.approx(config.lr * lr_factor("onecycle", 1, 1))
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())["training"]
+    assert saved["epochs"] == measured  # and a resume keeps them:
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["epochs"] == measured
 
 
 def test_time_budget_options(seg_tiles, tmp_path):

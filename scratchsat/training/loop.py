@@ -34,8 +34,8 @@ from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from . import distributed
 from .batch import d4_batch, host_batch, normalise_batch
-from .budget import Costs, describe, epochs_for
-from .optim import build_optimizer, build_schedule
+from .budget import Costs, Plan, describe, epochs_after, epochs_for
+from .optim import build_optimizer, build_schedule, resize_schedule
 from .page import write_report_html
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
 from .setup import (
@@ -323,12 +323,46 @@ def fit_budget(run: Run, started: float, clock: Callable[[], float] = time.perf_
     """Choose the epochs that fit ``run.config.time_budget`` (seconds since ``started`` on
     ``clock`` count against it), lay the schedule out over them; returns what was chosen."""
     costs = measure_costs(run, clock)
+    step_s, val_batch_s, spent = agreed(run, costs.step_s, costs.val_batch_s, clock() - started)
+    costs = replace(costs, step_s=step_s, val_batch_s=val_batch_s)
     budget = float(run.config.time_budget or 0)
-    epochs = epochs_for(budget, clock() - started, costs)
+    epochs = epochs_for(budget, spent, costs)
     run.config = replace(run.config, epochs=epochs)
     total = epochs * len(run.loaders["train"])
     run.schedule = build_schedule(run.optimizer, run.config.schedule, total)
+    run.plan = Plan(budget, started, clock, costs.report_s)
     return describe(budget, epochs, costs)
+
+
+def agreed(run: Run, *seconds: float) -> list[float]:
+    """The mean of each measurement over the processes (itself in a single process), so that
+    under torchrun every process plans the same epochs."""
+    if run.ranks.world_size == 1:
+        return list(seconds)
+    total = torch.tensor(seconds, dtype=torch.float32, device=run.device)
+    distributed.all_sum(total)
+    return (total / run.ranks.world_size).tolist()
+
+
+def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
+    """After the first epoch of a budgeted run, the epochs its measured time allows (every
+    process agrees on the mean of their measurements); the schedule (and the EMA horizon) laid
+    out anew from the step reached. Says what changed, if anything."""
+    plan, run.plan = run.plan, None  # once
+    assert plan is not None
+    epoch_s, spent = agreed(run, epoch_s, plan.clock() - plan.started)
+    epochs = epochs_after(plan, epoch, epoch_s, plan.started + spent)
+    if epochs == run.config.epochs:
+        return None
+    before, run.config = run.config.epochs, replace(run.config, epochs=epochs)
+    total = epochs * len(run.loaders["train"])
+    run.schedule = resize_schedule(run.schedule, run.optimizer, run.config.schedule, total)
+    if run.ema is not None:
+        attach_ema(run, {"ema": run.ema.state_dict()})
+    return (
+        f"time budget {plan.budget_s:.0f} s: epoch {epoch} took {epoch_s:.1f} s, so {epochs} "
+        f"epochs in all instead of {before}"
+    )
 
 
 def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs:
@@ -384,11 +418,19 @@ def train_run(
     start = checkpoint["step"] if checkpoint else 0
     partial = tuple(checkpoint["partial_loss"]) if checkpoint else (0.0, 0)
     epoch, stopped_early = first - 1, False
-    for epoch in range(first, run.config.epochs + 1):
+    for epoch in itertools.count(first):
+        if epoch > run.config.epochs:  # the epochs may be planned again after the first
+            epoch -= 1
+            break
+        begun = run.plan.clock() if run.plan is not None else 0.0
         train_stats = train_one_epoch(run, epoch, start, partial, progress)
         start, partial = 0, (0.0, 0)
         try:
             val = evaluate(run, "val")
+            if run.plan is not None:
+                replanned = plan_again(run, epoch, run.plan.clock() - begun)
+                if replanned and log is not None and run.ranks.main:
+                    log(replanned)
             improved = finish_epoch(run, epoch, train_stats, val)
         except StopRequested as stop:  # every step of the epoch is done: resume validates
             steps, sums = train_stats["steps"], train_stats["partial"]

@@ -64,6 +64,21 @@ def build_schedule(optimizer, schedule: str, total_steps: int) -> torch.optim.lr
     )
 
 
+def resize_schedule(
+    schedule: torch.optim.lr_scheduler.LambdaLR, optimizer, name: str, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The same schedule laid out over ``total_steps``, at the step ``schedule`` has reached
+    (the optimizer's learning rate set for that step, as the next step would set it)."""
+    done = schedule.last_epoch
+    resized = build_schedule(optimizer, name, total_steps)
+    resized.load_state_dict(schedule.state_dict())
+    lrs = [base * lr_factor(name, done, total_steps) for base in resized.base_lrs]
+    for group, lr in zip(optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    resized._last_lr = lrs  # what get_last_lr() reports until the next step
+    return resized
+
+
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
     """Loss weights from training counts per class: ``inverse`` (1/n) or ``sqrt-inverse``
     (1/√n), scaled so the classes that occur average 1; absent classes get 0."""

@@ -30,6 +30,7 @@ from ..models import MODELS, ModelConfig, build_model, check_config, models_for
 from ..models.inputs import unwrap
 from ..tiles.format import Tiles, union_tiles
 from . import distributed
+from .budget import Plan
 from .config import TrainConfig, check_settings, resumed_config
 from .data import EpochSampler, PatchDataset, patch_weights
 from .distributed import ShardSampler
@@ -75,6 +76,7 @@ class Run:
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
     stop: StopRequest = field(default_factory=lambda: StopRequest())
     ema: AveragedModel | None = None  # the weights validated and saved, with --ema
+    plan: Plan | None = None  # with --time-budget (not on resume): planned again after epoch 1
 
     @property
     def scored(self) -> nn.Module:
