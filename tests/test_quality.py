@@ -144,6 +144,15 @@ def test_epochs_follow_from_measured_costs():
     assert epochs_for(12, 10, costs) == 1  # never fewer than one
 
 
+def test_the_replan_keeps_a_margin_for_slower_epochs():
+    from scratchsat.training.budget import Plan, epochs_after
+
+    plan = Plan(budget_s=100, started=0.0, clock=lambda: 0.0, report_s=4.0)
+    # 80 s left after 16 s: 8 epochs of 10 s exactly, but only 7 of 10.5 s (5 % slower).
+    assert epochs_after(plan, 1, 10.0, now=16.0) == 1 + 7
+    assert epochs_after(plan, 1, 10.0, now=99.0) == 1  # none left: the one done
+
+
 class Clock:
     """A clock that reads ``times`` in turn, then moves one second each time it is read."""
 
@@ -170,8 +179,9 @@ def test_a_time_budget_picks_the_epochs_its_measurements_allow(seg_tiles, tmp_pa
 
     epoch_s, report_s = budget_costs(seg_tiles, 8)
     budget = 5.0 + report_s + 2.5 * epoch_s  # room for 2 epochs, not 3
-    # The first epoch then reads 6 and 6 + epoch_s and the re-plan 7 + epoch_s: as foreseen.
-    clock = Clock(0, 1, 2, 3, 4, 5, 6, 6 + epoch_s)
+    # The first epoch then reads 6 and 6 + 0.8 * epoch_s, the re-plan 7 + 0.8 * epoch_s: a
+    # little faster than foreseen, but not enough for a third epoch with the 5 % margin.
+    clock = Clock(0, 1, 2, 3, 4, 5, 6, 6 + 0.8 * epoch_s)
     config = TrainConfig(batch_size=8, width=8, time_budget=budget)
     lines = []
     report = train(seg_tiles, tmp_path / "run", config, clock=clock, log=lines.append)
@@ -194,8 +204,9 @@ def test_the_first_epochs_measured_time_plans_the_rest(seg_tiles, tmp_path, plan
     budget = 5.0 + report_s + (planned + 0.5) * epoch_s
     # After the first epoch (reads 6 and 6 + real), the re-plan reads 7 + real: the time left
     # is budget - (7 + real) - report_s = (planned + 0.5) * epoch_s - 2 - real; room for
-    # measured - 1 more epochs of ``real`` and a half when that is (measured - 0.5) * real.
-    real = ((planned + 0.5) * epoch_s - 2) / (measured + 0.5)
+    # measured - 1 more epochs of ``real`` (planned 5 % slower) and a half when that is
+    # (measured - 0.5) * 1.05 * real.
+    real = ((planned + 0.5) * epoch_s - 2) / ((measured - 0.5) * 1.05 + 1)
     clock = Clock(0, 1, 2, 3, 4, 5, 6, 6 + real)
     config = TrainConfig(batch_size=8, width=8, time_budget=budget)
     lines = []
