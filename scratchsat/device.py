@@ -59,7 +59,7 @@ def cpu_has_native_bf16() -> bool:
 def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None:
     """bf16 where autocast is asked for (default: on CUDA), fp16 on GPUs without bf16, None
     for full precision. ``--amp`` on a CPU without native bf16 is kept (it was asked for) but
-    warned about: emulated bf16 ran 25x slower than fp32 on a 2-core AVX2 EPYC."""
+    warned about: emulated bf16 ran about 30x slower than fp32 on a 2-core AVX2 EPYC."""
     if amp is None:
         amp = device.type == "cuda"
     if not amp:
@@ -70,7 +70,7 @@ def autocast_dtype(device: torch.device, amp: bool | None) -> torch.dtype | None
         warnings.warn(
             "--amp on a CPU without native bf16 (it needs AVX-512 BF16 or AMX; oneDNN reports "
             "neither here): bf16 is emulated, and a training step runs many times slower than "
-            "in full precision (25x measured on an AVX2 CPU); leave out --amp on this machine",
+            "in full precision (30x measured on an AVX2 CPU); leave out --amp on this machine",
             PrecisionWarning,
             stacklevel=2,
         )

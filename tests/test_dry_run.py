@@ -101,7 +101,7 @@ def test_predict_dry_run_shows_band_matching_windows_and_sizes(small_run, seg_ti
 
 
 def test_amp_on_a_cpu_without_native_bf16_is_warned_about(seg_tiles, tmp_path, monkeypatch):
-    # Emulated bf16 ran 25x slower than fp32 here (AVX2); the user who asked gets it, told why.
+    # Emulated bf16 ran ~30x slower than fp32 here (AVX2); the user who asked gets it, told why.
     import torch
 
     from scratchsat import device
