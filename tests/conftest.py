@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +261,11 @@ def peak_memory_mb(setup: str, call: str, inputs, **env: str) -> list[float]:
         env={**os.environ, "GDAL_CACHEMAX": "4", **env},
     )
     return [float(v) for v in out.stdout.split()]
+
+
+def torchrun(*args: str, timeout: float = 600) -> tuple[int, str]:
+    """``scratchsat ARGS`` in two CPU processes under torchrun: exit status, stdout + stderr."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += ["--nproc-per-node=2", "-m", "scratchsat", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout + proc.stderr

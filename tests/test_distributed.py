@@ -4,37 +4,18 @@ import json
 import subprocess
 import sys
 
+from conftest import torchrun
+
 from scratchsat.bundle import load_bundle
 
 
 def test_torchrun_two_processes_train_one_run(seg_tiles, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            "-m",
-            "scratchsat",
-            "train",
-            str(seg_tiles),
-            "--out",
-            str(out),
-            "--epochs",
-            "3",
-            "--batch-size",
-            "4",
-            "--width",
-            "8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
+    code, output = torchrun(
+        "train", str(seg_tiles), "--out", str(out), "--epochs", "3", "--batch-size", "4",
+        "--width", "8",
+    )  # fmt: skip
+    assert code == 0, output[-3000:]
     assert output.count("epoch   1/3") == 1 and output.count("best epoch") == 1  # rank 0 only
     info = json.loads((seg_tiles / "dataset.json").read_text())
     report = json.loads((out / "report.json").read_text())
@@ -64,21 +45,15 @@ def test_torchrun_two_processes_deal_out_the_scenes(small_run, seg_tiles, tmp_pa
         part = np.roll(data, 37 * i, axis=2)[:, : 96 + 16 * i]
         write_raster(path, part, nodata=profile["nodata"], descriptions=names)
         scenes.append(str(path))
-    args = ["-m", "scratchsat", "predict", str(small_run), *scenes]
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
-        + args
-        + ["--out", str(tmp_path / "two")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, output[-3000:]
+    args = ["predict", str(small_run), *scenes]
+    code, output = torchrun(*args, "--out", str(tmp_path / "two"))
+    assert code == 0, output[-3000:]
     assert "4 scenes predicted by 2 processes" in output
     assert output.count("wrote ") == 4  # rank 0 alone speaks, of every scene
     single = subprocess.run(
-        [sys.executable, *args, "--out", str(tmp_path / "one")], capture_output=True, text=True
+        [sys.executable, "-m", "scratchsat", *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
     )
     assert single.returncode == 0, single.stderr[-2000:]
     for i in range(4):

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+from conftest import torchrun
 from typer.testing import CliRunner
 
 from scratchsat.bundle import load_bundle
@@ -270,33 +271,12 @@ def test_torchrun_tiles_in_two_shards(row, tmp_path):
     """Two CPU ranks under torchrun: each tiles two of the four scenes into its own folder;
     together they hold the single-process store's patches."""
     folder, scenes, labels, *_ = row
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node=2",
-            "-m",
-            "scratchsat",
-            "tile",
-            *map(str, scenes),
-            "--labels",
-            str(labels),
-            "--out",
-            str(tmp_path / "ranks"),
-            "--patch-size",
-            "16",
-            "--block-size",
-            "32",
-            "--seed",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
+    code, output = torchrun(
+        "tile", *map(str, scenes), "--labels", str(labels), "--out", str(tmp_path / "ranks"),
+        "--patch-size", "16", "--block-size", "32", "--seed", "3",
         timeout=300,
-    )
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    )  # fmt: skip
+    assert code == 0, output[-3000:]
     shards = sorted((tmp_path / "ranks").iterdir())
     assert [p.name for p in shards] == ["shard-1-of-2", "shard-2-of-2"]
     assert [len(read_tiles(p).info["sources"]) for p in shards] == [2, 2]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pystac
@@ -97,65 +98,32 @@ def test_predict_writes_a_valid_item_with_grid_classes_and_provenance(small_run,
     assert model["bundle"] == str(small_run)
 
 
-def test_without_acquisition_time_the_prediction_time_is_said(small_run, seg_tiles, tmp_path):
-    result = runner.invoke(
-        app,
-        [
-            "predict",
-            str(small_run),
-            str(seg_tiles.parent / "scene.tif"),
-            "--out",
-            str(tmp_path / "pred.tif"),
-            "--stac",
-        ],
+def predict_with_stac(run: Path, tiles: Path, out: Path):
+    """``scratchsat predict RUN SCENE --out OUT --stac`` on the tiles' scene."""
+    return runner.invoke(
+        app, ["predict", str(run), str(tiles.parent / "scene.tif"), "--out", str(out), "--stac"]
     )
+
+
+def test_without_acquisition_time_the_prediction_time_is_said(small_run, seg_tiles, tmp_path):
+    result = predict_with_stac(small_run, seg_tiles, tmp_path / "pred.tif")
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "pred.stac.json").read_text())
     core_valid(data)
     assert data["properties"]["scratchsat:datetime_source"].startswith("prediction time")
     assert data["properties"]["datetime"] == data["properties"]["created"]
-    again = runner.invoke(
-        app,
-        [
-            "predict",
-            str(small_run),
-            str(seg_tiles.parent / "scene.tif"),
-            "--out",
-            str(tmp_path / "other.tif"),
-            "--stac",
-        ],
-    )
+    again = predict_with_stac(small_run, seg_tiles, tmp_path / "other.tif")
     assert again.exit_code == 0
     for name in ("other.tif", "other.tif.aux.xml", "other.qml"):  # only the item is left
         (tmp_path / name).unlink()
-    refused = runner.invoke(
-        app,
-        [
-            "predict",
-            str(small_run),
-            str(seg_tiles.parent / "scene.tif"),
-            "--out",
-            str(tmp_path / "other.tif"),
-            "--stac",
-        ],
-    )
+    refused = predict_with_stac(small_run, seg_tiles, tmp_path / "other.tif")
     assert refused.exit_code == 1 and "other.stac.json" in refused.output
     assert not (tmp_path / "other.tif").exists()
 
 
 def test_the_offline_validation_catches_a_broken_item(small_run, seg_tiles, tmp_path):
     """The schema check is real: an item without datetime, or with a bad bbox, fails it."""
-    runner.invoke(
-        app,
-        [
-            "predict",
-            str(small_run),
-            str(seg_tiles.parent / "scene.tif"),
-            "--out",
-            str(tmp_path / "pred.tif"),
-            "--stac",
-        ],
-    )
+    predict_with_stac(small_run, seg_tiles, tmp_path / "pred.tif")
     data = json.loads((tmp_path / "pred.stac.json").read_text())
     for broken in (
         {**data, "properties": {k: v for k, v in data["properties"].items() if k != "datetime"}},
