@@ -229,6 +229,42 @@ def test_the_first_epochs_measured_time_plans_the_rest(seg_tiles, tmp_path, plan
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["config"]["epochs"] == measured
 
 
+@pytest.mark.parametrize(("slower", "epochs"), [(True, 2), (False, 4)])
+def test_epochs_that_slow_down_shorten_the_plan_and_faster_ones_do_not_stretch_it(
+    seg_tiles, tmp_path, slower, epochs
+):
+    # A shared machine slows down for minutes at a time: the plan made after the first epoch
+    # is checked after every later one against the recent pace, and shortened to end in time.
+    from scratchsat.training.loop import TrainConfig, train
+    from scratchsat.training.optim import lr_factor
+
+    epoch_s, report_s = budget_costs(seg_tiles, 8)
+    budget = 5.0 + report_s + 4.5 * epoch_s  # 4 epochs as measured before training
+    # Epoch 1 takes the foreseen time (the re-plan keeps 4: 3.5 epochs' time is left, for 3
+    # planned 5 % slower); epoch 2 takes three times as long (a pace of 2 epochs, and half an
+    # epoch's time left: none more fits), or a tenth of a second.
+    second = 3 * epoch_s if slower else 0.1
+    end = 6 + epoch_s + second
+    clock = Clock(0, 1, 2, 3, 4, 5, 6, 6 + epoch_s, 6 + epoch_s, 6 + epoch_s, end, end)
+    config = TrainConfig(batch_size=8, width=8, time_budget=budget)
+    lines = []
+    report = train(seg_tiles, tmp_path / "run", config, clock=clock, log=lines.append)
+    assert "4 epochs" in lines[0]
+    said = [line for line in lines if "instead of" in line]
+    pace = (epoch_s + second) / 2
+    if slower:
+        assert said == [
+            f"time budget {budget:.0f} s: epochs 1–2 took {pace:.1f} s on average, so 2 epochs "
+            "in all instead of 4"
+        ]
+    else:
+        assert said == []  # a budget is kept, never stretched after the first epoch
+    assert report["epochs_run"] == epochs
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert len(rows) == epochs  # and the schedule, laid out over them, ends with the last:
+    assert float(rows[-1]["lr"]) == pytest.approx(config.lr * lr_factor("onecycle", 1, 1))
+
+
 def test_time_budget_options(seg_tiles, tmp_path):
     result = runner.invoke(
         app,

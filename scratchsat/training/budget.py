@@ -9,8 +9,12 @@ budget rather than being cut short.
 A few timed steps are a noisy estimate (a busy moment, first-call costs: on a shared 2-core
 machine the same settings were given 13 and 22 epochs of a 3-minute budget), so once the first
 epoch is done, its measured time (validation included, with a 5 % margin for drift) plans the
-rest again: the epochs and the schedule are laid out anew from the step reached, once, while
-the schedule is still rising.
+rest again: the epochs and the schedule are laid out anew from the step reached, while the
+schedule is still rising. After every later epoch the plan is checked against the pace of the
+last few epochs (a shared machine slows down for minutes at a time: 3-minute runs planned from
+a 7 s epoch met 9–11 s epochs and ended 19–32 s late): when the epochs left would end past
+the budget, there are fewer of them, and the schedule is laid out over those. It never grows
+after the first epoch.
 """
 
 from __future__ import annotations
@@ -18,12 +22,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..errors import InputError
 
 UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 REPORT_S = 3.0  # writing report.json, the pictures and report.html, beyond scoring
+RECENT = 3  # epochs whose mean pace checks the plan after the first
 MARGIN = 1.05  # the epochs after the first planned as if 5 % slower: a shared machine's epochs
 # drift (a 3-minute run planned from an epoch of 7.2 s averaged 7.6 s and ended 12 s late)
 
@@ -72,12 +77,13 @@ def epochs_for(budget_s: float, spent_s: float, costs: Costs) -> int:
 
 @dataclass(frozen=True)
 class Plan:
-    """A budgeted run's clock, to plan again after the first epoch."""
+    """A budgeted run's clock, to plan again after each epoch, and the epochs' times."""
 
     budget_s: float
     started: float  # on ``clock``
     clock: Callable[[], float]
     report_s: float
+    epoch_times: list[float] = field(default_factory=list)  # seconds, validation included
 
 
 def epochs_after(plan: Plan, epochs_done: int, epoch_s: float, now: float) -> int:

@@ -34,7 +34,7 @@ from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from . import distributed
 from .batch import d4_batch, host_batch, normalise_batch
-from .budget import Costs, Plan, describe, epochs_after, epochs_for
+from .budget import RECENT, Costs, Plan, describe, epochs_after, epochs_for
 from .optim import build_optimizer, build_schedule, resize_schedule
 from .page import write_report_html
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
@@ -345,13 +345,20 @@ def agreed(run: Run, *seconds: float) -> list[float]:
 
 
 def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
-    """After the first epoch of a budgeted run, the epochs its measured time allows (every
-    process agrees on the mean of their measurements); the schedule (and the EMA horizon) laid
-    out anew from the step reached. Says what changed, if anything."""
-    plan, run.plan = run.plan, None  # once
+    """After each epoch of a budgeted run, the epochs that fit (every process agrees on the
+    mean of their measurements): after the first, as many as its measured time allows; after
+    later ones, fewer when the pace of the last few would end past the budget. The schedule
+    (and the EMA horizon) is laid out anew from the step reached. Says what changed, if
+    anything."""
+    plan = run.plan
     assert plan is not None
-    epoch_s, spent = agreed(run, epoch_s, plan.clock() - plan.started)
-    epochs = epochs_after(plan, epoch, epoch_s, plan.started + spent)
+    plan.epoch_times.append(epoch_s)
+    first = len(plan.epoch_times) == 1
+    recent = plan.epoch_times[-RECENT:]
+    pace, spent = agreed(run, sum(recent) / len(recent), plan.clock() - plan.started)
+    epochs = epochs_after(plan, epoch, pace, plan.started + spent)
+    if not first:
+        epochs = min(epochs, run.config.epochs)  # a budget is kept, never stretched
     if epochs == run.config.epochs:
         return None
     before, run.config = run.config.epochs, replace(run.config, epochs=epochs)
@@ -359,9 +366,13 @@ def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
     run.schedule = resize_schedule(run.schedule, run.optimizer, run.config.schedule, total)
     if run.ema is not None:
         attach_ema(run, {"ema": run.ema.state_dict()})
+    took = (
+        f"epoch {epoch} took {pace:.1f} s"
+        if first
+        else f"epochs {epoch - len(recent) + 1}–{epoch} took {pace:.1f} s on average"
+    )
     return (
-        f"time budget {plan.budget_s:.0f} s: epoch {epoch} took {epoch_s:.1f} s, so {epochs} "
-        f"epochs in all instead of {before}"
+        f"time budget {plan.budget_s:.0f} s: {took}, so {epochs} epochs in all instead of {before}"
     )
 
 

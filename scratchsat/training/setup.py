@@ -76,7 +76,7 @@ class Run:
     saved_at: tuple[int, int] | None = None  # (epoch, step) of the checkpoint on disk
     stop: StopRequest = field(default_factory=lambda: StopRequest())
     ema: AveragedModel | None = None  # the weights validated and saved, with --ema
-    plan: Plan | None = None  # with --time-budget (not on resume): planned again after epoch 1
+    plan: Plan | None = None  # with --time-budget (not on resume): checked after each epoch
 
     @property
     def scored(self) -> nn.Module:
