@@ -544,8 +544,9 @@ def train(
     loss: Annotated[
         str,
         typer.Option(
-            help="ce (cross-entropy) or ce+dice (plus a soft Dice term that weighs every class "
-            "alike, for mean IoU and rare classes)."
+            help="ce (cross-entropy), ce+dice (plus a soft Dice term that weighs every class "
+            "alike, for mean IoU and rare classes) or ce+lovasz (plus the Lovász-softmax "
+            "surrogate of 1 − mean IoU)."
         ),
     ] = "ce",
     sampling: Annotated[

@@ -1,4 +1,4 @@
-"""The training losses (cross-entropy, + soft Dice) and balanced patch sampling."""
+"""The training losses (cross-entropy, + soft Dice, + Lovász-softmax) and balanced sampling."""
 
 from __future__ import annotations
 
@@ -13,7 +13,13 @@ from scratchsat.errors import InputError
 from scratchsat.training.config import TrainConfig
 from scratchsat.training.data import EpochSampler, PatchDataset, patch_weights
 from scratchsat.training.loop import train
-from scratchsat.training.losses import DiceCrossEntropy, build_loss, dice_loss
+from scratchsat.training.losses import (
+    DiceCrossEntropy,
+    LovaszCrossEntropy,
+    build_loss,
+    dice_loss,
+    lovasz_softmax,
+)
 
 
 def test_dice_matches_a_hand_computation_and_skips_ignored_pixels():
@@ -40,6 +46,36 @@ def test_dice_is_near_zero_for_a_confident_right_answer_and_safe_when_all_is_ign
     loss = dice_loss(logits, empty, 255)
     loss.backward()
     assert loss.item() == 0 and torch.isfinite(logits.grad).all()
+
+
+def test_lovasz_of_one_hot_probabilities_is_one_minus_the_mean_iou():
+    # At one-hot probabilities the Lovász extension is the Jaccard loss itself: 1 − IoU of
+    # each class labelled in the batch (ignored pixels count for none), averaged.
+    generator = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 4, (2, 16, 16), generator=generator)
+    target[target == 3] = 2  # class 3 is never labelled: it is left out of the mean
+    guess = torch.randint(0, 4, (2, 16, 16), generator=generator)
+    guess[0, :8] = target[0, :8]
+    target[1, :3] = 255
+    logits = 100 * nn.functional.one_hot(guess, 4).permute(0, 3, 1, 2).float()
+    keep = target != 255
+    ious = []
+    for c in range(3):
+        truth, said = (target == c) & keep, (guess == c) & keep
+        ious.append(((truth & said).sum() / (truth | said).sum()).item())
+    loss = lovasz_softmax(logits, target, 255).item()
+    assert loss == pytest.approx(1 - np.mean(ious), rel=1e-6) and 0.3 < loss < 0.9
+    right = 100 * nn.functional.one_hot(target.clamp(max=3), 4).permute(0, 3, 1, 2).float()
+    assert lovasz_softmax(right, target, 255).item() == pytest.approx(0, abs=1e-6)
+    soft = torch.randn(2, 4, 16, 16, requires_grad=True)
+    lovasz_softmax(soft, torch.full((2, 16, 16), 255), 255).backward()  # nothing labelled
+    assert torch.isfinite(soft.grad).all() and not soft.grad.any()
+    both = build_loss("ce+lovasz", None, 255, 0.0)
+    assert isinstance(both, LovaszCrossEntropy)
+    logits = torch.randn(2, 4, 16, 16)
+    expected = nn.functional.cross_entropy(logits, target, ignore_index=255)
+    expected += lovasz_softmax(logits, target, 255)
+    assert both(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_build_loss_adds_dice_to_the_configured_cross_entropy():
@@ -83,11 +119,12 @@ def test_balanced_epochs_draw_rare_patches_more_often_and_replay():
     assert [i for i, _ in sampler] != drawn
 
 
+@pytest.mark.parametrize("loss", ["ce+dice", "ce+lovasz"])
 @pytest.mark.parametrize("task", ["segmentation", "classification"])
-def test_dice_and_balanced_sampling_train(seg_tiles, cls_tiles, tmp_path, task):
+def test_dice_lovasz_and_balanced_sampling_train(seg_tiles, cls_tiles, tmp_path, task, loss):
     tiles = seg_tiles if task == "segmentation" else cls_tiles
     config = TrainConfig.of(
-        epochs=1, batch_size=8, width=8, loss="ce+dice", sampling="balanced", ema=False
+        epochs=1, batch_size=8, width=8, loss=loss, sampling="balanced", ema=False
     )
     report = train(tiles, tmp_path / "run", config)
     assert np.isfinite(report["val"]["loss"])

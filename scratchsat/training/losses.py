@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import InputError
 
-LOSSES = ("ce", "ce+dice")
+LOSSES = ("ce", "ce+dice", "ce+lovasz")
 
 
 class DiceCrossEntropy(nn.Module):
@@ -49,6 +49,49 @@ def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> 
     return 1 - dice.mean()
 
 
+class LovaszCrossEntropy(nn.Module):
+    """``cross_entropy + lovasz_softmax``: the Lovász-softmax term (Berman, Rannen Triki and
+    Blaschko, CVPR 2018) is the convex extension of each class's Jaccard loss ``1 − IoU`` to
+    probabilities, so it optimises mean IoU itself; it equals ``1 − IoU`` averaged over the
+    classes present when the probabilities are one-hot."""
+
+    def __init__(self, cross_entropy: nn.CrossEntropyLoss) -> None:
+        super().__init__()
+        self.cross_entropy = cross_entropy
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.cross_entropy(logits, target) + lovasz_softmax(
+            logits, target, self.cross_entropy.ignore_index
+        )
+
+
+def lovasz_softmax(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """Mean over the classes labelled in the batch of the Lovász extension of their Jaccard
+    loss, evaluated at the softmax errors of the batch's labelled pixels."""
+    classes = logits.shape[1]
+    probs = torch.softmax(logits.float(), dim=1).movedim(1, -1).reshape(-1, classes)
+    flat = target.reshape(-1)
+    keep = flat != ignore_index
+    probs, flat = probs[keep], flat[keep]
+    losses = []
+    for c in range(classes):
+        truth = (flat == c).to(probs.dtype)
+        if not truth.any():
+            continue
+        errors, order = torch.sort((truth - probs[:, c]).abs(), descending=True)
+        truth = truth[order]
+        # Jaccard loss of the set of the k largest errors, k = 1 … n; its increments are the
+        # extension's gradient, each error's weight.
+        inside = truth.sum() - truth.cumsum(0)
+        union = truth.sum() + (1 - truth).cumsum(0)
+        jaccard = 1 - inside / union
+        weights = torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+        losses.append(torch.dot(errors, weights))
+    if not losses:
+        return logits.sum() * 0.0  # nothing labelled: no gradient, no NaN
+    return torch.stack(losses).mean()
+
+
 def build_loss(
     name: str, weight: torch.Tensor | None, ignore_index: int, label_smoothing: float
 ) -> nn.Module:
@@ -59,4 +102,6 @@ def build_loss(
         return cross_entropy
     if name == "ce+dice":
         return DiceCrossEntropy(cross_entropy)
+    if name == "ce+lovasz":
+        return LovaszCrossEntropy(cross_entropy)
     raise InputError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
