@@ -1,5 +1,6 @@
 """Training losses: cross-entropy, optionally plus a soft Dice term that weighs every class
-alike however few pixels it has (mean IoU's view of the map, not overall accuracy's)."""
+alike however few pixels it has, or the Lovász-softmax surrogate of 1 − mean IoU (mean IoU's
+view of the map, not overall accuracy's)."""
 
 from __future__ import annotations
 
