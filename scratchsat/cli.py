@@ -558,7 +558,10 @@ def train(
     ] = "uniform",
     amp: Annotated[
         bool | None,
-        typer.Option("--amp/--no-amp", help="Mixed precision (default: on for CUDA, bf16)."),
+        typer.Option(
+            "--amp/--no-amp",
+            help="bf16 autocast (default: on for CUDA and on CPUs with native bf16).",
+        ),
     ] = None,
     channels_last: Annotated[
         bool | None,

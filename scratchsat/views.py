@@ -222,7 +222,8 @@ def show_train_dry_run(report: dict, console: Console) -> None:
     patches = ", ".join(f"{n:,} {split}" for split, n in report["patches"].items())
     console.print(
         f"dry run, nothing trained or written: {report['model']} with "
-        f"{report['parameters']:,} parameters on {report['device']}; patches: {patches}; "
+        f"{report['parameters']:,} parameters on {report['device']} in {report['precision']}; "
+        f"patches: {patches}; "
         f"batch {report['batch_size']}, {report['steps_per_epoch']} steps an epoch, "
         f"{report['epochs']} epochs\n"
         f"  {report['step_s']:.3f} s a step (timed), {report['epoch_s']:.1f} s an epoch with "

@@ -100,7 +100,9 @@ def test_predict_dry_run_shows_band_matching_windows_and_sizes(small_run, seg_ti
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shuffled.tif"]
 
 
-def test_amp_on_a_cpu_without_native_bf16_is_warned_about(seg_tiles, tmp_path, monkeypatch):
+def test_amp_is_warned_about_without_native_bf16_and_on_by_default_with_it(
+    seg_tiles, tmp_path, monkeypatch
+):
     # Emulated bf16 ran ~30x slower than fp32 here (AVX2); the user who asked gets it, told why.
     import torch
 
@@ -110,6 +112,9 @@ def test_amp_on_a_cpu_without_native_bf16_is_warned_about(seg_tiles, tmp_path, m
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(device.PrecisionWarning, match="without native bf16"):
         assert device.autocast_dtype(cpu, True) == torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert device.autocast_dtype(cpu, None, training=True) is None  # not on by default here
     result = runner.invoke(
         app,
         ["train", str(seg_tiles), "--out", str(tmp_path / "r"), "--dry-run", "--width", "8"]
@@ -121,4 +126,12 @@ def test_amp_on_a_cpu_without_native_bf16_is_warned_about(seg_tiles, tmp_path, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert device.autocast_dtype(cpu, True) == torch.bfloat16
-        assert device.autocast_dtype(cpu, None) is None  # off by default on the CPU
+        # On by default for training where bf16 is native, off for prediction unless asked.
+        assert device.autocast_dtype(cpu, None, training=True) == torch.bfloat16
+        assert device.autocast_dtype(cpu, None) is None
+        assert device.autocast_dtype(cpu, False, training=True) is None
+    base = ["train", str(seg_tiles), "--out", str(tmp_path / "r"), "--dry-run", "--width", "8"]
+    for extra, precision in (([], "bfloat16"), (["--no-amp"], "float32")):
+        result = runner.invoke(app, [*base, "--device", "cpu", *extra])
+        assert result.exit_code == 0, result.output
+        assert f"on cpu in {precision};" in result.output

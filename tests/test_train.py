@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from scratchsat.bundle import load_bundle
+from scratchsat.device import cpu_has_native_bf16
 from scratchsat.errors import (
     BundleError,
     DatasetError,
@@ -80,6 +81,9 @@ def test_the_run_folder_holds_bundle_metrics_report_and_pictures(trained, seg_ti
     saved = json.loads((run / "report.json").read_text())
     assert saved["val"]["confusion"] == report["val"]["confusion"]
     assert set(saved) >= {"best_epoch", "val", "test", "metric", "epochs_run"}
+    # Trained in bf16 where the CPU has it natively; scored as predict runs by default.
+    assert saved["precision"] == ("bfloat16" if cpu_has_native_bf16() else "float32")
+    assert saved["scored_in"] == "float32"
 
 
 def test_the_bundle_reloads_to_the_same_predictions(trained, seg_tiles):

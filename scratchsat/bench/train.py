@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import autocast, synchronize
-from ..training.loop import train_one_epoch
+from ..training.loop import precision, train_one_epoch
 from ..training.setup import TrainConfig, setup
 
 
@@ -97,7 +97,7 @@ def bench_train(
         "model": run.model_config.name,
         "patch": [run.tiles.in_channels, run.tiles.patch_size, run.tiles.patch_size],
         "batch_size": batch_size,
-        "precision": str(run.amp_dtype or torch.float32).replace("torch.", ""),
+        "precision": precision(run),
         "channels_last": run.channels_last,
         "device": str(run.device),
         "data_path": "per batch on the device" if run.raw else "in workers (albumentations)",

@@ -37,7 +37,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     loss: str = "ce"  # ce, or ce+dice (losses.py)
     sampling: str = "uniform"  # uniform, or balanced: rare-class patches drawn more often
-    amp: bool | None = None  # None: on for CUDA
+    amp: bool | None = None  # None: on for CUDA and for CPUs with native bf16 (device.py)
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False
     device: str = "auto"

@@ -4,7 +4,7 @@ Reads top to bottom: :func:`train` sets up a :class:`Run` (data, model, optimize
 then alternates :func:`train_one_epoch` and :func:`evaluate`, writing the run folder as it goes.
 On a GPU it uses bf16 autocast (fp16 with a gradient scaler where bf16 is missing),
 channels_last, pinned memory and non-blocking copies, and reads the loss back to the host
-only when the progress bar is refreshed.
+only when the progress bar is refreshed; on a CPU with native bf16, bf16 autocast too.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..bundle import save_bundle, save_checkpoint, save_weights
-from ..device import autocast, synchronize
+from ..device import autocast, autocast_dtype, synchronize
 from ..errors import DivergedError, TrainingInterrupted
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import output_lock, write_json
@@ -164,8 +164,11 @@ def check_finite(run: Run, epoch: int, first_bad: int) -> None:
 
 
 @torch.no_grad()
-def evaluate(run: Run, split: str) -> dict:
-    """Loss (unweighted, over labelled pixels) and confusion-matrix scores on a split."""
+def evaluate(run: Run, split: str, final: bool = False) -> dict:
+    """Loss (unweighted, over labelled pixels) and confusion-matrix scores on a split, under
+    the training's autocast; ``final``: in the precision ``predict`` uses by default on this
+    device, so that the report's scores are those of the bundle's maps."""
+    dtype = scoring_dtype(run) if final else run.amp_dtype
     model = run.scored if run.ema is not None else run.model
     model.eval()
     k = run.tiles.num_classes
@@ -175,7 +178,7 @@ def evaluate(run: Run, split: str) -> dict:
     for batch in run.loaders[split]:
         run.stop.check()
         x, y = to_device(run, batch, augment=False)
-        with autocast(run.device, run.amp_dtype):
+        with autocast(run.device, dtype):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
         count += (y != IGNORE_INDEX).sum()
@@ -183,6 +186,11 @@ def evaluate(run: Run, split: str) -> dict:
     distributed.all_sum(confusion, loss_sum, count)  # each process scored its shard
     result = scores(confusion.cpu().numpy(), run.class_names)
     return {"loss": float(loss_sum) / max(int(count), 1), **result}
+
+
+def scoring_dtype(run: Run) -> torch.dtype | None:
+    """The autocast dtype ``predict`` uses by default on the run's device."""
+    return autocast_dtype(run.device, None)
 
 
 def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
@@ -217,8 +225,10 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
         "epochs_run": epochs_run,
         "stopped_early": stopped_early,
         "device": str(run.device),
-        "val": evaluate(run, "val"),
-        "test": evaluate(run, "test") if "test" in run.loaders else None,
+        "precision": precision(run),
+        "scored_in": precision(scoring_dtype(run)),
+        "val": evaluate(run, "val", final=True),
+        "test": evaluate(run, "test", final=True) if "test" in run.loaders else None,
     }
     if run.ranks.main:
         write_json(run.folder / "report.json", report)
@@ -307,6 +317,7 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
         "model": run.model_config.name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(run.device),
+        "precision": precision(run),
         "patches": dict(run.tiles.splits),
         "batch_size": run.config.batch_size,
         "steps_per_epoch": costs.steps,
@@ -317,6 +328,13 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
         "memory_bytes": int(memory),
         "memory_measured_on": where,
     }
+
+
+def precision(of: Run | torch.dtype | None) -> str:
+    """What forward passes compute in (a run's training, or an autocast dtype):
+    ``bfloat16``/``float16`` under autocast, else ``float32``."""
+    dtype = of.amp_dtype if isinstance(of, Run) else of
+    return str(dtype or torch.float32).removeprefix("torch.")
 
 
 def fit_budget(run: Run, started: float, clock: Callable[[], float] = time.perf_counter) -> str:

@@ -312,7 +312,7 @@ def setup(
         channels_last = device.type == "cuda"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp_dtype = autocast_dtype(device, config.amp)
+    amp_dtype = autocast_dtype(device, config.amp, training=True)
     loaders = build_loaders(config, tiles, augment, device, ranks)
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, config.schedule, config.epochs * len(loaders["train"]))
