@@ -26,6 +26,11 @@ class ModelSettings:
     activation: str = setting("relu", "simple/unet/resnet: relu, gelu, elu or silu.")
     norm: str = setting("batch", "batch, group or none.")
     init: str = setting("kaiming", "kaiming, xavier or orthogonal.")
+    indices: str | None = setting(
+        None,
+        "Normalised differences (a - b) / (a + b) of named bands, fed as extra inputs: "
+        "A-B[,C-D…], e.g. B08-B04,B03-B08 (NDVI, NDWI of Sentinel-2).",
+    )
 
 
 SETTINGS = tuple(f.name for f in fields(ModelSettings))

@@ -13,6 +13,7 @@ from torch import nn
 
 from ..errors import InputError
 from ..settings import SETTINGS, ModelSettings, flat_settings
+from .inputs import WithIndices, index_pairs
 from .layers import ACTIVATIONS, INITS, NORMS, check_choice, init_weights
 from .resnet import DEPTHS, ResNetUNet, build_resnet
 from .simple import SimpleCNN
@@ -34,6 +35,8 @@ class ModelConfig:
     task: str = "segmentation"
     small_stem: bool = True  # resnets: 3×3 stride-1 stem, no max-pool (for 32–64 px patches)
     settings: ModelSettings = ModelSettings()
+    # settings.indices resolved to 0-based band positions (A, B) for these bands' order
+    index_bands: tuple[tuple[int, int], ...] = ()
 
     @classmethod
     def of(
@@ -43,6 +46,7 @@ class ModelConfig:
         num_classes: int,
         task: str = "segmentation",
         small_stem: bool = True,
+        index_bands=(),
         **settings,
     ) -> ModelConfig:
         """A config from flat keyword settings (``width=8, norm="group"``)."""
@@ -51,7 +55,10 @@ class ModelConfig:
             raise InputError(
                 f"unknown model setting {unknown[0]!r}; known settings: {', '.join(SETTINGS)}"
             )
-        return cls(name, in_channels, num_classes, task, small_stem, ModelSettings(**settings))
+        pairs = tuple((int(a), int(b)) for a, b in index_bands)
+        return cls(
+            name, in_channels, num_classes, task, small_stem, ModelSettings(**settings), pairs
+        )
 
     def to_dict(self) -> dict:
         flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "settings"}
@@ -166,7 +173,18 @@ def build_model(
             raise InputError("build_model needs in_channels and num_classes")
         config = ModelConfig.of(name, in_channels, num_classes, task, **options)
     config = check_config(config)
-    model = REGISTRY[config.name].factory(config)
+    pairs = config.index_bands
+    if config.settings.indices and not pairs:  # no band names given: B1 … Bn, in order
+        pairs = index_pairs(
+            config.settings.indices, [f"B{i}" for i in range(1, config.in_channels + 1)]
+        )
+    if pairs:  # the network sees the bands, then one normalised difference per pair
+        net = REGISTRY[config.name].factory(
+            replace(config, in_channels=config.in_channels + len(pairs))
+        )
+        model: nn.Module = WithIndices(net, pairs, config.in_channels)
+    else:
+        model = REGISTRY[config.name].factory(config)
     init_weights(model, config.settings.init)
     return model
 

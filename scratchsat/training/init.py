@@ -24,7 +24,8 @@ def init_from(model: nn.Module, config: ModelConfig, run: str, tiles: Tiles) -> 
     different = [
         f"{key} {theirs.get(key)!r} (now {ours.get(key)!r})"
         for key in sorted(set(theirs) | set(ours))
-        if key not in ("in_channels", "num_classes") and theirs.get(key) != ours.get(key)
+        if key not in ("in_channels", "num_classes", "index_bands")  # indices: by name
+        and theirs.get(key) != ours.get(key)
     ]
     if different:
         raise InputError(
@@ -43,8 +44,9 @@ def init_from(model: nn.Module, config: ModelConfig, run: str, tiles: Tiles) -> 
         )
     state = source.model.state_dict()
     if names != trained:  # same bands in another order: permute the first layer's inputs
-        order = [trained.index(n) for n in names]
-        first = next(k for k, v in state.items() if v.dim() == 4 and v.shape[1] == len(trained))
+        inputs = len(trained) + len(config.index_bands)  # --indices' inputs follow the bands
+        order = [trained.index(n) for n in names] + list(range(len(trained), inputs))
+        first = next(k for k, v in state.items() if v.dim() == 4 and v.shape[1] == inputs)
         state[first] = state[first][:, order]
     own = model.state_dict()
     fresh = [k for k, v in own.items() if k not in state or state[k].shape != v.shape]

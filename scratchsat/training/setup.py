@@ -27,7 +27,7 @@ from ..errors import DatasetError, InputError, OutputExistsError, Terminated
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import remove_stale_temporaries
 from ..models import MODELS, ModelConfig, build_model, check_config, models_for
-from ..models.inputs import unwrap
+from ..models.inputs import index_pairs, set_band_stats, unwrap
 from ..tiles.format import Tiles, union_tiles
 from . import distributed
 from .budget import Plan
@@ -306,6 +306,7 @@ def setup(
                 InitWarning,
                 stacklevel=2,
             )
+    set_band_stats(model, tiles.mean, tiles.std)  # --indices: on the bands' own values
     model = model.to(device)
     channels_last = config.channels_last
     if channels_last is None:
@@ -375,6 +376,9 @@ def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
             tiles.task,
             small_stem=tiles.patch_size <= 64,
             settings=config.model_settings,
+            index_bands=index_pairs(config.model_settings.indices, tiles.bands)
+            if config.model_settings.indices
+            else (),
         )
     )
 
