@@ -12,7 +12,7 @@ import pytest
 import rasterio
 import torch
 from test_init_from import variant_tiles
-from test_onnx import raw_windows
+from test_onnx import raw_windows_and_torch_probabilities
 from torch import nn
 from typer.testing import CliRunner
 
@@ -21,7 +21,7 @@ from scratchsat.cli import app
 from scratchsat.errors import InputError
 from scratchsat.models import build_model
 from scratchsat.models.inputs import WithIndices, index_pairs, set_band_stats, unwrap
-from scratchsat.prediction import PredictOptions, Predictor, predict
+from scratchsat.prediction import PredictOptions, predict
 from scratchsat.tiles.format import read_tiles
 from scratchsat.training.init import init_from
 from scratchsat.training.loop import TrainConfig, train
@@ -108,18 +108,7 @@ def test_predict_and_onnx_compute_the_indices_alike(indices_run, seg_tiles, tmp_
     onnx = tmp_path / "model.onnx"
     result = runner.invoke(app, ["export", str(indices_run), "--onnx", str(onnx)])
     assert result.exit_code == 0, result.output
-    bundle = load_bundle(indices_run)
-    predictor = Predictor(bundle.model, bundle.meta, torch.device("cpu"))
-    x = raw_windows(bundle.meta, (2, 6, 32, 32))
-    valid = np.isfinite(x).all(1)
-    if bundle.meta.nodata is not None:
-        valid &= (x != bundle.meta.nodata).all(1)
-    expected = torch.stack(
-        [
-            predictor.probabilities(predictor.normalise(w, v)[None])[0]
-            for w, v in zip(x, valid, strict=True)
-        ]
-    ).numpy()
+    x, expected = raw_windows_and_torch_probabilities(indices_run, (2, 6, 32, 32))
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, {"bands": x})[0], expected, atol=1e-5)
 

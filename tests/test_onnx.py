@@ -41,9 +41,9 @@ def raw_windows(meta, shape, seed=0):
     return x
 
 
-@pytest.mark.parametrize("shape", [(2, 6, 32, 32), (3, 6, 37, 53)])
-def test_onnx_matches_torch_on_raw_values(exported, small_run, shape):
-    bundle = load_bundle(small_run)
+def raw_windows_and_torch_probabilities(run, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Raw windows and what the bundle's torch model gives for them, as predict runs it."""
+    bundle = load_bundle(run)
     predictor = Predictor(bundle.model, bundle.meta, torch.device("cpu"))
     x = raw_windows(bundle.meta, shape)
     valid = np.isfinite(x).all(1)
@@ -55,6 +55,12 @@ def test_onnx_matches_torch_on_raw_values(exported, small_run, shape):
             for w, v in zip(x, valid, strict=True)
         ]
     ).numpy()
+    return x, expected
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 32, 32), (3, 6, 37, 53)])
+def test_onnx_matches_torch_on_raw_values(exported, small_run, shape):
+    x, expected = raw_windows_and_torch_probabilities(small_run, shape)
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     got = session.run(None, {"bands": x})[0]
     assert got.shape == expected.shape
