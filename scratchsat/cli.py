@@ -538,8 +538,12 @@ def train(
         ),
     ] = "d4",
     class_weights: Annotated[
-        str, typer.Option(help="Loss weights per class: none, inverse or sqrt-inverse frequency.")
-    ] = "none",
+        str,
+        typer.Option(
+            help="Loss weights per class: none, inverse or sqrt-inverse frequency, or "
+            "sqrt-median: √(median count / count) for classes rarer than the median, 1 else."
+        ),
+    ] = "sqrt-median",
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing in [0, 1).")] = 0.0,
     loss: Annotated[
         str,

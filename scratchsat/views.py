@@ -231,6 +231,10 @@ def show_train_dry_run(report: dict, console: Console) -> None:
         f"  memory: {report['memory_bytes'] / 2**20:,.0f} MB on {report['memory_measured_on']}",
         highlight=False,
     )
+    weights = report.get("class_weights") or {}
+    weighted = ", ".join(f"{name} {w:.2f}" for name, w in weights.items() if w != 1)
+    if weights:
+        console.print(f"  class weights: {weighted or 'all 1'}", highlight=False)
 
 
 def show_predict_dry_run(report: dict, console: Console) -> None:

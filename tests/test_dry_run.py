@@ -15,6 +15,7 @@ from scratchsat.bundle import load_bundle
 from scratchsat.cli import app
 from scratchsat.prediction import PredictOptions, predict
 from scratchsat.training.loop import TrainConfig, train
+from scratchsat.training.optim import class_weights
 
 runner = CliRunner()
 
@@ -68,11 +69,23 @@ def test_train_dry_run_measures_and_writes_nothing(seg_tiles, tmp_path):
     assert report["parameters"] == sum(p.numel() for p in model.parameters())
     assert report["step_s"] > 0 and report["estimated_s"] > report["epoch_s"] > 0
     assert report["memory_bytes"] > 0 and real["epochs_run"] == 1
+    # the default weighting, sqrt-median, by class name in the dry run and in report.json
+    counts = np.array([c["pixels_by_split"]["train"] for c in info["classes"]])
+    expected = class_weights(counts, "sqrt-median")
+    assert expected.max() > 1  # the synthetic classes are imbalanced: something to see
+    for found in (report["class_weights"], real["class_weights"]):
+        assert list(found) == [c["name"] for c in info["classes"]]
+        np.testing.assert_allclose(list(found.values()), expected, atol=1e-4)
+    unweighted = TrainConfig.of(epochs=1, batch_size=8, width=8, class_weights="none")
+    assert train(seg_tiles, tmp_path / "run", unweighted, dry_run=True)["class_weights"] is None
     result = runner.invoke(
         app, ["train", str(seg_tiles), "--out", str(tmp_path / "cli"), "--dry-run", "--width", "8"]
     )
     assert result.exit_code == 0, result.output
     assert "parameters" in result.output and "steps an epoch" in result.output
+    rare = max(report["class_weights"], key=report["class_weights"].get)
+    line = next(x for x in result.output.splitlines() if "class weights:" in x)
+    assert f"{rare} {report['class_weights'][rare]:.2f}" in line
     assert not (tmp_path / "cli").exists()
 
 

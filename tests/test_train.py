@@ -278,6 +278,14 @@ def test_schedules_and_class_weights():
     weights = class_weights(np.array([100, 400]), "sqrt-inverse")
     np.testing.assert_allclose(weights[0] / weights[1], 2.0)
     assert class_weights(np.array([1, 2]), "none") is None
+    # sqrt-median: classes rarer than the median count are raised by √(median / n), the rest 1
+    np.testing.assert_allclose(
+        class_weights(np.array([400, 100, 0, 25, 900, 1600]), "sqrt-median"), [1, 2, 0, 4, 1, 1]
+    )
+    np.testing.assert_allclose(  # binary: the median is the mean of the two counts
+        class_weights(np.array([9_900, 100]), "sqrt-median"), [1, np.sqrt(50)], rtol=1e-6
+    )
+    np.testing.assert_array_equal(class_weights(np.array([50, 50, 50]), "sqrt-median"), 1.0)
 
 
 def test_ctrl_c_during_validation_resumes_from_the_epochs_start(seg_tiles, tmp_path, monkeypatch):

@@ -33,9 +33,9 @@ class TrainConfig:
     optimizer: str = "adamw"
     schedule: str = "onecycle"
     aug: str = "d4"
-    class_weights: str = "none"
+    class_weights: str = "sqrt-median"  # rarer-than-median classes weigh √(median / n)
     label_smoothing: float = 0.0
-    loss: str = "ce"  # ce, or ce+dice (losses.py)
+    loss: str = "ce"  # ce, ce+dice or ce+lovasz (losses.py)
     sampling: str = "uniform"  # uniform, or balanced: rare-class patches drawn more often
     amp: bool | None = None  # None: on for CUDA and for CPUs with native bf16 (device.py)
     channels_last: bool | None = None  # None: on for CUDA

@@ -227,6 +227,7 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
         "device": str(run.device),
         "precision": precision(run),
         "scored_in": precision(scoring_dtype(run)),
+        "class_weights": loss_weights(run),
         "val": evaluate(run, "val", final=True),
         "test": evaluate(run, "test", final=True) if "test" in run.loaders else None,
     }
@@ -318,6 +319,7 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "device": str(run.device),
         "precision": precision(run),
+        "class_weights": loss_weights(run),
         "patches": dict(run.tiles.splits),
         "batch_size": run.config.batch_size,
         "steps_per_epoch": costs.steps,
@@ -328,6 +330,16 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
         "memory_bytes": int(memory),
         "memory_measured_on": where,
     }
+
+
+def loss_weights(run: Run) -> dict[str, float] | None:
+    """The cross-entropy's weight per class name (``--class-weights``), or None: unweighted."""
+    loss = run.loss_fn
+    weight = getattr(getattr(loss, "cross_entropy", loss), "weight", None)
+    if weight is None:
+        return None
+    names = [c["name"] for c in run.tiles.classes]
+    return {n: round(float(w), 4) for n, w in zip(names, weight.tolist(), strict=True)}
 
 
 def precision(of: Run | torch.dtype | None) -> str:

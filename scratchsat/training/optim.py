@@ -12,7 +12,7 @@ from ..errors import InputError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "none")
-CLASS_WEIGHTS = ("none", "inverse", "sqrt-inverse")
+CLASS_WEIGHTS = ("none", "inverse", "sqrt-inverse", "sqrt-median")
 
 
 def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float):
@@ -81,7 +81,9 @@ def resize_schedule(
 
 def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
     """Loss weights from training counts per class: ``inverse`` (1/n) or ``sqrt-inverse``
-    (1/√n), scaled so the classes that occur average 1; absent classes get 0."""
+    (1/√n), scaled so the classes that occur average 1; ``sqrt-median``: √(median / n) for
+    the classes rarer than the median count of those that occur, 1 for the others (balanced
+    data is left as it is). Absent classes get 0."""
     if mode == "none":
         return None
     if mode not in CLASS_WEIGHTS:
@@ -91,6 +93,10 @@ def class_weights(counts: np.ndarray, mode: str) -> np.ndarray | None:
     counts = np.asarray(counts, dtype=np.float64)
     present = counts > 0
     weights = np.zeros_like(counts)
+    if mode == "sqrt-median":
+        median = np.median(counts[present])
+        weights[present] = np.maximum(1.0, np.sqrt(median / counts[present]))
+        return weights.astype(np.float32)
     power = 1.0 if mode == "inverse" else 0.5
     weights[present] = counts[present] ** -power
     weights[present] /= weights[present].mean()
