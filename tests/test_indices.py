@@ -76,6 +76,17 @@ def test_band_names_resolve_to_positions_and_bad_ones_are_refused():
             index_pairs(text, bands)
 
 
+def test_without_band_names_the_bands_are_b1_to_bn():
+    model = build_model("unet", 6, 3, "segmentation", width=8, indices="B4-B3,B2-B6")
+    assert isinstance(model, WithIndices)
+    assert (model.first, model.second) == ([3, 1], [2, 5])
+    first = next(p for p in model.net.parameters() if p.dim() == 4)
+    assert first.shape[1] == 6 + 2
+    assert index_pairs(None, ("B1",)) == () and index_pairs("", ("B1",)) == ()
+    with pytest.raises(InputError, match="the bands are B1, B2, B3, B4, B5, B6"):
+        build_model("unet", 6, 3, "segmentation", indices="B4-B7")
+
+
 @pytest.fixture(scope="module")
 def indices_run(seg_tiles, tmp_path_factory):
     """One epoch of a small U-Net with two indices over the synthetic bands B1 … B6."""

@@ -41,9 +41,12 @@ def d4_inverse(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def index_pairs(text: str | None, bands: Sequence[str]) -> tuple[tuple[int, int], ...]:
     """``--indices A-B,C-D`` as 0-based positions in ``bands`` (names may hold a '-': the
-    split is the one where both sides are band names); a name not among them is refused."""
+    split is the one where both sides are band names); a name not among them is refused.
+    No text: no pairs."""
+    if not text:
+        return ()
     pairs = []
-    for item in (text or "").split(","):
+    for item in text.split(","):
         item = item.strip()
         splits = [
             (item[:i], item[i + 1 :]) for i, c in enumerate(item) if c == "-" and 0 < i < len(item)

@@ -376,9 +376,7 @@ def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
             tiles.task,
             small_stem=tiles.patch_size <= 64,
             settings=config.model_settings,
-            index_bands=index_pairs(config.model_settings.indices, tiles.bands)
-            if config.model_settings.indices
-            else (),
+            index_bands=index_pairs(config.model_settings.indices, tiles.bands),
         )
     )
 
