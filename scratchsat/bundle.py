@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -50,18 +50,30 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
 
 
 def save_bundle(folder: Path, model: nn.Module, meta: BundleMeta | dict) -> None:
-    """Write ``model.safetensors`` then ``model.json`` (which names it) into ``folder``."""
-    save_weights(model, folder / "model.safetensors", {"format": FORMAT})
+    """Write ``model.safetensors`` then ``model.json`` (which names it) into ``folder``. The
+    weights' own metadata records the decision offsets their output bias holds, if any."""
+    record = meta.to_dict() if isinstance(meta, BundleMeta) else meta
+    metadata = {"format": FORMAT}
+    if record.get("decision_offsets") is not None:
+        metadata["decision_offsets"] = json.dumps(list(record["decision_offsets"]))
+    save_weights(model, folder / "model.safetensors", metadata)
     write_json(
         folder / "model.json",
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "scratchsat_version": __version__,
-            **(meta.to_dict() if isinstance(meta, BundleMeta) else meta),
+            **record,
             "weights": "model.safetensors",
         },
     )
+
+
+def weights_offsets(path: Path) -> list[float] | None:
+    """The decision offsets a weights file's output bias holds (its metadata), or None."""
+    with safe_open(str(path), framework="pt") as weights:
+        text = (weights.metadata() or {}).get("decision_offsets")
+    return None if text is None else [float(v) for v in json.loads(text)]
 
 
 @dataclass(frozen=True)
@@ -85,6 +97,8 @@ class BundleMeta:
     epoch: int | None = None
     metrics: dict | None = None
     scratchsat_version: str | None = None
+    # per class, in class order: already added to the output layer's bias (training/offsets.py)
+    decision_offsets: tuple[float, ...] | None = None
 
     @property
     def band_list(self) -> list[str]:
@@ -99,6 +113,8 @@ class BundleMeta:
         values = {k: v for k, v in data.items() if k in known}
         values["bands"] = tuple(values.get("bands", ()))
         values["classes"] = tuple(values.get("classes", ()))
+        if values.get("decision_offsets") is not None:
+            values["decision_offsets"] = tuple(values["decision_offsets"])
         return cls(**values)
 
     def to_dict(self) -> dict:

@@ -596,6 +596,14 @@ def train(
             "training steps).",
         ),
     ] = True,
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            "--calibrate/--no-calibrate",
+            help="After training, fit one logit offset per class on the validation split (to "
+            "its mean IoU; macro F1 for classification) and add them to the model's output bias.",
+        ),
+    ] = True,
     patience: Annotated[
         int | None,
         typer.Option(help="Stop after this many epochs without a better validation score."),
@@ -654,6 +662,7 @@ def train(
         batch_augment=batch_augment,
         patience=patience,
         ema=ema,
+        calibrate=calibrate,
         time_budget=parse_duration(time_budget) if time_budget else None,
         init_from=str(Path(init_from).resolve()) if init_from else None,
         **model_settings,

@@ -146,6 +146,7 @@ def show_model(info: dict, console: Console) -> None:
             ),
             ("patches", f"{info['patch_size']} px"),
             ("epoch", info["epoch"]),
+            ("decision offsets", offsets_line(info.get("decision_offsets"))),
             ("scores", scores),
         ],
     )
@@ -156,6 +157,14 @@ def show_model(info: dict, console: Console) -> None:
             [(str(c["code"]), c["name"], c["colour"]) for c in info["classes"]],
         )
     )
+
+
+def offsets_line(offsets: dict | None) -> str:
+    """A bundle's decision offsets, those not 0, for ``info``."""
+    if offsets is None:
+        return "none"
+    moved = ", ".join(f"{name} {v:+.1f}" for name, v in offsets.items() if v)
+    return f"{moved or 'all 0'} (in the output bias, fitted on validation)"
 
 
 def show_scores(result: dict, console: Console) -> None:
@@ -235,6 +244,10 @@ def show_train_dry_run(report: dict, console: Console) -> None:
     weighted = ", ".join(f"{name} {w:.2f}" for name, w in weights.items() if w != 1)
     if weights:
         console.print(f"  class weights: {weighted or 'all 1'}", highlight=False)
+    if report.get("calibrate"):
+        console.print(
+            "  decision offsets: fitted on the validation split after training", highlight=False
+        )
 
 
 def show_predict_dry_run(report: dict, console: Console) -> None:

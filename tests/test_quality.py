@@ -142,6 +142,8 @@ def test_epochs_follow_from_measured_costs():
     assert costs.epoch_s == pytest.approx(5.6) and costs.report_s == pytest.approx(4.0)
     assert epochs_for(60, 10, costs) == 8  # (60 - 10 - 4) / 5.6 = 8.2
     assert epochs_for(12, 10, costs) == 1  # never fewer than one
+    fitted = Costs(0.5, 0.2, 10, val_batches=3, test_batches=2, calibrate=True)
+    assert fitted.report_s == pytest.approx(4.6)  # validation once more, for the offsets
 
 
 def test_the_replan_keeps_a_margin_for_slower_epochs():
@@ -166,12 +168,13 @@ class Clock:
 
 def budget_costs(tiles: Path, batch: int) -> tuple[float, float]:
     """One epoch and the final report as measured by ``Clock()``: reads at 0 (start), 1 and 2
-    (3 steps timed), 3 and 4 (2 validation batches), 5 (time spent so far)."""
+    (3 steps timed), 3 and 4 (2 validation batches), 5 (time spent so far). The report scores
+    validation twice (the decision offsets, then the scores) and test once."""
     info = json.loads((tiles / "dataset.json").read_text())
     steps = info["splits"]["train"] // batch  # full batches only (drop_last)
     val = -(-info["splits"]["val"] // batch)
     test = -(-info["splits"]["test"] // batch)
-    return steps * (1 / 3) + val * (1 / 2), (val + test) * (1 / 2) + 3.0
+    return steps * (1 / 3) + val * (1 / 2), (2 * val + test) * (1 / 2) + 3.0
 
 
 def test_a_time_budget_picks_the_epochs_its_measurements_allow(seg_tiles, tmp_path):

@@ -164,6 +164,11 @@ def describe_bundle(path: Path) -> dict:
         "classes": list(meta.classes),
         "epoch": meta.epoch,
         "validation": meta.metrics,
+        "decision_offsets": (
+            None
+            if meta.decision_offsets is None
+            else dict(zip((c["name"] for c in meta.classes), meta.decision_offsets, strict=True))
+        ),
         "scores": scores,
         "training": meta.training,
         "scratchsat_version": meta.scratchsat_version,

@@ -47,6 +47,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many epochs without a better val score
     time_budget: float | None = None  # seconds: choose epochs to end within it (budget.py)
     ema: bool = True  # validate and save an exponential moving average of the weights
+    calibrate: bool = True  # fit one logit offset per class on val after training (offsets.py)
     init_from: str | None = None  # a run whose weights to start from (init.py); None: random
     model_settings: ModelSettings = ModelSettings()  # width, depth, activation, norm, init
 

@@ -25,7 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from ..bundle import save_bundle, save_checkpoint, save_weights
+from ..bundle import save_bundle, save_checkpoint, save_weights, weights_offsets
 from ..device import autocast, autocast_dtype, synchronize
 from ..errors import DivergedError, TrainingInterrupted
 from ..geo.labels import IGNORE_INDEX
@@ -35,6 +35,7 @@ from ..models.inputs import unwrap
 from . import distributed
 from .batch import d4_batch, host_batch, normalise_batch
 from .budget import RECENT, Costs, Plan, describe, epochs_after, epochs_for
+from .offsets import MAX_PIXELS, fit_offsets, output_bias
 from .optim import build_optimizer, build_schedule, resize_schedule
 from .page import write_report_html
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
@@ -188,6 +189,72 @@ def evaluate(run: Run, split: str, final: bool = False) -> dict:
     return {"loss": float(loss_sum) / max(int(count), 1), **result}
 
 
+def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
+    """With ``calibrate``: fit decision offsets (:mod:`.offsets`) on the validation split to
+    the best weights, add them to the output layer's bias and save the bundle again, the
+    offsets recorded in its weights and model.json. ``fitted``: offsets the saved weights
+    already hold (a report written again on resume), taken out first so they are fitted once.
+    None where nothing is fitted (no validation split, one class, no output bias)."""
+    if not will_calibrate(run):
+        return None
+    bias = output_bias(run.scored, run.tiles.num_classes)
+    assert bias is not None
+    with torch.no_grad():
+        if fitted is not None:
+            bias -= torch.tensor(fitted, dtype=bias.dtype, device=bias.device)
+        scores, target = split_scores(run, "val")
+
+        def reduce(confusion: torch.Tensor) -> torch.Tensor:
+            distributed.all_sum(confusion)  # each process holds a shard of the pixels
+            return confusion
+
+        metric = metric_name(run.tiles.task)
+        offsets, before, after = fit_offsets(scores, target, metric, reduce)
+        values = [round(float(v), 2) for v in offsets]  # on the grid: as recorded, as added
+        bias += torch.tensor(values, dtype=bias.dtype, device=bias.device)
+    if run.ranks.main:
+        meta = {**bundle_meta(run).to_dict(), "decision_offsets": values}
+        save_bundle(run.folder, run.scored, meta)
+    return {
+        "offsets": dict(zip(run.class_names, values, strict=True)),
+        "metric": metric,
+        "val_before": before,
+        "val_after": after,
+    }
+
+
+def will_calibrate(run: Run) -> bool:
+    """Decision offsets are fitted: ``calibrate`` on, a validation split, two classes or more
+    and an output bias to hold them."""
+    k = run.tiles.num_classes
+    usable = "val" in run.loaders and k >= 2 and output_bias(run.scored, k) is not None
+    return run.config.calibrate and usable
+
+
+@torch.no_grad()
+def split_scores(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) float32 log-probabilities of a split's labelled pixels (every n-th, where there
+    are more than ``offsets.MAX_PIXELS``) in the precision ``predict`` uses, and their (N,)
+    labels."""
+    dtype, model = scoring_dtype(run), run.scored.eval()
+    loader = run.loaders[split]
+    patch = run.tiles.patch_size**2 if run.tiles.task == "segmentation" else 1
+    every = max(1, -(-len(loader.dataset) * patch // MAX_PIXELS))
+    scores, targets = [], []
+    for batch in loader:
+        run.stop.check()
+        x, y = to_device(run, batch, augment=False)
+        with autocast(run.device, dtype):
+            logits = model(x)
+        k = logits.shape[1]
+        if logits.dim() == 4:  # segmentation: pixels as rows
+            logits, y = logits.permute(0, 2, 3, 1).reshape(-1, k), y.reshape(-1)
+        keep = (y != IGNORE_INDEX).nonzero().squeeze(1)[::every]
+        scores.append(torch.log_softmax(logits[keep].float(), dim=1))
+        targets.append(y[keep])
+    return torch.cat(scores), torch.cat(targets)
+
+
 def scoring_dtype(run: Run) -> torch.dtype | None:
     """The autocast dtype ``predict`` uses by default on the run's device."""
     return autocast_dtype(run.device, None)
@@ -216,8 +283,9 @@ def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
 def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
     """Reload the best weights; score validation and test; write report.json and the plots."""
     distributed.barrier()  # rank 0 has written the best weights
-    weights = load_file(str(run.folder / "model.safetensors"), device=str(run.device))
-    run.scored.load_state_dict(weights)
+    path = run.folder / "model.safetensors"
+    run.scored.load_state_dict(load_file(str(path), device=str(run.device)))
+    offsets = calibrate(run, weights_offsets(path))
     report: dict = {
         "task": run.tiles.task,
         "metric": metric_name(run.tiles.task),
@@ -228,6 +296,7 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
         "precision": precision(run),
         "scored_in": precision(scoring_dtype(run)),
         "class_weights": loss_weights(run),
+        "decision_offsets": offsets,
         "val": evaluate(run, "val", final=True),
         "test": evaluate(run, "test", final=True) if "test" in run.loaders else None,
     }
@@ -320,6 +389,7 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
         "device": str(run.device),
         "precision": precision(run),
         "class_weights": loss_weights(run),
+        "calibrate": will_calibrate(run),
         "patches": dict(run.tiles.splits),
         "batch_size": run.config.batch_size,
         "steps_per_epoch": costs.steps,
@@ -441,7 +511,8 @@ def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs
     val_batch_s = (clock() - begin) / max(done, 1)
     torch.set_rng_state(rng)
     test = len(run.loaders["test"]) if "test" in run.loaders else 0
-    return Costs(step_s, val_batch_s, len(run.loaders["train"]), len(run.loaders["val"]), test)
+    val = len(run.loaders["val"])
+    return Costs(step_s, val_batch_s, len(run.loaders["train"]), val, test, run.config.calibrate)
 
 
 def train_run(

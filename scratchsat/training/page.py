@@ -152,6 +152,7 @@ def write_report_html(run: Run, report: dict) -> None:
             ),
             ("best epoch", f"{report['best_epoch']} of {report['epochs_run']}"),
             ("device", report["device"]),
+            ("decision offsets", offsets_text(report.get("decision_offsets"))),
             (f"{split} overall accuracy", final["overall_accuracy"]),
             (f"{split} {LABELS[metric_of(task)]}", final[metric_of(task)]),
             ("scratchsat", __version__),
@@ -198,3 +199,15 @@ def write_report_html(run: Run, report: dict) -> None:
     ]
     text = h.page(f"scratchsat run: {folder.resolve().name}", sections)
     write_atomically(folder / "report.html", lambda tmp: tmp.write_text(text))
+
+
+def offsets_text(fitted: dict | None) -> str:
+    """The decision offsets in words: those not 0, and what they gained on validation."""
+    if not fitted:
+        return "none (--no-calibrate, or no validation split or output bias)"
+    moved = ", ".join(f"{name} {v:+.1f}" for name, v in fitted["offsets"].items() if v)
+    metric = LABELS[fitted["metric"]]
+    return (
+        f"{moved or 'all 0'} (validation {metric} {fitted['val_before']:.3f} → "
+        f"{fitted['val_after']:.3f}; in the output bias)"
+    )
