@@ -35,7 +35,7 @@ from ..models.inputs import unwrap
 from . import distributed
 from .batch import d4_batch, host_batch, normalise_batch
 from .budget import RECENT, Costs, Plan, describe, epochs_after, epochs_for
-from .offsets import MAX_PIXELS, fit_offsets, output_bias
+from .offsets import MAX_SCORES, fit_offsets, output_bias
 from .optim import build_optimizer, build_schedule, resize_schedule
 from .page import write_report_html
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
@@ -201,7 +201,7 @@ def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
     assert bias is not None
     with torch.no_grad():
         if fitted is not None:
-            bias -= torch.tensor(fitted, dtype=bias.dtype, device=bias.device)
+            bias.sub_(torch.tensor(fitted, dtype=bias.dtype, device=bias.device))
         scores, target = split_scores(run, "val")
 
         def reduce(confusion: torch.Tensor) -> torch.Tensor:
@@ -211,7 +211,7 @@ def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
         metric = metric_name(run.tiles.task)
         offsets, before, after = fit_offsets(scores, target, metric, reduce)
         values = [round(float(v), 2) for v in offsets]  # on the grid: as recorded, as added
-        bias += torch.tensor(values, dtype=bias.dtype, device=bias.device)
+        bias.add_(torch.tensor(values, dtype=bias.dtype, device=bias.device))
     if run.ranks.main:
         meta = {**bundle_meta(run).to_dict(), "decision_offsets": values}
         save_bundle(run.folder, run.scored, meta)
@@ -233,15 +233,15 @@ def will_calibrate(run: Run) -> bool:
 
 @torch.no_grad()
 def split_scores(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K) float32 log-probabilities of a split's labelled pixels (every n-th, where there
-    are more than ``offsets.MAX_PIXELS``) in the precision ``predict`` uses, and their (N,)
+    """(N, K) float32 log-probabilities of a split's labelled pixels (every n-th, where N × K
+    would pass ``offsets.MAX_SCORES``) in the precision ``predict`` uses, and their (N,)
     labels."""
     dtype, model = scoring_dtype(run), run.scored.eval()
-    loader = run.loaders[split]
     patch = run.tiles.patch_size**2 if run.tiles.task == "segmentation" else 1
-    every = max(1, -(-len(loader.dataset) * patch // MAX_PIXELS))
+    scores_n = run.tiles.splits.get(split, 0) * patch * run.tiles.num_classes
+    every = max(1, -(-scores_n // MAX_SCORES))
     scores, targets = [], []
-    for batch in loader:
+    for batch in run.loaders[split]:
         run.stop.check()
         x, y = to_device(run, batch, augment=False)
         with autocast(run.device, dtype):

@@ -34,7 +34,7 @@ GRID = torch.arange(-30, 31, dtype=torch.float32) / 10  # offsets −3 … 3 in 
 PASSES = 3  # coordinate-ascent sweeps over the classes (it settles in one or two)
 MIN_GAIN = 1e-4  # a change is kept only where the metric gains more than this
 SHRINK = 0.5  # the offsets kept: this share of the validation optimum
-MAX_PIXELS = 2_000_000  # labelled validation pixels kept for fitting (every n-th beyond it)
+MAX_SCORES = 20_000_000  # pixels × classes kept for fitting (80 MB; every n-th pixel beyond)
 
 
 def metric_of(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
