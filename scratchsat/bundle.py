@@ -113,8 +113,14 @@ class BundleMeta:
         values = {k: v for k, v in data.items() if k in known}
         values["bands"] = tuple(values.get("bands", ()))
         values["classes"] = tuple(values.get("classes", ()))
-        if values.get("decision_offsets") is not None:
-            values["decision_offsets"] = tuple(values["decision_offsets"])
+        offsets = values.get("decision_offsets")
+        if offsets is not None:
+            if len(offsets) != len(values["classes"]):
+                raise TypeError(
+                    f"decision_offsets holds {len(offsets)} values for "
+                    f"{len(values['classes'])} classes"
+                )
+            values["decision_offsets"] = tuple(offsets)
         return cls(**values)
 
     def to_dict(self) -> dict:

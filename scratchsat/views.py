@@ -163,7 +163,7 @@ def offsets_line(offsets: dict | None) -> str:
     """A bundle's decision offsets, those not 0, for ``info``."""
     if offsets is None:
         return "none"
-    moved = ", ".join(f"{name} {v:+.1f}" for name, v in offsets.items() if v)
+    moved = ", ".join(f"{name} {v:+.2f}" for name, v in offsets.items() if v)
     return f"{moved or 'all 0'} (in the output bias, fitted on validation)"
 
 

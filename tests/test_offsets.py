@@ -129,6 +129,23 @@ def test_the_bundle_holds_the_offsets_in_its_output_bias(pair):
     assert report["val"]["mean_iou"] == pytest.approx(fitted["val_after"], abs=1e-9)
     assert plain["val"]["mean_iou"] == pytest.approx(fitted["val_before"], abs=1e-9)
     assert load_bundle(folder / "with").meta.decision_offsets == tuple(offsets)
+    page = (folder / "with" / "report.html").read_text()
+    moved = [f"{name} {v:+.2f}" for name, v in fitted["offsets"].items() if v]
+    assert all(text in page for text in moved) and "decision offsets" in page
+
+
+def test_a_bundle_whose_offsets_do_not_fit_its_classes_is_refused(pair, tmp_path):
+    import shutil
+
+    from scratchsat.errors import BundleError
+
+    folder, _, _ = pair
+    copy = shutil.copytree(folder / "with", tmp_path / "edited")
+    meta = json.loads((copy / "model.json").read_text())
+    meta["decision_offsets"] = meta["decision_offsets"][:-1]
+    (copy / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="decision_offsets holds 3 values for 4 classes"):
+        load_bundle(copy)
 
 
 def test_a_report_written_again_on_resume_fits_the_offsets_once(

@@ -205,7 +205,7 @@ def offsets_text(fitted: dict | None) -> str:
     """The decision offsets in words: those not 0, and what they gained on validation."""
     if not fitted:
         return "none (--no-calibrate, or no validation split or output bias)"
-    moved = ", ".join(f"{name} {v:+.1f}" for name, v in fitted["offsets"].items() if v)
+    moved = ", ".join(f"{name} {v:+.2f}" for name, v in fitted["offsets"].items() if v)
     metric = LABELS[fitted["metric"]]
     return (
         f"{moved or 'all 0'} (validation {metric} {fitted['val_before']:.3f} → "
