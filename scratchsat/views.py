@@ -161,10 +161,11 @@ def show_model(info: dict, console: Console) -> None:
 
 def offsets_line(offsets: dict | None) -> str:
     """A bundle's decision offsets, those not 0, for ``info``."""
+    from .training.offsets import moved_offsets  # torch: only where a bundle was loaded
+
     if offsets is None:
         return "none"
-    moved = ", ".join(f"{name} {v:+.2f}" for name, v in offsets.items() if v)
-    return f"{moved or 'all 0'} (in the output bias, fitted on validation)"
+    return f"{moved_offsets(offsets)} (in the output bias, fitted on validation)"
 
 
 def show_scores(result: dict, console: Console) -> None:

@@ -195,10 +195,9 @@ def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
     offsets recorded in its weights and model.json. ``fitted``: offsets the saved weights
     already hold (a report written again on resume), taken out first so they are fitted once.
     None where nothing is fitted (no validation split, one class, no output bias)."""
-    if not will_calibrate(run):
+    bias = calibration_bias(run)
+    if bias is None:
         return None
-    bias = output_bias(run.scored, run.tiles.num_classes)
-    assert bias is not None
     with torch.no_grad():
         if fitted is not None:
             bias.sub_(torch.tensor(fitted, dtype=bias.dtype, device=bias.device))
@@ -223,12 +222,13 @@ def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
     }
 
 
-def will_calibrate(run: Run) -> bool:
-    """Decision offsets are fitted: ``calibrate`` on, a validation split, two classes or more
-    and an output bias to hold them."""
+def calibration_bias(run: Run) -> torch.nn.Parameter | None:
+    """The output bias that will hold the decision offsets, or None where none are fitted:
+    ``calibrate`` off, no validation split, one class, or no output bias."""
     k = run.tiles.num_classes
-    usable = "val" in run.loaders and k >= 2 and output_bias(run.scored, k) is not None
-    return run.config.calibrate and usable
+    if not run.config.calibrate or "val" not in run.loaders or k < 2:
+        return None
+    return output_bias(run.scored, k)
 
 
 @torch.no_grad()
@@ -389,7 +389,7 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
         "device": str(run.device),
         "precision": precision(run),
         "class_weights": loss_weights(run),
-        "calibrate": will_calibrate(run),
+        "calibrate": calibration_bias(run) is not None,
         "patches": dict(run.tiles.splits),
         "batch_size": run.config.batch_size,
         "steps_per_epoch": costs.steps,

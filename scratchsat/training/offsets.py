@@ -28,6 +28,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..geo.labels import IGNORE_INDEX
+from ..metrics import update_confusion
 from ..models.inputs import unwrap
 
 GRID = torch.arange(-30, 31, dtype=torch.float32) / 10  # offsets −3 … 3 in steps of 0.1
@@ -60,8 +62,9 @@ def metric_of(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 def confusion_of(scores: torch.Tensor, target: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """(K, K) confusion of ``argmax(scores + offsets)`` against ``target`` (rows = truth)."""
     k = scores.shape[1]
-    pred = (scores + offsets).argmax(1)
-    return torch.bincount(target * k + pred, minlength=k * k).reshape(k, k)
+    confusion = torch.zeros(k, k, dtype=torch.int64, device=scores.device)
+    update_confusion(confusion, (scores + offsets).argmax(1), target, IGNORE_INDEX)
+    return confusion
 
 
 def candidate_confusions(
@@ -117,6 +120,11 @@ def fit_offsets(
     offsets = torch.round(offsets * SHRINK * 100) / 100  # to 0.01, as recorded
     kept = float(score(reduce(confusion_of(scores, target, offsets))))
     return offsets.cpu(), start, kept
+
+
+def moved_offsets(offsets: dict[str, float]) -> str:
+    """Decision offsets by class name, those not 0 (``farm +0.50, grass -1.30``), or all 0."""
+    return ", ".join(f"{name} {v:+.2f}" for name, v in offsets.items() if v) or "all 0"
 
 
 def output_bias(model: nn.Module, classes: int) -> nn.Parameter | None:

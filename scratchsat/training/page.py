@@ -18,6 +18,7 @@ from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import write_atomically
 from ..geo.windows import SPLITS
 from .data import PatchDataset
+from .offsets import moved_offsets
 from .report import LABELS, _figure
 from .setup import Run
 
@@ -205,9 +206,8 @@ def offsets_text(fitted: dict | None) -> str:
     """The decision offsets in words: those not 0, and what they gained on validation."""
     if not fitted:
         return "none (--no-calibrate, or no validation split or output bias)"
-    moved = ", ".join(f"{name} {v:+.2f}" for name, v in fitted["offsets"].items() if v)
     metric = LABELS[fitted["metric"]]
     return (
-        f"{moved or 'all 0'} (validation {metric} {fitted['val_before']:.3f} → "
+        f"{moved_offsets(fitted['offsets'])} (validation {metric} {fitted['val_before']:.3f} → "
         f"{fitted['val_after']:.3f}; in the output bias)"
     )
