@@ -500,6 +500,13 @@ def train(
         ),
     ] = "auto",
     epochs: Annotated[int, typer.Option(help="Passes over the training split.")] = 30,
+    epoch_steps: Annotated[
+        int,
+        typer.Option(
+            help="An epoch is at least this many optimizer steps: a training split of fewer "
+            "batches is drawn more than once an epoch, each time in a new order."
+        ),
+    ] = 16,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -643,6 +650,7 @@ def train(
     config = TrainConfig.of(
         model=model,
         epochs=epochs,
+        epoch_steps=epoch_steps,
         batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,

@@ -10,10 +10,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from scratchsat.bundle import load_checkpoint
 from scratchsat.errors import DatasetError, InputError
 from scratchsat.geo.windows import SPLITS
 from scratchsat.tiles.format import read_tiles
-from scratchsat.training.data import EpochSampler, PatchDataset, normalise
+from scratchsat.training.data import (
+    EpochSampler,
+    PatchDataset,
+    epoch_length,
+    normalise,
+)
 
 
 def test_items_are_normalised_with_the_folder_statistics(seg_tiles):
@@ -102,6 +108,66 @@ def test_epoch_sampler_orders_resumes_and_shards():
     items = [list(s) for s in shards]
     assert all(len(i) == 4 for i in items)  # 10 padded to 12
     assert {i for shard in items for i, _ in shard} == set(range(10))
+
+
+def test_a_small_training_split_is_drawn_again_within_an_epoch():
+    sampler = EpochSampler(10, seed=1, length=25)
+    sampler.set_epoch(3)
+    items = list(sampler)
+    order = [i for i, _ in items]
+    assert len(items) == len(sampler) == 25
+    # Each pass over the split is a whole permutation in its own order; the last is cut short.
+    assert sorted(order[:10]) == sorted(order[10:20]) == list(range(10))
+    assert order[:10] != order[10:20] and len(set(order[20:])) == 5
+    assert len({seed for _, seed in items}) == 25  # every draw its own augmentation
+    sampler.set_epoch(3, start=17)
+    assert list(sampler) == items[17:] and len(sampler) == 8
+    shards = [EpochSampler(10, seed=1, rank=r, world_size=3, length=25) for r in range(3)]
+    for s in shards:
+        s.set_epoch(3)
+    assert [len(list(s)) for s in shards] == [9, 9, 9]  # 25 padded to 27
+    # A length at or below the split's size changes nothing: one pass, the same draw.
+    plain, same = EpochSampler(10, seed=1), EpochSampler(10, seed=1, length=4)
+    plain.set_epoch(3), same.set_epoch(3)
+    assert list(plain) == list(same) and [i for i, _ in plain] == order[:10]
+
+
+def test_an_epoch_is_at_least_a_number_of_optimizer_steps():
+    assert epoch_length(28, 32, 16) == 16 * 32  # 28 patches: an epoch of 16 batches
+    assert epoch_length(28, 32, 16, world_size=2) == 16 * 64  # 16 batches each
+    assert epoch_length(604, 32, 16) == 604  # 19 batches: once an epoch, as ever
+    assert epoch_length(28, 32, 1) == 28  # --epoch-steps 1: one pass, whatever its size
+    assert epoch_length(66, 8, 9) == 72  # 8 full batches (the last 2 patches are dropped)
+    assert epoch_length(66, 8, 8) == 66
+
+
+def test_training_on_a_few_patches_takes_the_minimum_steps(seg_tiles, tmp_path):
+    from scratchsat.training.loop import TrainConfig, train
+
+    train_patches = json.loads((seg_tiles / "dataset.json").read_text())["splits"]["train"]
+    batch = 64
+    default = TrainConfig().epoch_steps
+    assert default == 16 and train_patches // batch < default  # a split of a few batches
+    config = TrainConfig(epochs=2, batch_size=batch, width=8, calibrate=False)
+    assert train(seg_tiles, tmp_path / "plan", config, dry_run=True)["steps_per_epoch"] == 16
+    train(seg_tiles, tmp_path / "run", config)
+    schedule = load_checkpoint(tmp_path / "run" / "checkpoint.pt")["schedule"]
+    assert schedule["last_epoch"] == 2 * 16  # the optimizer steps taken
+    one_pass = TrainConfig(epochs=2, batch_size=batch, width=8, epoch_steps=1)
+    assert train(seg_tiles, tmp_path / "p1", one_pass, dry_run=True)["steps_per_epoch"] == 1
+
+
+def test_a_run_saved_before_epoch_steps_resumes_with_one_pass_an_epoch(tmp_path):
+    from dataclasses import asdict
+
+    from scratchsat.training.config import TrainConfig, resumed_config
+
+    older = asdict(TrainConfig(epochs=3))
+    del older["epoch_steps"]  # as checkpoints written before the setting hold their config
+    path = tmp_path / "checkpoint.pt"
+    assert resumed_config({"config": older}, None, None, path).epoch_steps == 1
+    newer = asdict(TrainConfig(epochs=3))
+    assert resumed_config({"config": newer}, None, None, path).epoch_steps == 16
 
 
 def test_missing_and_incomplete_tiles_folders(tmp_path, seg_tiles):

@@ -14,6 +14,7 @@ from scratchsat import TileOptions, tile
 from scratchsat.bundle import load_bundle
 from scratchsat.cli import app
 from scratchsat.prediction import PredictOptions, predict
+from scratchsat.training.data import epoch_length
 from scratchsat.training.loop import TrainConfig, train
 from scratchsat.training.optim import class_weights
 
@@ -63,7 +64,7 @@ def test_train_dry_run_measures_and_writes_nothing(seg_tiles, tmp_path):
     assert list(tmp_path.iterdir()) == []  # no run folder, no lock
     info = json.loads((seg_tiles / "dataset.json").read_text())
     assert report["patches"] == info["splits"] and report["epochs"] == 4
-    assert report["steps_per_epoch"] == info["splits"]["train"] // 8
+    assert report["steps_per_epoch"] == epoch_length(info["splits"]["train"], 8, 16) // 8 == 16
     real = train(seg_tiles, tmp_path / "real", TrainConfig.of(epochs=1, batch_size=8, width=8))
     model = load_bundle(tmp_path / "real").model
     assert report["parameters"] == sum(p.numel() for p in model.parameters())
@@ -87,6 +88,11 @@ def test_train_dry_run_measures_and_writes_nothing(seg_tiles, tmp_path):
     line = next(x for x in result.output.splitlines() if "class weights:" in x)
     assert f"{rare} {report['class_weights'][rare]:.2f}" in line
     assert not (tmp_path / "cli").exists()
+    # 66 training patches in batches of 32: 2 batches a pass; --epoch-steps sets the floor.
+    for steps, expected in (("1", "2 steps an epoch"), ("5", "5 steps an epoch")):
+        args = ["--dry-run", "--width", "8", "--epoch-steps", steps]
+        result = runner.invoke(app, ["train", str(seg_tiles), "--out", str(tmp_path / "c"), *args])
+        assert result.exit_code == 0 and expected in result.output, result.output
 
 
 def test_predict_dry_run_shows_band_matching_windows_and_sizes(small_run, seg_tiles, tmp_path):

@@ -185,12 +185,13 @@ def test_train_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(
     seg_tiles, straight, tmp_path
 ):
     stopped = tmp_path / "stopped"
-    # to_device's 14th call: batch 3 of epoch 2 (an epoch: 8 steps, then 3 validation batches);
-    # the signal comes before that step, which still finishes: the stop is at a step boundary
+    # to_device's 22nd call: batch 3 of epoch 2 (an epoch: 16 steps — 66 patches are 8 batches
+    # of 8, drawn twice — then 3 validation batches); the signal comes before that step, which
+    # still finishes: the stop is at a step boundary
     paused = Paused(
         tmp_path,
         "scratchsat.training.loop:to_device",
-        14,
+        22,
         "train",
         str(seg_tiles),
         "--out",

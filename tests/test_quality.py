@@ -19,6 +19,7 @@ from scratchsat.cli import app
 from scratchsat.errors import BandError
 from scratchsat.prediction import PredictOptions, Predictor, predict, predict_scene
 from scratchsat.prediction.writers import Outputs
+from scratchsat.training.data import epoch_length
 
 runner = CliRunner()
 
@@ -171,7 +172,7 @@ def budget_costs(tiles: Path, batch: int) -> tuple[float, float]:
     (3 steps timed), 3 and 4 (2 validation batches), 5 (time spent so far). The report scores
     validation twice (the decision offsets, then the scores) and test once."""
     info = json.loads((tiles / "dataset.json").read_text())
-    steps = info["splits"]["train"] // batch  # full batches only (drop_last)
+    steps = epoch_length(info["splits"]["train"], batch, 16) // batch  # full batches (drop_last)
     val = -(-info["splits"]["val"] // batch)
     test = -(-info["splits"]["test"] // batch)
     return steps * (1 / 3) + val * (1 / 2), (2 * val + test) * (1 / 2) + 3.0

@@ -193,9 +193,18 @@ def test_class_weighting_and_label_smoothing_train(seg_tiles, tmp_path, weightin
 
 def test_early_stopping(seg_tiles, tmp_path):
     """With a learning rate of ~0 nothing improves after epoch 1, so patience 1 stops at 2
-    (without weight averaging, whose BatchNorm statistics would still move)."""
+    (without weight averaging, whose BatchNorm statistics would still move; and with one pass
+    an epoch: BatchNorm's running statistics move whatever the learning rate, and with the
+    default 16 steps an epoch they lifted the score for two more epochs)."""
     config = TrainConfig.of(
-        epochs=6, batch_size=8, width=8, lr=1e-12, schedule="none", patience=1, ema=False
+        epochs=6,
+        batch_size=8,
+        width=8,
+        lr=1e-12,
+        schedule="none",
+        patience=1,
+        ema=False,
+        epoch_steps=1,
     )
     report = train(seg_tiles, tmp_path / "run", config)
     assert report["stopped_early"] and report["epochs_run"] == 2 and report["best_epoch"] == 1
@@ -219,8 +228,10 @@ def test_errors_name_the_problem_and_write_nothing(seg_tiles, tmp_path):
         train(seg_tiles, out, TrainConfig.of(schedule="step"))
     with pytest.raises(InputError, match="unknown augmentation 'rgb'"):
         train(seg_tiles, out, TrainConfig.of(aug="rgb"))
-    with pytest.raises(InputError, match="--epochs and --batch-size must be at least 1"):
+    with pytest.raises(InputError, match="--epochs, --epoch-steps and --batch-size must be at "):
         train(seg_tiles, out, TrainConfig.of(epochs=0))
+    with pytest.raises(InputError, match="at least 1, not 30, 0 and 32"):
+        train(seg_tiles, out, TrainConfig.of(epoch_steps=0))
     with pytest.raises(InputError, match="unknown device 'tpu'"):
         train(seg_tiles, out, TrainConfig.of(device="tpu"))
     if not torch.cuda.is_available():

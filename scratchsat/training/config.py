@@ -27,6 +27,7 @@ class TrainConfig:
 
     model: str = "auto"  # auto: unet for segmentation, resnet18 for classification
     epochs: int = 30
+    epoch_steps: int = 16  # an epoch is at least this many optimizer steps (data.epoch_length)
     batch_size: int = 32
     lr: float = 2e-3  # peak learning rate
     weight_decay: float = 1e-2
@@ -96,10 +97,10 @@ def check_settings(config: TrainConfig) -> None:
     check_device_name(config.device)
     if config.time_budget is not None and not config.time_budget > 0:
         raise InputError(f"--time-budget must be more than 0 s, not {config.time_budget:g}")
-    if config.epochs < 1 or config.batch_size < 1:
+    if config.epochs < 1 or config.batch_size < 1 or config.epoch_steps < 1:
         raise InputError(
-            f"--epochs and --batch-size must be at least 1, not {config.epochs} "
-            f"and {config.batch_size}"
+            f"--epochs, --epoch-steps and --batch-size must be at least 1, not "
+            f"{config.epochs}, {config.epoch_steps} and {config.batch_size}"
         )
     if not config.lr > 0 or config.weight_decay < 0:
         raise InputError(
@@ -117,7 +118,8 @@ def resumed_config(
 ) -> TrainConfig:
     """The run's own settings; settings asked for now must agree with them, except those that
     only change speed (``RUNTIME_SETTINGS``), which are applied."""
-    saved = TrainConfig.from_dict(checkpoint["config"])
+    # A run saved before epoch_steps existed drew its training split once an epoch.
+    saved = TrainConfig.from_dict({"epoch_steps": 1, **checkpoint["config"]})
     if asked is None:
         return saved
     defaults = TrainConfig()

@@ -149,7 +149,15 @@ class PatchDataset(Dataset):
         return images, targets, ks
 
 
-__all__ = ["IGNORE_INDEX", "SAMPLINGS", "PatchDataset", "Tiles", "normalise", "read_tiles"]
+__all__ = [
+    "IGNORE_INDEX",
+    "SAMPLINGS",
+    "PatchDataset",
+    "Tiles",
+    "epoch_length",
+    "normalise",
+    "read_tiles",
+]
 
 
 SAMPLINGS = ("uniform", "balanced")
@@ -183,14 +191,27 @@ def patch_weights(dataset: PatchDataset) -> np.ndarray:
     return np.where(present, factor, 1.0).max(axis=1, initial=1.0)
 
 
+def epoch_length(size: int, batch_size: int, steps: int, world_size: int = 1) -> int:
+    """Items an epoch draws: every training patch once, and at least ``steps`` batches for
+    each process (``--epoch-steps``, 16 by default), so that a training split of a few
+    batches does not make the default 30 epochs a few dozen optimizer steps from random
+    weights (README, "A very small task"). A split of that many batches or more is drawn
+    once an epoch, as ever."""
+    per_step = batch_size * world_size
+    full = max(1, size // per_step)  # a pass's steps: full batches only, or one short one
+    return size if full >= steps else steps * per_step
+
+
 class EpochSampler(torch.utils.data.Sampler):
     """Shuffled ``(index, seed)`` pairs: the order and each item's augmentation seed are drawn
     here, once, from ``seed`` and the epoch, so an epoch replays exactly (on resume too).
 
-    With ``weights`` an epoch draws as many items, with replacement, in proportion to them
-    (``--sampling balanced``). ``start`` skips items already seen (resuming mid-epoch);
-    ``rank`` and ``world_size`` give each distributed process its own share, padded to equal
-    length.
+    An epoch is ``length`` items (at least ``size``): past ``size`` the items are drawn again,
+    each pass in its own order, so a small training split still makes an epoch of enough
+    optimizer steps (:func:`epoch_length`). With ``weights`` an epoch draws ``length`` items,
+    with replacement, in proportion to them (``--sampling balanced``). ``start`` skips items
+    already seen (resuming mid-epoch); ``rank`` and ``world_size`` give each distributed
+    process its own share, padded to equal length.
     """
 
     def __init__(
@@ -200,8 +221,10 @@ class EpochSampler(torch.utils.data.Sampler):
         rank: int = 0,
         world_size: int = 1,
         weights: np.ndarray | None = None,
+        length: int | None = None,
     ) -> None:
         self.size, self.seed, self.rank, self.world_size = size, seed, rank, world_size
+        self.length = size if length is None else max(size, length)
         self.epoch, self.start = 0, 0
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
 
@@ -211,17 +234,20 @@ class EpochSampler(torch.utils.data.Sampler):
     def items(self) -> list[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         if self.weights is None:
-            order = torch.randperm(self.size, generator=generator).tolist()
+            passes = [torch.randperm(self.size, generator=generator)]
+            while len(passes) * self.size < self.length:
+                passes.append(torch.randperm(self.size, generator=generator))
+            order = torch.cat(passes)[: self.length].tolist()
         else:
-            order = torch.multinomial(self.weights, self.size, True, generator=generator).tolist()
-        seeds = torch.randint(2**31 - 1, (self.size,), generator=generator).tolist()
+            order = torch.multinomial(self.weights, self.length, True, generator=generator).tolist()
+        seeds = torch.randint(2**31 - 1, (self.length,), generator=generator).tolist()
         pairs = list(zip(order, seeds, strict=True))
-        per_rank = -(-self.size // self.world_size)
-        pairs += pairs[: per_rank * self.world_size - self.size]  # pad so ranks stay in step
+        per_rank = -(-self.length // self.world_size)
+        pairs += pairs[: per_rank * self.world_size - self.length]  # pad so ranks stay in step
         return pairs[self.rank :: self.world_size]
 
     def __iter__(self):
         return iter(self.items()[self.start :])
 
     def __len__(self) -> int:
-        return max(0, -(-self.size // self.world_size) - self.start)
+        return max(0, -(-self.length // self.world_size) - self.start)

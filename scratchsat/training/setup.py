@@ -32,7 +32,7 @@ from ..tiles.format import Tiles, union_tiles
 from . import distributed
 from .budget import Plan
 from .config import TrainConfig, check_settings, resumed_config
-from .data import EpochSampler, PatchDataset, patch_weights
+from .data import EpochSampler, PatchDataset, epoch_length, patch_weights
 from .distributed import ShardSampler
 from .init import init_from
 from .losses import build_loss
@@ -224,7 +224,10 @@ def build_loaders(
     spec = None if raw else (augment if augment is not None else config.aug)
     train_set = PatchDataset(tiles, "train", spec, raw=raw)
     weights = patch_weights(train_set) if config.sampling == "balanced" else None
-    sampler = EpochSampler(len(train_set), config.seed, ranks.rank, ranks.world_size, weights)
+    length = epoch_length(len(train_set), config.batch_size, config.epoch_steps, ranks.world_size)
+    sampler = EpochSampler(
+        len(train_set), config.seed, ranks.rank, ranks.world_size, weights, length
+    )
     loaders = {
         "train": batch_loader(
             train_set, sampler, len(sampler) > config.batch_size, config.batch_size, common
