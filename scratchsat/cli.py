@@ -540,10 +540,11 @@ def train(
     aug: Annotated[
         str,
         typer.Option(
-            help="none; d4 (flips and 90° rotations, exact); geo (d4, small rotations, per-band "
-            "jitter and noise)."
+            help="none; d4 (flips and 90° rotations, exact); d4crop (d4, and half the time a "
+            "crop of 50-100% of the patch side mirrored back out; segmentation); geo (d4, small "
+            "rotations, per-band jitter and noise)."
         ),
-    ] = "d4",
+    ] = "d4crop",
     class_weights: Annotated[
         str,
         typer.Option(
@@ -592,7 +593,7 @@ def train(
         typer.Option(
             "--batch-augment/--no-batch-augment",
             help="Normalise and apply d4 per batch on the device, not per patch in workers "
-            "(default: on for GPUs; aug none or d4 only).",
+            "(default: on for GPUs; aug none, d4 or d4crop only).",
         ),
     ] = None,
     ema: Annotated[

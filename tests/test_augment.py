@@ -9,11 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scratchsat.errors import InputError
-from scratchsat.training.augment import BandJitter, BandNoise, build_augment
+from scratchsat.training.augment import BandJitter, BandNoise, build_augment, reflect_index
 
 BANDS = st.sampled_from([1, 3, 4, 6, 13])
 DTYPES = st.sampled_from([np.uint8, np.uint16, np.float32])
-PRESETS = st.sampled_from(["d4", "geo"])
+PRESETS = st.sampled_from(["d4", "d4crop", "geo"])
 
 
 def blocky_image(bands: int, dtype, seed: int, size: int = 24) -> np.ndarray:
@@ -85,6 +85,57 @@ def test_geo_rotates_sometimes_and_d4_never_interpolates():
     assert seen_new_values
 
 
+def test_reflect_index_is_symmetric_padding_of_the_crop():
+    values = np.arange(100, 132)
+    for start, side in [(0, 32), (5, 16), (16, 16), (3, 1), (10, 7)]:
+        for before in range(0, 33 - side):
+            want = np.pad(values[start : start + side], (before, 32 - side - before), "symmetric")
+            np.testing.assert_array_equal(values[reflect_index(32, start, side, before)], want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(bands=BANDS, dtype=DTYPES, seed=st.integers(0, 2**31 - 1))
+def test_d4crop_moves_pixels_with_their_labels_and_never_resamples(bands, dtype, seed):
+    image = blocky_image(bands, dtype, seed, size=32)
+    image[0] = np.arange(32 * 32).reshape(32, 32) % 200  # every pixel told apart by band 0
+    mask = (image[0] % 7).astype(np.uint8)  # a label that follows its pixel
+    mask[:3] = 255
+    out, out_mask = build_augment("d4crop")(image, mask, seed)
+    # Every output pixel (all bands, and its label) is one of the input's, unchanged.
+    pixels = {(*image[:, r, c].tolist(), int(mask[r, c])) for r in range(32) for c in range(32)}
+    assert all(
+        (*out[:, r, c].tolist(), int(out_mask[r, c])) in pixels
+        for r in range(32)
+        for c in range(32)
+    )
+
+
+def test_d4crop_crops_half_the_patches_and_fills_windows_from_inside_an_object():
+    """A patch three quarters lake: cropped views inside the lake show it edge to edge, the view a
+    prediction window has inside a lake larger than any patch."""
+    image = np.zeros((3, 32, 32), np.uint16)
+    image[:, :, :24] = 900  # the lake
+    image[1, 5, 28] = 7  # a marked land pixel, so a d4 view is told apart from a crop
+    mask = (image[0] == 900).astype(np.uint8)
+    aug, cropped, all_lake = build_augment("d4crop"), 0, 0
+    for seed in range(300):
+        out, out_mask = aug(image, mask, seed)
+        np.testing.assert_array_equal(out_mask, (out[0] == 900).astype(np.uint8))
+        cropped += not any(np.array_equal(out, v) for v in d4_variants(image))
+        all_lake += bool(out_mask.all())
+    assert 100 < cropped < 200  # half the time (p = 0.5), less the crops that change nothing
+    assert all_lake > 5
+
+
+def test_d4crop_leaves_classification_patches_whole():
+    image = blocky_image(4, np.uint16, 5, size=32)
+    image[0, 1, 2] = 1
+    aug = build_augment("d4crop")
+    for seed in range(40):
+        out, _ = aug(image, None, seed)
+        assert any(np.array_equal(out, v) for v in d4_variants(image))
+
+
 def test_ignore_pixels_stay_ignore_under_d4():
     image = blocky_image(4, np.uint16, 1)
     mask = threshold_mask(image)
@@ -129,7 +180,9 @@ def test_a_user_pipeline_is_accepted():
 
 def test_none_and_unknown_presets():
     assert build_augment("none") is None and build_augment(None) is None
-    with pytest.raises(InputError, match="unknown augmentation 'rgbjitter'; choose one of none"):
+    with pytest.raises(
+        InputError, match="unknown augmentation 'rgbjitter'; choose one of none, d4, d4crop, geo"
+    ):
         build_augment("rgbjitter")
     with pytest.raises(InputError, match="not int"):
         build_augment(3)

@@ -34,6 +34,30 @@ def test_raw_batches_normalise_like_single_patches(seg_tiles):
         PatchDataset(tiles, "train", "d4", raw=True)
 
 
+def test_raw_batches_get_d4crops_crop_as_they_are_read(seg_tiles, cls_tiles):
+    tiles = read_tiles(seg_tiles)
+    plain, cropping = (
+        PatchDataset(tiles, "train", raw=True),
+        PatchDataset(tiles, "train", raw=True, crop=True),
+    )
+    keys = [(i % len(plain), seed) for i, seed in enumerate(range(1000, 1040))]
+    (x, y, ks), (cx, cy, cks) = plain[keys], cropping[keys]
+    assert torch.equal(ks, cks)  # the d4 symmetries (made on the device) are the same draws
+    changed = 0
+    for image, mask, out, out_mask in zip(x, y, cx, cy, strict=True):
+        # every pixel (all bands) arrives with its own label, values unchanged
+        pairs = {(*image[:, r, c].tolist(), int(mask[r, c])) for r in range(32) for c in range(32)}
+        for r in range(32):
+            assert all((*out[:, r, c].tolist(), int(out_mask[r, c])) in pairs for c in range(32))
+        changed += not torch.equal(image, out)
+    assert 10 <= changed <= 30  # about half
+    unseeded = [0, 1, 2]  # validation, test and prediction reads: never cropped
+    assert torch.equal(cropping[unseeded][0], plain[unseeded][0])
+    assert not PatchDataset(cls_tiles, "train", raw=True, crop=True).crop  # labels per patch
+    with pytest.raises(InputError, match="crop=True is the raw path's d4crop"):
+        PatchDataset(tiles, "train", crop=True)
+
+
 def test_uint16_above_32767_survives_the_int16_trip():
     raw = torch.from_numpy(np.array([[[[0, 1, 40000, 65535]]]], np.uint16).view(np.int16))
     x = normalise_batch(raw, "uint16", torch.zeros(1), torch.ones(1), None)
@@ -98,6 +122,10 @@ def test_gpu_loaders_read_raw_batches_in_the_training_process(seg_tiles):
     assert train_loader.batch_size is None and isinstance(train_loader.sampler, BatchSampler)
     assert train_loader.sampler.batch_size == 8 and train_loader.pin_memory
     assert raw["val"].dataset.raw and raw["val"].num_workers == 0
+    assert not train_loader.dataset.crop
+    crop = build_loaders(TrainConfig.of(batch_size=8, aug="d4crop"), tiles, None, cuda)
+    assert crop["train"].dataset.raw and crop["train"].dataset.crop  # cropped as it is read
+    assert crop["val"].dataset.raw and not crop["val"].dataset.crop
     geo = build_loaders(TrainConfig.of(batch_size=8, aug="geo"), tiles, None, cuda)["train"]
     assert not geo.dataset.raw and geo.batch_size == 8
     assert geo.num_workers == min(8, os.cpu_count() or 1)  # interpolating: per patch in workers

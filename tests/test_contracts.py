@@ -395,7 +395,7 @@ def test_vector_labels_without_features_are_refused(tmp_path):
         ({"optimizer": "adam2"}, "unknown optimizer 'adam2'; choose one of adamw, sgd"),
         ({"schedule": "cos"}, "unknown schedule 'cos'; choose one of onecycle"),
         ({"class_weights": "inv"}, "unknown class weighting 'inv'; choose one of none"),
-        ({"aug": "flips"}, "unknown augmentation 'flips'; choose one of none, d4, geo"),
+        ({"aug": "flips"}, "unknown augmentation 'flips'; choose one of none, d4, d4crop, geo"),
         ({"model": "vit"}, "unknown model 'vit'; known models: simple"),
         ({"device": "gpu"}, "unknown device 'gpu'"),
         ({"activation": "tanh"}, "unknown activation 'tanh'"),

@@ -7,7 +7,9 @@ albumentations transforms that do, and so are never used).
 
 Presets:
 - ``none``: no augmentation;
-- ``d4`` (default): the 8 exact flips and 90° rotations, no resampling;
+- ``d4``: the 8 exact flips and 90° rotations, no resampling;
+- ``d4crop`` (default): ``d4``, then half the time a crop of 50–100 % of the patch side mirrored
+  back out to full size (:class:`CropReflect`; segmentation only), no resampling either;
 - ``geo``: ``d4`` plus a small rotation (linear for the image, nearest for the mask, reflected
   border), per-band gain/offset jitter and per-band noise, both scaled by each band's spread.
 """
@@ -28,6 +30,7 @@ import numpy as np  # noqa: E402
 from ..errors import InputError  # noqa: E402
 
 MASK_FILL = 255  # = IGNORE_INDEX: pixels a transform invents in the mask are ignored
+CROP_P, CROP_MIN = 0.5, 0.5  # d4crop: how often a patch is cropped, and the smallest crop side
 
 
 def cast_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -88,6 +91,63 @@ class BandNoise(A.ImageOnlyTransform):
         return ("std",)
 
 
+def reflect_index(size: int, start: int, side: int, before: int) -> np.ndarray:
+    """Where each of ``size`` output positions reads from: the span ``start … start + side - 1``
+    placed ``before`` positions in and mirrored beyond its ends, the edge pixel repeated (numpy's
+    ``symmetric`` padding). Pure indexing, so values are moved, never resampled."""
+    j = np.mod(np.arange(size) - before, 2 * side)
+    return start + np.where(j < side, j, 2 * side - 1 - j)
+
+
+def crop_reflect_maps(
+    rng: np.random.Generator, height: int, width: int, min_fraction: float = CROP_MIN
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column maps of one crop-and-reflect: a square of ``min_fraction``–1 of the
+    shorter side at a random place, put back at a random place and mirrored out to the full
+    size. ``array[..., rows[:, None], cols[None, :]]`` applies it to (…, H, W)."""
+    short = min(height, width)
+    side = int(rng.integers(max(1, round(short * min_fraction)), short + 1))
+    top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    down, right = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+    return reflect_index(height, top, side, down), reflect_index(width, left, side, right)
+
+
+class CropReflect(A.DualTransform):
+    """Crop a random square of ``min_fraction``–1 of the patch side and mirror it back out to
+    the patch's size, image and mask alike (see :func:`crop_reflect_maps`). Nothing is
+    resampled, so textures keep their scale (a zoom would change it), yet a crop inside an
+    object larger than a patch fills the whole window, as its interior does at prediction.
+    Patches without a mask (classification) are left whole: a crop could cut away what the
+    patch was labelled for."""
+
+    def __init__(self, min_fraction: float = CROP_MIN, p: float = CROP_P) -> None:
+        super().__init__(p=p)
+        self.min_fraction = min_fraction
+
+    def get_params_dependent_on_data(self, params: dict, data: dict) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        if "mask" not in data:
+            return {"rows": np.arange(height), "cols": np.arange(width)}
+        rows, cols = crop_reflect_maps(self.random_generator, height, width, self.min_fraction)
+        return {"rows": rows, "cols": cols}
+
+    def apply(self, img: np.ndarray, rows: np.ndarray, cols: np.ndarray, **params) -> np.ndarray:
+        return np.ascontiguousarray(img[rows[:, None], cols[None, :]])
+
+    def apply_to_mask(
+        self, mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, **params
+    ) -> np.ndarray:
+        return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("min_fraction",)
+
+
+def _d4crop() -> A.Compose:
+    """d4, then half the time a crop of 50–100 % of the patch side mirrored back out."""
+    return A.Compose([A.D4(p=1.0), CropReflect()])
+
+
 def _d4() -> A.Compose:
     """The 8 exact flips and 90° rotations."""
     return A.Compose([A.D4(p=1.0)])
@@ -109,7 +169,15 @@ def _geo() -> A.Compose:
 
 # The presets of --aug: name → pipeline builder (None: no augmentation). Adding one here is all
 # it takes; training settings are checked against these names before anything is read.
-PRESETS: dict[str, Callable[[], A.Compose | None]] = {"none": lambda: None, "d4": _d4, "geo": _geo}
+PRESETS: dict[str, Callable[[], A.Compose | None]] = {
+    "none": lambda: None,
+    "d4": _d4,
+    "d4crop": _d4crop,
+    "geo": _geo,
+}
+# The presets that move pixels without resampling them, so raw patches can get them per batch
+# (``--batch-augment``): the crop on the host as the batch is read, d4 on the device.
+BATCH_PRESETS = ("none", "d4", "d4crop")
 
 
 def build_pipeline(preset: str) -> A.Compose | None:

@@ -33,7 +33,7 @@ class TrainConfig:
     weight_decay: float = 1e-2
     optimizer: str = "adamw"
     schedule: str = "onecycle"
-    aug: str = "d4"
+    aug: str = "d4crop"
     class_weights: str = "sqrt-median"  # rarer-than-median classes weigh √(median / n)
     label_smoothing: float = 0.0
     loss: str = "ce"  # ce, ce+dice or ce+lovasz (losses.py)

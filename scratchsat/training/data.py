@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..geo.labels import IGNORE_INDEX
 from ..geo.windows import SPLITS
 from ..tiles.format import Tiles, read_tiles
-from .augment import AugmentSpec, build_augment
+from .augment import CROP_P, AugmentSpec, build_augment, crop_reflect_maps
 from .batch import raw_view
 
 
@@ -95,11 +95,17 @@ class PatchDataset(Dataset):
         split: str | None = "train",
         augment: AugmentSpec = None,
         raw: bool = False,
+        crop: bool = False,
     ) -> None:
         self.tiles = tiles if isinstance(tiles, Tiles) else read_tiles(tiles)
         self.raw = raw  # items stay raw for batch.normalise_batch/d4_batch on the device
         if raw and augment is not None:
             raise InputError("raw patches are augmented on the device; pass augment=None")
+        if crop and not raw:
+            raise InputError("crop=True is the raw path's d4crop; pass augment='d4crop' instead")
+        # d4crop's crop, applied to raw segmentation patches as they are read (it only moves
+        # pixels, so before normalisation is as good as after)
+        self.crop = crop and self.tiles.task == "segmentation"
         if split is not None and split not in SPLITS:
             raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         self.split = split
@@ -140,11 +146,18 @@ class PatchDataset(Dataset):
     def raw_batch(self, keys: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Raw patches as stored (uint16 seen as int16, see ``batch.raw_view``), int64 targets
         and each key's D4 symmetry 0–7 drawn from its seed (0 without one), from one
-        fancy-indexed read of the store."""
+        fancy-indexed read of the store. With ``crop``, a seeded patch is cropped and mirrored
+        back out half the time (d4crop; its own draws from the seed) as it is read."""
         pairs = [k if isinstance(k, tuple) else (k, None) for k in keys]
         rows = self.indices[[index for index, _ in pairs]]
-        images = torch.from_numpy(raw_view(self.store.read("images", rows)))  # (B, C, P, P)
-        targets = torch.from_numpy(self.store.read(self.target, rows).astype(np.int64))
+        raw = raw_view(self.store.read("images", rows))  # (B, C, P, P)
+        target = self.store.read(self.target, rows).astype(np.int64)
+        for i, (_, seed) in enumerate(pairs):
+            rng = np.random.default_rng(seed) if self.crop and seed is not None else None
+            if rng is not None and rng.random() < CROP_P:
+                r, c = crop_reflect_maps(rng, *raw.shape[-2:])
+                raw[i], target[i] = raw[i][:, r[:, None], c[None, :]], target[i][r[:, None], c]
+        images, targets = torch.from_numpy(raw), torch.from_numpy(target)
         ks = torch.tensor([seed % 8 if seed is not None else 0 for _, seed in pairs])
         return images, targets, ks
 

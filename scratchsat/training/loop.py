@@ -57,8 +57,9 @@ Progress = Callable[..., None]  # progress(done, total, **fields)
 
 def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """A collated batch → (normalised float32 images, targets) on the device. Raw batches are
-    normalised here, and get their D4 symmetries when ``augment`` and the preset is d4."""
-    d4, tiles = augment and run.config.aug == "d4", run.tiles
+    normalised here, and get their D4 symmetries when ``augment`` and the preset has them (d4,
+    d4crop; d4crop's crop was made as the batch was read)."""
+    d4, tiles = augment and run.config.aug in ("d4", "d4crop"), run.tiles
     if not run.raw:
         x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
     elif run.device.type == "cpu":  # one pass per sample on host threads

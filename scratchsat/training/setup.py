@@ -30,6 +30,7 @@ from ..models import MODELS, ModelConfig, build_model, check_config, models_for
 from ..models.inputs import index_pairs, set_band_stats, unwrap
 from ..tiles.format import Tiles, union_tiles
 from . import distributed
+from .augment import BATCH_PRESETS
 from .budget import Plan
 from .config import TrainConfig, check_settings, resumed_config
 from .data import EpochSampler, PatchDataset, epoch_length, patch_weights
@@ -222,7 +223,7 @@ def build_loaders(
         "persistent_workers": workers > 0,
     }
     spec = None if raw else (augment if augment is not None else config.aug)
-    train_set = PatchDataset(tiles, "train", spec, raw=raw)
+    train_set = PatchDataset(tiles, "train", spec, raw=raw, crop=raw and config.aug == "d4crop")
     weights = patch_weights(train_set) if config.sampling == "balanced" else None
     length = epoch_length(len(train_set), config.batch_size, config.epoch_steps, ranks.world_size)
     sampler = EpochSampler(
@@ -257,12 +258,14 @@ def batch_loader(
 
 def on_device_augment(config: TrainConfig, augment, device: torch.device) -> bool:
     """Whether patches travel raw and are normalised (and D4-augmented) per batch on the
-    device: by default on GPUs, where that is nearly free, and only for ``none`` and ``d4``
-    (``geo`` and custom pipelines interpolate, so they run in the DataLoader workers)."""
+    device: by default on GPUs, where that is nearly free, and only for the presets that move
+    pixels without resampling them (``none``, ``d4``, ``d4crop``, whose crop is made as the raw
+    batch is read; ``geo`` and custom pipelines interpolate, so they run in the DataLoader
+    workers)."""
     wanted = config.batch_augment
     if wanted is None:
         wanted = device.type != "cpu"
-    return wanted and augment is None and config.aug in ("none", "d4")
+    return wanted and augment is None and config.aug in BATCH_PRESETS
 
 
 def setup(
