@@ -134,10 +134,7 @@ class CropReflect(A.DualTransform):
     def apply(self, img: np.ndarray, rows: np.ndarray, cols: np.ndarray, **params) -> np.ndarray:
         return np.ascontiguousarray(img[rows[:, None], cols[None, :]])
 
-    def apply_to_mask(
-        self, mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, **params
-    ) -> np.ndarray:
-        return np.ascontiguousarray(mask[rows[:, None], cols[None, :]])
+    apply_to_mask = apply  # the same lookup: the mask moves exactly as the image
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("min_fraction",)
@@ -176,8 +173,12 @@ PRESETS: dict[str, Callable[[], A.Compose | None]] = {
     "geo": _geo,
 }
 # The presets that move pixels without resampling them, so raw patches can get them per batch
-# (``--batch-augment``): the crop on the host as the batch is read, d4 on the device.
-BATCH_PRESETS = ("none", "d4", "d4crop")
+# (``--batch-augment``): name → (d4 on the device, d4crop's crop on the host as the batch is read).
+BATCH_PRESETS: dict[str, tuple[bool, bool]] = {
+    "none": (False, False),
+    "d4": (True, False),
+    "d4crop": (True, True),
+}
 
 
 def build_pipeline(preset: str) -> A.Compose | None:

@@ -152,9 +152,10 @@ class PatchDataset(Dataset):
         rows = self.indices[[index for index, _ in pairs]]
         raw = raw_view(self.store.read("images", rows))  # (B, C, P, P)
         target = self.store.read(self.target, rows).astype(np.int64)
-        for i, (_, seed) in enumerate(pairs):
-            rng = np.random.default_rng(seed) if self.crop and seed is not None else None
-            if rng is not None and rng.random() < CROP_P:
+        seeded = [(i, seed) for i, (_, seed) in enumerate(pairs) if seed is not None]
+        for i, seed in seeded if self.crop else ():
+            rng = np.random.default_rng(seed)
+            if rng.random() < CROP_P:
                 r, c = crop_reflect_maps(rng, *raw.shape[-2:])
                 raw[i], target[i] = raw[i][:, r[:, None], c[None, :]], target[i][r[:, None], c]
         images, targets = torch.from_numpy(raw), torch.from_numpy(target)

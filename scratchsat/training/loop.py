@@ -33,6 +33,7 @@ from ..geo.outputs import output_lock, write_json
 from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from . import distributed
+from .augment import BATCH_PRESETS
 from .batch import d4_batch, host_batch, normalise_batch
 from .budget import RECENT, Costs, Plan, describe, epochs_after, epochs_for
 from .offsets import MAX_SCORES, fit_offsets, output_bias
@@ -59,7 +60,7 @@ def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch
     """A collated batch → (normalised float32 images, targets) on the device. Raw batches are
     normalised here, and get their D4 symmetries when ``augment`` and the preset has them (d4,
     d4crop; d4crop's crop was made as the batch was read)."""
-    d4, tiles = augment and run.config.aug in ("d4", "d4crop"), run.tiles
+    d4, tiles = augment and BATCH_PRESETS.get(run.config.aug, (False, False))[0], run.tiles
     if not run.raw:
         x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
     elif run.device.type == "cpu":  # one pass per sample on host threads

@@ -223,7 +223,8 @@ def build_loaders(
         "persistent_workers": workers > 0,
     }
     spec = None if raw else (augment if augment is not None else config.aug)
-    train_set = PatchDataset(tiles, "train", spec, raw=raw, crop=raw and config.aug == "d4crop")
+    crop = raw and BATCH_PRESETS[config.aug][1]
+    train_set = PatchDataset(tiles, "train", spec, raw=raw, crop=crop)
     weights = patch_weights(train_set) if config.sampling == "balanced" else None
     length = epoch_length(len(train_set), config.batch_size, config.epoch_steps, ranks.world_size)
     sampler = EpochSampler(
