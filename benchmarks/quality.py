@@ -190,6 +190,14 @@ def main() -> None:
             background=args.background,
             options=scratchsat.TileOptions(patch_size=args.patch_size, block_size=args.block_size),
         )
+    splits = read_tiles(tiles).splits
+    empty = [name for name in ("val", "test") if not splits[name]]
+    if empty:
+        raise SystemExit(
+            f"Error: the {' and '.join(empty)} split of {tiles} holds no patches "
+            f"({splits}): nothing to validate or score on; pass a smaller "
+            "--block-size (splits are drawn by blocks, 8 patches a side by default) and a new OUT"
+        )
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = [run_seed(args, args.scene, tiles, seed, settings) for seed in seeds]
     result = {

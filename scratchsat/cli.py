@@ -426,7 +426,7 @@ def tile(
         chips=chips,
         workers=workers,
     )
-    with progress_bar("tile") as callback:
+    with warnings_to_stderr(), progress_bar("tile") as callback:
         folder = run_tile(
             scenes,
             labels,

@@ -63,6 +63,13 @@ def split_mask(tiles: Path, split: str, grid: Grid) -> np.ndarray:
     for scene, col, row in windows[(splits == SPLITS.index(split))]:
         if scene in scenes:
             mask[row : row + size, col : col + size] = True
+    if not mask.any():
+        counts = ", ".join(f"{name} {n}" for name, n in info["splits"].items())
+        raise InputError(
+            f"the {split} split of {tiles} holds no patches of this scene ({counts}), so there "
+            "is nothing to score; tile again with a smaller --block-size (splits are drawn "
+            "by blocks, and too few blocks leave a split empty), or evaluate another split"
+        )
     return mask
 
 
@@ -131,6 +138,13 @@ def evaluate(
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for (label, code), count in pairs.items():
         confusion[label, lookup[code]] += count
+    if not confusion.sum():
+        where = f" inside the {split} split of {tiles}" if region is not None else ""
+        raise InputError(
+            f"{prediction} against {labels}: no labelled pixel to score{where} (the map is "
+            "nodata wherever the labels name a class, or the labels name none there); pass "
+            "the prediction of the labelled scene, and check --label-field and --background"
+        )
     result = scores(confusion, [c["name"] for c in classes])
     for entry, c in zip(result["classes"], classes, strict=True):
         entry["code"] = c["code"]

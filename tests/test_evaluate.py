@@ -231,3 +231,33 @@ def test_a_mapped_class_without_labels_makes_the_intervals_unknown(tmp_path):
     area = evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif")["area"]
     assert area["unsampled_map_classes"] == ["7"]
     assert all(c["estimated_ci95"] is None for c in area["classes"])
+
+
+def test_nothing_to_score_is_refused_not_reported_as_nan(tmp_path):
+    """A split without patches, or a map that is nodata over every label, scores nothing:
+    evaluate says why and how to fix it instead of returning a report of empty scores."""
+    from scratchsat import TileOptions, tile, write_scene
+
+    scene = write_scene(tmp_path / "scene.tif", tmp_path / "labels.tif", width=64, height=64)
+    tiles = tile(
+        [scene.path],
+        scene.labels_path,
+        tmp_path / "tiles",
+        options=TileOptions(patch_size=16, block_size=16, test=0.0),
+    )
+    assert json.loads((tiles / "dataset.json").read_text())["splits"]["test"] == 0
+    with rasterio.open(scene.labels_path) as src:
+        profile, codes = src.profile, src.read(1)
+    profile.update(nodata=255)
+    with rasterio.open(tmp_path / "pred.tif", "w", **profile) as dst:
+        dst.write(np.where(codes == 0, 1, codes).astype(profile["dtype"]), 1)
+    assert evaluate(tmp_path / "pred.tif", scene.labels_path, tiles=tiles, split="val")["pixels"]
+    with pytest.raises(InputError, match=r"test split of .*tiles holds no patches.*--block-size"):
+        evaluate(tmp_path / "pred.tif", scene.labels_path, tiles=tiles, split="test")
+    with rasterio.open(tmp_path / "blank.tif", "w", **profile) as dst:
+        dst.write(np.full(codes.shape, 255, profile["dtype"]), 1)
+    result = runner.invoke(
+        app, ["evaluate", str(tmp_path / "blank.tif"), "--labels", str(scene.labels_path)]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "blank.tif" in result.output and "no labelled pixel" in result.output

@@ -372,3 +372,42 @@ def test_ema_weights_are_what_is_validated_saved_and_resumed_exactly(seg_tiles, 
         loop.REFRESH_STEPS = refresh
     train(seg_tiles, tmp_path / "stopped", resume=True)
     assert rows(tmp_path / "stopped") == rows(tmp_path / "straight")
+
+
+def test_the_quality_benchmark_refuses_a_test_split_without_patches(tmp_path):
+    """Splits drawn from too few blocks can leave the test split empty; the benchmark says so
+    before it trains, instead of printing a table of NaN."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from scratchsat import write_scene
+
+    pytest.importorskip("sklearn")
+    scene = write_scene(tmp_path / "scene.tif", tmp_path / "labels.tif", width=64, height=64)
+    script = Path(__file__).parent.parent / "benchmarks" / "quality.py"
+    out = tmp_path / "bench"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(out),
+            "--scene",
+            str(scene.path),
+            "--labels",
+            str(scene.labels_path),
+            "--patch-size",
+            "16",
+            "--block-size",
+            "32",
+            "--set",
+            "epochs=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Error: the test split of" in result.stderr and "--block-size" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(out.glob("run-*")) and not (out / "quality.json").exists()

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -627,3 +628,40 @@ def test_memory_does_not_grow_with_the_number_of_patches(tmp_path):
     extra = (patches[1] - patches[0]) * 2048 / 2**20  # index features of the extra patches
     assert patches[1] > 3.5 * patches[0]
     assert peaks[1] - peaks[0] < 0.25 * extra, (peaks, extra)
+
+
+def test_a_split_asked_for_but_left_empty_is_warned_about(synth_scene, tmp_path):
+    """Splits are drawn by blocks: with too few blocks a split asked for can get none; tile
+    says so, through the CLI too, and writes the folder (a shard may legitimately lack one)."""
+    from typer.testing import CliRunner
+
+    from scratchsat.cli import app
+
+    with pytest.warns(UserWarning, match=r"test split got no patches .*--test 0.1.*--block-size"):
+        out = tile(
+            [synth_scene.path],
+            synth_scene.labels_path,
+            tmp_path / "few",
+            options=TileOptions(patch_size=32, block_size=128, val=0.25, test=0.1),
+        )
+    assert json.loads((out / "dataset.json").read_text())["splits"]["test"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tile(
+            [synth_scene.path],
+            synth_scene.labels_path,
+            tmp_path / "many",
+            options=TileOptions(patch_size=32, block_size=32, val=0.25, test=0.1),
+        )
+        tile(
+            [synth_scene.path],
+            synth_scene.labels_path,
+            tmp_path / "none-asked",
+            options=TileOptions(patch_size=32, block_size=128, val=0.25, test=0.0),
+        )
+    args = [str(synth_scene.path), "--labels", str(synth_scene.labels_path), "--patch-size", "32"]
+    result = CliRunner().invoke(
+        app, ["tile", *args, "--block-size", "128", "--val", "0.25", "--dry-run"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning: the test split" in result.output and "Traceback" not in result.output

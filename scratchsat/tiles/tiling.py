@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections import Counter
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -384,6 +385,7 @@ def _write_store(
     splits = _assign(windows_arr, options)
     keep = splits != 255
     skipped["split_border"] = int((~keep).sum())
+    _warn_empty_splits(splits[keep], options)
     if folder is None:
         return _dry_summary(
             images, masks, total, skipped, splits, keep, counts_arr, classes, options
@@ -406,6 +408,21 @@ def _write_store(
         folder, infos, spec, classes, options, stats, skipped, total, splits, labels, counts_arr
     )
     return None
+
+
+def _warn_empty_splits(splits: np.ndarray, options: TileOptions) -> None:
+    """A split asked for (a fraction above 0) that got no patch: splits are drawn by blocks,
+    and with few blocks a small fraction rounds to none. Train needs validation patches and
+    evaluate --split test needs test patches, so say it now, at the cause."""
+    for code, option, fraction in ((1, "--val", options.val), (2, "--test", options.test)):
+        if fraction > 0 and not (splits == code).any():
+            block = options.block_size or 8 * options.patch_size
+            warnings.warn(
+                f"the {SPLITS[code]} split got no patches although {option} {fraction} asked "
+                f"for some: the splits are drawn by {block} px blocks ({len(splits)} patches "
+                f"kept), too few for that fraction; tile again with a smaller --block-size",
+                stacklevel=3,
+            )
 
 
 def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
