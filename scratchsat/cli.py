@@ -553,6 +553,13 @@ def train(
         ),
     ] = "sqrt-median",
     label_smoothing: Annotated[float, typer.Option(help="Label smoothing in [0, 1).")] = 0.0,
+    cutmix: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of training patches (segmentation) given a square of another patch "
+            "of the batch, its labels with it (CutMix); 0: off."
+        ),
+    ] = 0.5,
     loss: Annotated[
         str,
         typer.Option(
@@ -660,6 +667,7 @@ def train(
         aug=aug,
         class_weights=class_weights,
         label_smoothing=label_smoothing,
+        cutmix=cutmix,
         loss=loss,
         sampling=sampling,
         amp=amp,

@@ -159,3 +159,54 @@ def test_host_batches_match_the_device_path(dtype, nodata):
     plain_x, same = host_batch(raw, labels, None, dtype, mean, std, nodata)
     np.testing.assert_allclose(plain_x.numpy(), want.numpy(), rtol=1e-5, atol=1e-5)
     assert torch.equal(same, labels)
+
+
+def test_cutmix_pastes_a_square_of_another_sample_with_its_labels():
+    """Every pixel keeps its own label: image and mask come from the same sample at the same
+    place. About p of the samples get a square (side 25–75 % of the patch) of another sample;
+    the same generator seed draws the same; p = 0 is the identity."""
+    from scratchsat.training.batch import cutmix_batch, step_generator
+
+    n, size = 64, 20
+    rows, cols = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    x = torch.stack([torch.stack([torch.full((size, size), i), rows, cols]) for i in range(n)])
+    x = x.float()
+    y = torch.arange(n).view(n, 1, 1).expand(n, size, size).clone()
+    y[:, 0, 0] = 255  # an ignored pixel travels like any other
+    out_x, out_y = cutmix_batch(x, y, step_generator(7, 2, 5), p=0.5)
+    torch.testing.assert_close(out_x[:, 1:], x[:, 1:])  # pasted at the same place
+    source = out_x[:, 0].long()
+    expected = source.clone()
+    expected[:, 0, 0] = 255
+    assert torch.equal(out_y, expected)
+    mixed = [i for i in range(n) if (source[i] != i).any()]
+    assert 16 <= len(mixed) <= 48
+    for i in mixed:
+        box = torch.nonzero(source[i] != i)
+        (top, left), (bottom, right) = box.min(0).values, box.max(0).values
+        side = int(bottom - top + 1)
+        assert side == int(right - left + 1) and 5 <= side <= 15
+        assert len(box) == side * side and len(set(source[i][source[i] != i].tolist())) == 1
+    again_x, again_y = cutmix_batch(x, y, step_generator(7, 2, 5), p=0.5)
+    assert torch.equal(again_x, out_x) and torch.equal(again_y, out_y)
+    other, _ = cutmix_batch(x, y, step_generator(7, 2, 6), p=0.5)
+    assert not torch.equal(other, out_x)
+    same_x, same_y = cutmix_batch(x, y, step_generator(7, 2, 5), p=0.0)
+    assert torch.equal(same_x, x) and torch.equal(same_y, y)
+
+
+def test_training_with_cutmix_replays_and_differs_from_without(seg_tiles, tmp_path):
+    from typer.testing import CliRunner
+
+    from scratchsat.cli import app
+
+    config = TrainConfig.of(epochs=2, batch_size=8, width=8, cutmix=0.5)
+    first = train(seg_tiles, tmp_path / "a", config)
+    again = train(seg_tiles, tmp_path / "b", config)
+    plain = train(seg_tiles, tmp_path / "c", TrainConfig.of(**{**config.__dict__, "cutmix": 0.0}))
+    assert first["val"]["confusion"] == again["val"]["confusion"]
+    assert first["val"]["confusion"] != plain["val"]["confusion"]
+    result = CliRunner().invoke(
+        app, ["train", str(seg_tiles), "--out", str(tmp_path / "d"), "--cutmix", "1.5"]
+    )
+    assert result.exit_code == 1 and "--cutmix must be in [0, 1], not 1.5" in result.output

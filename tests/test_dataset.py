@@ -170,6 +170,18 @@ def test_a_run_saved_before_epoch_steps_resumes_with_one_pass_an_epoch(tmp_path)
     assert resumed_config({"config": newer}, None, None, path).epoch_steps == 16
 
 
+def test_a_run_saved_before_cutmix_resumes_without_it(tmp_path):
+    from dataclasses import asdict
+
+    from scratchsat.training.config import TrainConfig, resumed_config
+
+    older = asdict(TrainConfig(epochs=3))
+    del older["cutmix"]  # as checkpoints written before the setting hold their config
+    path = tmp_path / "checkpoint.pt"
+    assert resumed_config({"config": older}, None, None, path).cutmix == 0.0
+    assert resumed_config({"config": asdict(TrainConfig())}, None, None, path).cutmix == 0.5
+
+
 def test_missing_and_incomplete_tiles_folders(tmp_path, seg_tiles):
     with pytest.raises(DatasetError, match="nowhere does not exist; make one with `scratchsat"):
         read_tiles(tmp_path / "nowhere")

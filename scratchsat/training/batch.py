@@ -128,3 +128,37 @@ def _pool() -> ThreadPoolExecutor:
     if threads not in _POOLS:
         _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="scratchsat-batch")
     return _POOLS[threads]
+
+
+def cutmix_batch(
+    x: torch.Tensor, y: torch.Tensor, generator: torch.Generator, p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix for segmentation: each sample, with probability ``p``, gets a square of another
+    sample of the batch pasted in — image and mask by the same slice, so every pixel keeps its
+    own label. The square's side is 25–75 % of the patch's, at a random place (the same place
+    in the donor). Draws come from ``generator`` (on the host), so a seeded step replays."""
+    n, h, w = len(x), x.shape[-2], x.shape[-1]
+    if n < 2 or p <= 0:
+        return x, y
+    draws = torch.rand(n, 4, generator=generator)
+    donors = (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n
+    chosen = torch.nonzero(draws[:, 0] < p).flatten().tolist()
+    if not chosen:
+        return x, y
+    x_out, y_out = x.clone(), y.clone()
+    for i in chosen:
+        side = 0.25 + 0.5 * float(draws[i, 1])
+        bh, bw = max(1, round(h * side)), max(1, round(w * side))
+        top, left = int(draws[i, 2] * (h - bh + 1)), int(draws[i, 3] * (w - bw + 1))
+        rows, cols = slice(top, top + bh), slice(left, left + bw)
+        j = int(donors[i])
+        x_out[i, :, rows, cols] = x[j, :, rows, cols]
+        y_out[i, rows, cols] = y[j, rows, cols]
+    return x_out, y_out
+
+
+def step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    """A host generator for one training step's batch-level draws, from the run's seed, the
+    epoch and the step, so a resumed epoch draws what the uninterrupted one drew."""
+    state = np.random.SeedSequence([seed, epoch, step]).generate_state(1)[0]
+    return torch.Generator().manual_seed(int(state))

@@ -36,6 +36,7 @@ class TrainConfig:
     aug: str = "d4crop"
     class_weights: str = "sqrt-median"  # rarer-than-median classes weigh √(median / n)
     label_smoothing: float = 0.0
+    cutmix: float = 0.5  # fraction of training patches given a square of another (batch.py)
     loss: str = "ce"  # ce, ce+dice or ce+lovasz (losses.py)
     sampling: str = "uniform"  # uniform, or balanced: rare-class patches drawn more often
     amp: bool | None = None  # None: on for CUDA and for CPUs with native bf16 (device.py)
@@ -107,6 +108,8 @@ def check_settings(config: TrainConfig) -> None:
             f"--lr must be positive and --weight-decay not negative, not "
             f"{config.lr:g} and {config.weight_decay:g}"
         )
+    if not 0 <= config.cutmix <= 1:
+        raise InputError(f"--cutmix must be in [0, 1], not {config.cutmix:g}")
     if not 0 <= config.label_smoothing < 1:
         raise InputError(f"--label-smoothing must be in [0, 1), not {config.label_smoothing:g}")
     if config.patience is not None and config.patience < 1:
@@ -118,8 +121,9 @@ def resumed_config(
 ) -> TrainConfig:
     """The run's own settings; settings asked for now must agree with them, except those that
     only change speed (``RUNTIME_SETTINGS``), which are applied."""
-    # A run saved before epoch_steps existed drew its training split once an epoch.
-    saved = TrainConfig.from_dict({"epoch_steps": 1, **checkpoint["config"]})
+    # A run saved before epoch_steps existed drew its training split once an epoch; one saved
+    # before cutmix existed trained without it.
+    saved = TrainConfig.from_dict({"epoch_steps": 1, "cutmix": 0.0, **checkpoint["config"]})
     if asked is None:
         return saved
     defaults = TrainConfig()

@@ -34,7 +34,7 @@ from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from . import distributed
 from .augment import BATCH_PRESETS
-from .batch import d4_batch, host_batch, normalise_batch
+from .batch import cutmix_batch, d4_batch, host_batch, normalise_batch, step_generator
 from .budget import RECENT, Costs, Plan, describe, epochs_after, epochs_for
 from .offsets import MAX_SCORES, fit_offsets, output_bias
 from .optim import build_optimizer, build_schedule, resize_schedule
@@ -91,6 +91,9 @@ def train_one_epoch(
     try:
         for step, batch in enumerate(run.loaders["train"], start=start + 1):
             x, y = to_device(run, batch, augment=True)
+            if run.config.cutmix and y.dim() == 3:  # segmentation only: a mask to cut with
+                draws = step_generator(run.config.seed, epoch, step)
+                x, y = cutmix_batch(x, y, draws, run.config.cutmix)
             in_step = True
             with autocast(run.device, run.amp_dtype):
                 loss = run.loss_fn(run.model(x), y)
