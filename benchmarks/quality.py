@@ -3,7 +3,7 @@ the same held-out test pixels, over several seeds.
 
     python benchmarks/quality.py OUT --brandenburg ../shared/data/brandenburg-s2
     python benchmarks/quality.py OUT --scene S.tif --labels L.gpkg --label-field F
-        [--background NAME] [--patch-size 32] [--seeds 0,1,2] [--set KEY=VALUE ...]
+        [--background NAME] [--patch-size 32] [--split-seed 0] [--seeds 0,1,2] [--set K=V ...]
 
 Brandenburg: the 13 Sentinel-2 bands are stacked at 10 m and tiled with the OpenStreetMap
 land-use polygons (``fclass``) into 32 px patches, as in the README. Then, for each seed, the
@@ -168,6 +168,7 @@ def main() -> None:
     parser.add_argument("--background")
     parser.add_argument("--patch-size", type=int, default=32)
     parser.add_argument("--block-size", type=int, help="split block side (tile's default)")
+    parser.add_argument("--split-seed", type=int, default=0, help="tile's --seed (default 0)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -180,7 +181,10 @@ def main() -> None:
     if args.scene is None or args.labels is None:
         parser.error("pass --brandenburg DIR, or --scene and --labels")
     settings = parse_settings(args.set)
-    tiles = args.out / f"tiles-{args.patch_size}{'' if args.background is None else '-bg'}"
+    tiles = args.out / (
+        f"tiles-{args.patch_size}{'' if args.background is None else '-bg'}"
+        + (f"-split{args.split_seed}" if args.split_seed else "")
+    )
     if not (tiles / "dataset.json").exists():
         scratchsat.tile(
             [args.scene],
@@ -188,7 +192,9 @@ def main() -> None:
             tiles,
             label_field=args.label_field,
             background=args.background,
-            options=scratchsat.TileOptions(patch_size=args.patch_size, block_size=args.block_size),
+            options=scratchsat.TileOptions(
+                patch_size=args.patch_size, block_size=args.block_size, seed=args.split_seed
+            ),
         )
     splits = read_tiles(tiles).splits
     empty = [name for name in ("val", "test") if not splits[name]]
