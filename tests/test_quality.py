@@ -317,6 +317,8 @@ def test_the_quality_benchmark_runs_and_reports_both_models(tmp_path):
             "16",
             "--block-size",
             "32",
+            "--split-seed",
+            "1",
             "--seeds",
             "0,1",
             "--samples",
@@ -338,6 +340,9 @@ def test_the_quality_benchmark_runs_and_reports_both_models(tmp_path):
         s = report["summary"][model]["mean_iou"]
         assert 0 < s["mean"] <= 1 and s["spread"] >= 0
     assert report["rows"][0]["pixels"] > 0
+    (tiles,) = out.glob("tiles-*")  # tiled with tile's --seed 1
+    assert tiles.name == "tiles-16-split1"
+    assert json.loads((tiles / "dataset.json").read_text())["seed"] == 1
     assert "cnn − forest" in result.stdout and "forest seed 1" in result.stdout
 
 
