@@ -291,46 +291,42 @@ def test_time_budget_options(seg_tiles, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_the_quality_benchmark_runs_and_reports_both_models(tmp_path):
+def run_quality_benchmark(tmp_path, size: int, *args: str, timeout: int = 600, **scene):
+    """Run benchmarks/quality.py on a synthetic scene of ``size`` px with 16 px patches and
+    32 px split blocks; returns the finished process and the benchmark's output folder."""
     import subprocess
     import sys
-    from pathlib import Path
 
     from scratchsat import write_scene
 
     pytest.importorskip("sklearn")
-    scene = write_scene(
-        tmp_path / "scene.tif", tmp_path / "labels.tif", width=192, height=192, count=4, seed=3
+    made = write_scene(
+        tmp_path / "scene.tif", tmp_path / "labels.tif", width=size, height=size, **scene
     )
     script = Path(__file__).parent.parent / "benchmarks" / "quality.py"
     out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(out),
-            "--scene",
-            str(scene.path),
-            "--labels",
-            str(scene.labels_path),
-            "--patch-size",
-            "16",
-            "--block-size",
-            "32",
-            "--split-seed",
-            "1",
-            "--seeds",
-            "0,1",
-            "--samples",
-            "2000",
-            "--set",
-            "epochs=2",
-            "--set",
-            "width=8",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    command = [sys.executable, str(script), str(out), "--scene", str(made.path)]
+    command += ["--labels", str(made.labels_path), "--patch-size", "16", "--block-size", "32"]
+    result = subprocess.run([*command, *args], capture_output=True, text=True, timeout=timeout)
+    return result, out
+
+
+def test_the_quality_benchmark_runs_and_reports_both_models(tmp_path):
+    result, out = run_quality_benchmark(
+        tmp_path,
+        192,
+        "--split-seed",
+        "1",
+        "--seeds",
+        "0,1",
+        "--samples",
+        "2000",
+        "--set",
+        "epochs=2",
+        "--set",
+        "width=8",
+        count=4,
+        seed=3,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((out / "quality.json").read_text())
@@ -382,36 +378,7 @@ def test_ema_weights_are_what_is_validated_saved_and_resumed_exactly(seg_tiles, 
 def test_the_quality_benchmark_refuses_a_test_split_without_patches(tmp_path):
     """Splits drawn from too few blocks can leave the test split empty; the benchmark says so
     before it trains, instead of printing a table of NaN."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from scratchsat import write_scene
-
-    pytest.importorskip("sklearn")
-    scene = write_scene(tmp_path / "scene.tif", tmp_path / "labels.tif", width=64, height=64)
-    script = Path(__file__).parent.parent / "benchmarks" / "quality.py"
-    out = tmp_path / "bench"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(out),
-            "--scene",
-            str(scene.path),
-            "--labels",
-            str(scene.labels_path),
-            "--patch-size",
-            "16",
-            "--block-size",
-            "32",
-            "--set",
-            "epochs=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result, out = run_quality_benchmark(tmp_path, 64, "--set", "epochs=1", timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "Error: the test split of" in result.stderr and "--block-size" in result.stderr
     assert "Traceback" not in result.stderr
