@@ -405,7 +405,7 @@ def write_dataset_json(
         "task": options.task,
         "patch_size": options.patch_size,
         "stride": options.stride or options.patch_size,
-        "block_size": options.block_size or 8 * options.patch_size,
+        "block_size": options.split_block,
         "min_valid": options.min_valid,
         "min_labeled": options.min_labeled,
         "seed": options.seed,

@@ -33,6 +33,11 @@ class TileOptions:
     chips: bool = False
     workers: int = 1
 
+    @property
+    def split_block(self) -> int:
+        """The side of a spatial split block in pixels: ``block_size``, else 8 patches."""
+        return self.block_size or 8 * self.patch_size
+
     def check(self) -> None:
         if self.task not in TASKS:
             raise InputError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")

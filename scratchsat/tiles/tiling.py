@@ -416,11 +416,11 @@ def _warn_empty_splits(splits: np.ndarray, options: TileOptions) -> None:
     evaluate --split test needs test patches, so say it now, at the cause."""
     for code, option, fraction in ((1, "--val", options.val), (2, "--test", options.test)):
         if fraction > 0 and not (splits == code).any():
-            block = options.block_size or 8 * options.patch_size
             warnings.warn(
                 f"the {SPLITS[code]} split got no patches although {option} {fraction} asked "
-                f"for some: the splits are drawn by {block} px blocks ({len(splits)} patches "
-                f"kept), too few for that fraction; tile again with a smaller --block-size",
+                f"for some: the splits are drawn by {options.split_block} px blocks "
+                f"({len(splits)} patches kept), too few for that fraction; tile again with a "
+                "smaller --block-size",
                 stacklevel=3,
             )
 
@@ -434,7 +434,7 @@ def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
     shards agree with a single run — and scenes on one grid (two dates of a place) get the
     same blocks in the same splits, so no place is in training on one date and test on another.
     """
-    block = options.block_size or 8 * options.patch_size
+    block = options.split_block
     scene, xs, ys = windows[:, 0], windows[:, 1], windows[:, 2]
     centre = options.patch_size // 2
     block_ids = (((ys + centre) // block) << 20) + (xs + centre) // block
