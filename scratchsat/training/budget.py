@@ -13,8 +13,12 @@ rest again: the epochs and the schedule are laid out anew from the step reached,
 schedule is still rising. After every later epoch the plan is checked against the pace of the
 last few epochs (a shared machine slows down for minutes at a time: 3-minute runs planned from
 a 7 s epoch met 9–11 s epochs and ended 19–32 s late): when the epochs left would end past
-the budget, there are fewer of them, and the schedule is laid out over those. It never grows
-after the first epoch.
+the budget, there are fewer of them, and the schedule is laid out over those. When the pace
+is back (a slow spell has passed), the time left is planned again and the epochs cut are
+given back (3-minute runs on Brandenburg, whose plans slow epochs had shortened, took
+140–159 s of the 180 in all; with the epochs given back, 175–179 s).
+So that the plan does not swing with every epoch's noise, it grows only when the time left
+holds :data:`GROW_STEP` epochs more at a pace :data:`GROW_MARGIN` slower, and by those.
 """
 
 from __future__ import annotations
@@ -31,6 +35,9 @@ REPORT_S = 3.0  # writing report.json, the pictures and report.html, beyond scor
 RECENT = 3  # epochs whose mean pace checks the plan after the first
 MARGIN = 1.05  # the epochs after the first planned as if 5 % slower: a shared machine's epochs
 # drift (a 3-minute run planned from an epoch of 7.2 s averaged 7.6 s and ended 12 s late)
+GROW_MARGIN = 1.15  # a plan grows only by the epochs that fit this much slower: after growing,
+# the pace must slow by a tenth before the plan is shortened again
+GROW_STEP = 2  # and only by this many epochs or more: no change of schedule for one epoch
 
 
 def parse_duration(text: str) -> float:
@@ -88,11 +95,25 @@ class Plan:
     epoch_times: list[float] = field(default_factory=list)  # seconds, validation included
 
 
-def epochs_after(plan: Plan, epochs_done: int, epoch_s: float, now: float) -> int:
+def epochs_after(
+    plan: Plan, epochs_done: int, epoch_s: float, now: float, margin: float = MARGIN
+) -> int:
     """All the epochs (at least those done) once ``epochs_done`` took ``epoch_s`` each, the
-    rest planned with a margin (:data:`MARGIN`) so that the run ends within the budget."""
+    rest planned ``margin`` slower (:data:`MARGIN`) so that the run ends within the budget."""
     left = plan.budget_s - (now - plan.started) - plan.report_s
-    return epochs_done + max(0, math.floor(left / max(epoch_s * MARGIN, 1e-9)))
+    return epochs_done + max(0, math.floor(left / max(epoch_s * margin, 1e-9)))
+
+
+def replanned(plan: Plan, epochs_done: int, planned: int, epoch_s: float, now: float) -> int:
+    """The epochs in all after ``epochs_done`` of ``planned``, at a pace of ``epoch_s``: after
+    the first epoch, those that fit; later, fewer when the plan would end past the budget,
+    more when the time left holds :data:`GROW_STEP` more even at :data:`GROW_MARGIN` slower,
+    else the plan as it is."""
+    fits = epochs_after(plan, epochs_done, epoch_s, now)
+    if epochs_done <= 1 or fits < planned:
+        return fits
+    roomy = epochs_after(plan, epochs_done, epoch_s, now, margin=GROW_MARGIN)
+    return roomy if roomy >= planned + GROW_STEP else planned
 
 
 def describe(budget_s: float, epochs: int, costs: Costs) -> str:

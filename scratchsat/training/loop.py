@@ -35,7 +35,7 @@ from ..models.inputs import unwrap
 from . import distributed
 from .augment import BATCH_PRESETS
 from .batch import cutmix_batch, d4_batch, host_batch, normalise_batch, step_generator
-from .budget import RECENT, Costs, Plan, describe, epochs_after, epochs_for
+from .budget import RECENT, Costs, Plan, describe, epochs_for, replanned
 from .offsets import MAX_SCORES, fit_offsets, output_bias
 from .optim import build_optimizer, build_schedule, resize_schedule
 from .page import write_report_html
@@ -452,18 +452,17 @@ def agreed(run: Run, *seconds: float) -> list[float]:
 def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
     """After each epoch of a budgeted run, the epochs that fit (every process agrees on the
     mean of their measurements): after the first, as many as its measured time allows; after
-    later ones, fewer when the pace of the last few would end past the budget. The schedule
-    (and the EMA horizon) is laid out anew from the step reached. Says what changed, if
-    anything."""
+    later ones, fewer when the pace of the last few would end past the budget, more when a
+    slow spell has passed and the time left holds them (:func:`budget.replanned`). The
+    schedule (and the EMA horizon) is laid out anew from the step reached. Says what changed,
+    if anything."""
     plan = run.plan
     assert plan is not None
     plan.epoch_times.append(epoch_s)
     first = len(plan.epoch_times) == 1
     recent = plan.epoch_times[-RECENT:]
     pace, spent = agreed(run, sum(recent) / len(recent), plan.clock() - plan.started)
-    epochs = epochs_after(plan, epoch, pace, plan.started + spent)
-    if not first:
-        epochs = min(epochs, run.config.epochs)  # a budget is kept, never stretched
+    epochs = replanned(plan, epoch, run.config.epochs, pace, plan.started + spent)
     if epochs == run.config.epochs:
         return None
     before, run.config = run.config.epochs, replace(run.config, epochs=epochs)
