@@ -77,6 +77,16 @@ def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch
     return x, y
 
 
+def training_batch(run: Run, batch, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch on the device, augmented: the preset, then CutMix (segmentation only:
+    a mask to cut with), its draws from the run's seed, the epoch and the step."""
+    x, y = to_device(run, batch, augment=True)
+    if run.config.cutmix and y.dim() == 3:
+        draws = step_generator(run.config.seed, epoch, step)
+        x, y = cutmix_batch(x, y, draws, run.config.cutmix)
+    return x, y
+
+
 def train_one_epoch(
     run: Run, epoch: int, start: int, partial: tuple[float, int], progress: Progress | None
 ) -> dict:
@@ -90,10 +100,7 @@ def train_one_epoch(
     in_step = False  # between the forward pass and the end of the update: state is mixed
     try:
         for step, batch in enumerate(run.loaders["train"], start=start + 1):
-            x, y = to_device(run, batch, augment=True)
-            if run.config.cutmix and y.dim() == 3:  # segmentation only: a mask to cut with
-                draws = step_generator(run.config.seed, epoch, step)
-                x, y = cutmix_batch(x, y, draws, run.config.cutmix)
+            x, y = training_batch(run, batch, epoch, step)
             in_step = True
             with autocast(run.device, run.amp_dtype):
                 loss = run.loss_fn(run.model(x), y)
@@ -489,7 +496,7 @@ def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs
     batches = iter(run.loaders["train"])
 
     def step(batch) -> None:
-        x, y = to_device(run, batch, augment=True)
+        x, y = training_batch(run, batch, 0, 0)  # as an epoch's, with draws of no epoch's
         with autocast(run.device, run.amp_dtype):
             loss = run.loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
