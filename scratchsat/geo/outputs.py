@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -192,8 +193,54 @@ def writing(
         yield
     except ScratchsatError:
         raise
-    except OSError as exc:
-        raise write_error(folder, path, exc, size_hint, tmp) from None
+    except Exception as exc:
+        failure = as_os_error(exc)
+        if failure is None:
+            raise
+        raise write_error(folder, path, failure, size_hint, tmp) from None
+
+
+def as_os_error(exc: BaseException) -> OSError | None:
+    """``exc`` as the OSError it stands for when it is a failed write: an OSError itself, or an
+    error GDAL reported through fiona or rasterio while writing (a GeoPackage whose sqlite
+    ``database or disk is full``, a Shapefile's ``Failure writing .shx header``, ``GDAL Error:
+    Cannot write feature``), which carries no errno; None for anything else (a bug keeps its
+    traceback)."""
+    if isinstance(exc, OSError):
+        return exc
+    gdal_errors: list[type] = []
+    for module in ("fiona._err", "rasterio._err"):  # only libraries already imported can raise
+        if module in sys.modules:
+            gdal_errors.append(sys.modules[module].CPLE_BaseError)
+    if "fiona.errors" in sys.modules:
+        gdal_errors.append(sys.modules["fiona.errors"].DriverError)
+    gdal_said = isinstance(exc, RuntimeError) and str(exc).startswith("GDAL Error")
+    if gdal_said or (gdal_errors and isinstance(exc, tuple(gdal_errors))):
+        text = str(exc.args[0] if exc.args else exc)
+        if text.startswith("b'") or text.startswith('b"'):
+            text = text[2:-1]
+        first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+        return OSError(None, first[:200] + ("…" if len(first) > 200 else ""))
+    return None
+
+
+@contextlib.contextmanager
+def scratch_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden working folder beside output ``path`` (``.NAME.PID-RANDOM.part``), for
+    outputs made in steps or by drivers that want their own file names; removed on every way
+    out. Its creation and everything written in the block go through :func:`writing`, so a
+    full disk, a read-only folder or a GDAL driver's failure is an :class:`OutputWriteError`.
+    Whatever is to be kept is put in place from it with :func:`atomic_output`."""
+    path = Path(path)
+    folder = temporary_name(path)
+    try:
+        with writing(path.parent, path, None, folder):
+            if path.parent.is_dir():
+                remove_stale_temporaries(path)
+            folder.mkdir(parents=True)
+            yield folder
+    finally:
+        remove_path(folder)
 
 
 def write_error(
@@ -206,7 +253,12 @@ def write_error(
     if exc.errno in NO_SPACE or (exc.errno is None and free is not None and free < LOW_SPACE):
         written = _size(tmp) if tmp is not None else 0
         needed = max(size_hint or 0, written)
-        about = f"needed about {_mb(needed)}" if size_hint else f"needed more than {_mb(needed)}"
+        if size_hint:
+            about = f"needed about {_mb(needed)}"
+        elif needed >= 100_000:
+            about = f"needed more than {_mb(needed)}"
+        else:
+            about = "needed more"
         return OutputWriteError(
             f"no space left on {where} to write {path.name} ({about}, {_mb(free or 0)} free); "
             "free some space or write to another folder"
@@ -220,7 +272,8 @@ def write_error(
             f"cannot write {path}: {where} is read-only or not writable for this user "
             f"({exc.strerror or exc}); choose an output in a folder you can write to"
         )
-    reason = str(exc).strip() or type(exc).__name__
+    reason = (exc.strerror if exc.errno is None and exc.strerror else str(exc)).strip()
+    reason = reason or type(exc).__name__
     return OutputWriteError(
         f"writing {path} failed ({reason}); check the disk and the folder, then run again"
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from rasterio.windows import Window
 
 from ..errors import InputError
 from .classmap import read_classes_tag, rgba
-from .outputs import atomic_output, check_output, temporary_name
+from .outputs import atomic_output, check_output, scratch_folder
 from .raster import Grid, open_raster
 from .sources import Source, as_source
 
@@ -179,6 +178,11 @@ def vectorize(
             )
         if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
             raise InputError(f"{source} is {src.dtypes[0]}; a class map holds integer class codes")
+        if src.nodata is not None and not float(src.nodata).is_integer():
+            raise InputError(
+                f"{source} has nodata {src.nodata:g}, not an integer code; set an integer nodata "
+                "(gdal_edit -a_nodata) or none"
+            )
         grid = Grid(src.crs, src.transform, src.width, src.height)
         nodata = None if src.nodata is None else int(src.nodata)
         classes = read_classes_tag(src.tags()) or []
@@ -189,6 +193,13 @@ def vectorize(
     wanted = _wanted_codes(keep, names, source)
     pixel_area = abs(grid.transform.determinant)
     sieve = math.ceil(min_area / pixel_area - 1e-9) if min_area > 0 else 0
+    if sieve >= grid.width * grid.height:
+        whole = grid.width * grid.height * pixel_area
+        raise InputError(
+            f"--min-area {min_area:g} is not smaller than the whole map {source} "
+            f"({whole:,.0f} {_units(grid.crs)}², {grid.width} × {grid.height} px): every region "
+            "would merge into one; pass an area smaller than the regions you want to keep"
+        )
     projected = bool(grid.crs.is_projected)
     properties = {"class_code": "int", "class_name": "str", "pixels": "int", "area": "float"}
     if projected:
@@ -222,9 +233,7 @@ def vectorize(
         )
         return {"geometry": shapely.geometry.mapping(polygon), "properties": props}
 
-    folder = temporary_name(out)
-    folder.mkdir(parents=True)
-    try:
+    with scratch_folder(out) as folder:
         staged = folder / out.name
         crs = CRS.from_wkt(grid.crs.to_wkt())
         layer = {"layer": LAYER} if fmt == "GPKG" else {}
@@ -252,9 +261,7 @@ def vectorize(
                 final = out.with_name(path.name)
                 tmp = stack.enter_context(atomic_output(final, overwrite))
                 os.replace(path, tmp)
-        return report
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    return report
 
 
 STYLE_FIELDS = {  # the layer_styles table QGIS reads a GeoPackage layer's default style from
@@ -352,6 +359,7 @@ def regions(
             lo, hi = max(0, top - halo), min(grid.height, bottom + halo)
             codes = src.read(1, window=Window(0, lo, grid.width, hi - lo))
             valid = codes != nodata if nodata is not None else np.ones(codes.shape, bool)
+            codes = as_shape_codes(codes, valid, source, lo)
             if sieve > 1 and not drop_small:
                 codes = rasterio.features.sieve(codes, sieve, mask=valid, connectivity=4)
             codes, valid = codes[top - lo : bottom - lo], valid[top - lo : bottom - lo]
@@ -369,6 +377,31 @@ def regions(
             closed, open_regions = _merge(open_regions, found, top, bottom, grid.height)
             yield from (r for r in closed if not (drop_small and r.pixels < sieve))
         yield from (r for r in open_regions if not (drop_small and r.pixels < sieve))
+
+
+SHAPE_DTYPES = ("uint8", "uint16", "int16", "int32")  # what GDAL's polygonize and sieve take
+
+
+def as_shape_codes(codes: np.ndarray, valid: np.ndarray, source, row: int) -> np.ndarray:
+    """``codes`` in a dtype GDAL polygonises: int8, uint32 and int64 maps are converted when
+    their valid codes fit int32 (invalid pixels become 0, masked anyway), refused otherwise."""
+    if codes.dtype.name in SHAPE_DTYPES:
+        return codes
+    limits = np.iinfo(np.int32)
+    if valid.any():
+        low, high = int(codes[valid].min()), int(codes[valid].max())
+        if low < limits.min or high > limits.max:
+            bad = high if high > limits.max else low
+            raise InputError(
+                f"{source} holds class code {bad} (near row {row}), which does not fit a 32-bit "
+                f"integer; vectorize takes codes from {limits.min} to {limits.max}: recode the "
+                "map (e.g. gdal_calc.py) to smaller codes"
+            )
+    return np.where(valid, codes, 0).astype(np.int32)
+
+
+def _units(crs) -> str:
+    return crs.linear_units if crs is not None and crs.is_projected else "units"
 
 
 def _sum_tops(found: list[Region], shape_: tuple[int, int], top: int, tops, band, width) -> None:

@@ -11,7 +11,6 @@ patch side between footprints), so the suggestions spread over the scene.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from rasterio.windows import Window
 from ..device import pick_device
 from ..errors import InputError
 from ..geo.classmap import class_fields
-from ..geo.outputs import atomic_output, check_output, temporary_name
+from ..geo.outputs import atomic_output, check_output, scratch_folder
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
 from ..geo.vectorize import driver_for
@@ -161,9 +160,7 @@ def suggest(
     with open_raster(source) as src:
         crs, transform = src.crs, src.transform
     labelled = labelled_boxes(predictor.meta.data, crs, tiles) or []
-    work = temporary_name(out)
-    work.mkdir(parents=True)
-    try:
+    with scratch_folder(out) as work:
         unsure, mapped = work / "uncertainty.tif", work / "classes.tif"
         predict_scene(
             predictor, source, Outputs(mapped, uncertainty=unsure), options, True, progress
@@ -204,6 +201,4 @@ def suggest(
                     box = shapely.geometry.box(left, bottom, right, top)
                     dst.write({"geometry": shapely.geometry.mapping(box), "properties": props})
             os.replace(target, tmp)
-        return found
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    return found
