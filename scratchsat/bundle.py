@@ -8,6 +8,7 @@ only inside a run folder by ``train --resume``, and read with ``weights_only=Tru
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import warnings
@@ -24,10 +25,12 @@ from .errors import BundleError, InputError
 from .geo.outputs import write_atomically, write_json
 from .models import ModelConfig, build_model
 from .models.inputs import unwrap
+from .tiles.options import MAX_PATCH
 
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1
 BUNDLE_FILES = ("model.json", "model.safetensors")
+TASKS = ("segmentation", "classification")
 
 
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -127,6 +130,59 @@ class BundleMeta:
         return {**asdict(self), "bands": list(self.bands), "classes": list(self.classes)}
 
 
+def read_meta(record: object, where: str | os.PathLike, fix: str) -> BundleMeta:
+    """``model.json``, or the scratchsat metadata of an ONNX file, as a checked
+    :class:`BundleMeta`: the keys prediction relies on, with their types and sane sizes, so a
+    hand-edited or foreign file is a :class:`BundleError` that says what is wrong (and
+    ``fix``) before anything is built or allocated."""
+
+    def refuse(what: str) -> BundleError:
+        return BundleError(f"{where}: {what}; {fix}")
+
+    if not isinstance(record, dict):
+        raise refuse(f"expected a JSON object of the model's settings, found {_kind(record)}")
+    for key, kind in (("task", str), ("patch_size", int), ("dtype", str)):
+        value = record.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            found = "it missing" if key not in record else _kind(value)
+            raise refuse(f"{key!r} must be a {kind.__name__}, found {found}")
+    if record["task"] not in TASKS:
+        raise refuse(f"task {record['task']!r} is not one of {', '.join(TASKS)}")
+    if not 1 <= record["patch_size"] <= MAX_PATCH:
+        raise refuse(f"patch_size {record['patch_size']} px is outside 1 to {MAX_PATCH} px")
+    entries: dict[str, dict[str, type]] = {
+        "bands": {"name": str, "mean": float, "std": float},
+        "classes": {"code": int},
+    }
+    for key, wanted in entries.items():
+        items = record.get(key)
+        if not isinstance(items, list) or not items:
+            found = "it missing" if key not in record else _kind(items)
+            raise refuse(f"{key!r} must be a non-empty list, found {found}")
+        for item in items:
+            if not isinstance(item, dict) or not all(
+                _is(item.get(name), kind) for name, kind in wanted.items()
+            ):
+                needs = ", ".join(f"{n} ({k.__name__})" for n, k in wanted.items())
+                raise refuse(f"every entry of {key!r} needs {needs}; found {item!r:.80}")
+    if not all(math.isfinite(b["mean"]) and 0 <= b["std"] < math.inf for b in record["bands"]):
+        raise refuse("band means must be finite numbers and deviations finite, not negative")
+    try:
+        return BundleMeta.from_dict(record)
+    except TypeError as exc:
+        raise refuse(f"it misses what a bundle must say ({exc})") from None
+
+
+def _is(value: object, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
+
+
+def _kind(value: object) -> str:
+    return "null" if value is None else type(value).__name__
+
+
 @dataclass
 class Bundle:
     """A loaded model with its ``model.json``."""
@@ -171,6 +227,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
             '"weights": "model.safetensors")'
         )
     weights = meta_path.with_name(name)
+    record = read_meta(meta, meta_path, "train again, or restore the model.json `train` wrote")
     try:
         config = ModelConfig.from_dict(meta["model"])
         model = build_model(config)
@@ -179,10 +236,6 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise BundleError(f"{weights} is missing: the bundle {meta_path} is incomplete") from None
     except (SafetensorError, RuntimeError, KeyError, TypeError, InputError) as exc:
         raise BundleError(f"{weights} does not fit {meta_path}: {exc}") from None
-    try:
-        record = BundleMeta.from_dict(meta)
-    except TypeError as exc:
-        raise BundleError(f"{meta_path} misses what a bundle must say ({exc})") from None
     return Bundle(model.to(device).eval(), record, meta_path)
 
 

@@ -122,3 +122,60 @@ SINGLE = Ranks()  # one process
 
 def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+PROBE_SIDE = 32  # px: the window a model's memory per pixel is measured on
+
+
+def memory_of(device: torch.device) -> int | None:
+    """Bytes of memory ``device`` has in all: the GPU's, or this machine's for the CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def forward_bytes(
+    model: torch.nn.Module, bands: int, side: int, batch: int, device: torch.device
+) -> int:
+    """About how many bytes one forward pass of ``model`` holds at its peak, for ``batch``
+    windows of ``side`` px without gradients: the input and three times the largest tensor a
+    layer makes (a U-Net holds its skip connections beside the maps it computes), measured
+    on one window of :data:`PROBE_SIDE` px and scaled by area. A model that cannot run the
+    probe counts its input and class output only."""
+    largest = 0
+
+    def hook(module, inputs, output) -> None:
+        nonlocal largest
+        if isinstance(output, torch.Tensor):
+            largest = max(largest, output.numel() * output.element_size())
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    probe = torch.zeros(1, bands, PROBE_SIDE, PROBE_SIDE, device=device)
+    try:
+        with torch.no_grad():
+            out = model(probe)
+        if isinstance(out, torch.Tensor):
+            largest = max(largest, out.numel() * out.element_size())
+    except Exception:  # a fixed input size, an operation the probe's size cannot take
+        largest = 0
+    finally:
+        for handle in handles:
+            handle.remove()
+    per_pixel = (4 * bands + 3 * largest / PROBE_SIDE**2) if largest else 8 * bands
+    return int(per_pixel * side * side * batch)
+
+
+def check_memory(needed: int, device: torch.device, what: str, fix: str) -> None:
+    """Refuse ``what`` (needing ``needed`` bytes) before anything is allocated when it could
+    never fit the device's memory, with the figures and ``fix``."""
+    have = memory_of(device)
+    if have is not None and needed > have:
+        kind = "GPU memory" if device.type == "cuda" else "memory"
+        raise InputError(
+            f"{what} needs about {needed / 1e9:,.1f} GB, more than the "
+            f"{have / 1e9:,.1f} GB of {kind} this machine has; {fix}"
+        )

@@ -29,7 +29,7 @@ import torch
 from rasterio.windows import Window
 
 from ..bundle import BundleMeta, load_bundle
-from ..device import autocast, autocast_dtype
+from ..device import autocast, autocast_dtype, check_memory, forward_bytes
 from ..errors import BandError
 from ..geo.raster import (
     Grid,
@@ -155,6 +155,13 @@ def load_predictor(
         other_model, other_meta, other_path = load_model(other, device)
         check_same_contract(path, meta, other_path, other_meta)
         extra.append((other_model, other_meta))
+    size = options.patch_size or meta.patch_size
+    check_memory(
+        forward_bytes(model, len(meta.bands), size, options.batch_size, device),
+        device,
+        f"predicting with {path} in batches of {options.batch_size} windows of {size} px",
+        "pass a smaller --batch-size or --patch-size",
+    )
     return Predictor(model, meta, device, options.amp, tta=options.tta, extra=extra)
 
 

@@ -16,6 +16,7 @@ training grid is known).
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -24,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..bundle import BundleMeta, load_bundle
+from ..bundle import MAX_PATCH, BundleMeta, load_bundle, read_meta
+from ..device import check_memory, forward_bytes
 from ..errors import BundleError, InputError
 from ..geo.outputs import atomic_output, check_output
 from .options import DEFAULTS
@@ -83,9 +85,19 @@ def export_onnx(
     bundle = load_bundle(run, "cpu")
     meta = bundle.meta
     size = tile_size or meta.patch_size
-    if size < 8:
-        raise InputError(f"--tile-size must be at least 8 px, not {size}")
+    if not 8 <= size <= MAX_PATCH:
+        raise InputError(
+            f"--tile-size must be from 8 to {MAX_PATCH} px, not {size}; Deepness tiles are "
+            "usually a few hundred pixels (the training patch size is the default)"
+        )
     wrapped = RawInputModel(bundle.model, meta, scale=255.0 if deepness else 1.0).eval()
+    cpu = torch.device("cpu")
+    check_memory(  # the export and its check run two tiles of this side through the model
+        forward_bytes(bundle.model, len(meta.bands), size, 2, cpu),
+        cpu,
+        f"exporting {bundle.path.parent} with {size} px tiles",
+        "choose a smaller --tile-size",
+    )
     example = torch.randn(1, len(meta.bands), size, size)
     batch = torch.export.Dim("batch", min=1, max=4096)
     dims = {0: batch}
@@ -226,6 +238,41 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxModel, BundleMeta]:
             f"{path} has no scratchsat metadata, so its bands and classes are unknown; "
             "predict with ONNX files written by `scratchsat export`"
         )
-    record = json.loads(text)
-    meta = BundleMeta.from_dict(record)
-    return OnnxModel(session, meta, float(record.get("onnx_input_scale", 1.0))), meta
+    fix = "export the model again with `scratchsat export`"
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise BundleError(
+            f"{path}: its scratchsat metadata is not valid JSON ({exc}); {fix}"
+        ) from None
+    meta = read_meta(record, path, fix)
+    scale = record.get("onnx_input_scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise BundleError(f"{path}: onnx_input_scale {scale!r} is not a positive number; {fix}")
+    check_declared_input(path, session, meta)
+    return OnnxModel(session, meta, float(scale)), meta
+
+
+def check_declared_input(path: Path, session, meta: BundleMeta) -> None:
+    """The graph's one input is (N, bands, H, W) with the metadata's band count, and any fixed
+    size is a sane one: refused before a window of it is allocated."""
+    inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 4:
+        raise BundleError(
+            f"{path}: expected one input of shape (batch, bands, height, width), found "
+            f"{[list(i.shape) for i in inputs]}; predict with ONNX files written by "
+            "`scratchsat export`"
+        )
+    fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if fixed[1] is not None and fixed[1] != len(meta.bands):
+        raise BundleError(
+            f"{path}: its input takes {fixed[1]} bands but its metadata lists "
+            f"{len(meta.bands)}; export the model again with `scratchsat export`"
+        )
+    for side in fixed[2:]:
+        if side is not None and side > MAX_PATCH:
+            raise BundleError(
+                f"{path}: its input is fixed at {side} px a side, more than {MAX_PATCH} px; "
+                "export it again with a smaller --tile-size"
+            )

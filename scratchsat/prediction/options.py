@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-MAX_WINDOW = 8192  # px: a window side beyond this is a typo, not a choice
+from ..tiles.options import MAX_PATCH
+
+MAX_WINDOW = MAX_PATCH  # px: a window side beyond this is a typo, not a choice
 
 
 @dataclass(frozen=True)

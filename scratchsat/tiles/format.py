@@ -74,25 +74,8 @@ class Tiles:
 def read_tiles(folder: str | os.PathLike) -> Tiles:
     """Read and check a tiles folder written by ``scratchsat tile``."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DatasetError(
-            f"tiles folder {folder} does not exist; make one with `scratchsat tile SCENE "
-            f"--labels LABELS --out {folder}`"
-        )
-    path = folder / "dataset.json"
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DatasetError(
-            f"{folder} has no dataset.json, so it is not a tiles folder (or tiling did not "
-            "finish); run `scratchsat tile` again with --overwrite"
-        ) from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"{path} cannot be read as JSON ({exc}); tile again") from None
-    task = info.get("task") if isinstance(info, dict) else None
-    if not isinstance(info, dict) or info.get("format") != "scratchsat-tiles" or task not in ARRAYS:
-        raise DatasetError(f"{path} is not a scratchsat dataset.json (format or task missing)")
-    check_info(info, path)
+    info = read_dataset_json(folder)
+    path, task = folder / "dataset.json", info["task"]
     check_arrays(folder, ARRAYS[task], info["patches"])
     check_shapes(folder, info, path)
     bands = info["bands"]
@@ -447,4 +430,28 @@ def write_dataset_json(
 
 
 def read_dataset_json(folder: str | os.PathLike) -> dict:
-    return json.loads((Path(folder) / "dataset.json").read_text())
+    """The checked ``dataset.json`` of tiles folder ``folder`` (its arrays unread): a missing
+    folder, a file given for it, a missing, unreadable or foreign ``dataset.json`` is a
+    :class:`DatasetError` that says so."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "is a file, not a tiles folder" if folder.exists() else "does not exist"
+        raise DatasetError(
+            f"tiles folder {folder} {what}; make one with `scratchsat tile SCENE "
+            f"--labels LABELS --out {folder}`"
+        )
+    path = folder / "dataset.json"
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DatasetError(
+            f"{folder} has no dataset.json, so it is not a tiles folder (or tiling did not "
+            "finish); run `scratchsat tile` again with --overwrite"
+        ) from None
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"{path} cannot be read as JSON ({exc}); tile again") from None
+    task = info.get("task") if isinstance(info, dict) else None
+    if not isinstance(info, dict) or info.get("format") != "scratchsat-tiles" or task not in ARRAYS:
+        raise DatasetError(f"{path} is not a scratchsat dataset.json (format or task missing)")
+    check_info(info, path)
+    return info

@@ -13,6 +13,7 @@ from ..geo.sources import Source
 
 TASKS = ("segmentation", "classification")
 Progress = Callable[[int, int], None]
+MAX_PATCH = 8192  # px: a patch or window side beyond this is a typo or a hand edit
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,16 @@ class TileOptions:
     def check(self) -> None:
         if self.task not in TASKS:
             raise InputError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if self.patch_size < 4:
-            raise InputError(f"--patch-size must be at least 4, got {self.patch_size}")
+        if not 4 <= self.patch_size <= MAX_PATCH:
+            raise InputError(
+                f"--patch-size must be from 4 to {MAX_PATCH} px, got {self.patch_size}; "
+                "patches of 32 to 256 px are usual"
+            )
+        if self.block_size is not None and self.block_size < 1:
+            raise InputError(
+                f"--block-size must be at least 1 px, got {self.block_size}; leave it out for "
+                "blocks of 8 patches"
+            )
         if self.workers < 1:
             raise InputError(f"--workers must be at least 1, not {self.workers}")
         if self.stride is not None and self.stride < 1:
