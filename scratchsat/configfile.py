@@ -29,6 +29,13 @@ def read_config(path: str | os.PathLike) -> dict:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"--config {path} does not exist") from None
+    except IsADirectoryError:
+        raise InputError(
+            f"--config {path} is a folder; pass a TOML file of settings (write one with "
+            "--print-config > FILE.toml)"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"--config {path} cannot be read ({exc.strerror or exc})") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"--config {path} is not valid TOML ({exc})") from None
     nested = [k for k, v in data.items() if isinstance(v, dict)]

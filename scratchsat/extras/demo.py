@@ -13,9 +13,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
-from ..errors import OutputExistsError
+from ..errors import InputError, OutputExistsError
 from ..evaluation import evaluate
-from ..geo.outputs import remove_path, write_json
+from ..geo.outputs import remove_path, write_json, writing
 from ..prediction import PredictOptions, predict
 from ..tiles.tiling import TileOptions, tile
 from ..training.loop import train
@@ -58,12 +58,17 @@ def demo(
     ``epochs`` defaults to 12 on the CPU (about a minute on two cores) and 40 on a GPU.
     """
     out = Path(out)
+    if epochs is not None and epochs < 1:
+        raise InputError(f"--epochs must be at least 1, not {epochs}; leave it out for the default")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; the demo writes a folder: choose another --out")
     earlier = [p for p in out.glob("*") if p.name in DEMO_FILES or p.suffix == ".part"]
     if earlier and not overwrite:
         raise OutputExistsError(f"{out} holds an earlier demo; pass --overwrite to replace it")
     for path in earlier:  # only what a demo writes: never a user's other files, and a link
         remove_path(path)  # is removed itself, never what it points to
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out.parent, out):
+        out.mkdir(parents=True, exist_ok=True)
     log(f"1/5 writing two synthetic 13-band scenes with labels into {out}")
     seen = write_scene(out / "scene.tif", out / "labels.tif", width=512, height=512, seed=1)
     unseen = write_scene(

@@ -114,6 +114,10 @@ def check_settings(config: TrainConfig) -> None:
         raise InputError(f"--label-smoothing must be in [0, 1), not {config.label_smoothing:g}")
     if config.patience is not None and config.patience < 1:
         raise InputError(f"--patience must be at least 1 epoch, not {config.patience}")
+    if config.workers is not None and config.workers < 0:
+        raise InputError(
+            f"--workers must be 0 (load batches in the main process) or more, not {config.workers}"
+        )
 
 
 def resumed_config(
