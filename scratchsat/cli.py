@@ -1214,6 +1214,9 @@ def main() -> None:
         app(prog_name="scratchsat")
     except SystemExit as done:
         if workers["killed_workers"]:  # see processes.stop: do not wait for a dead pool
+            from .geo.processes import release_semaphores
+
+            release_semaphores()
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(done.code if isinstance(done.code, int) else 1)

@@ -21,6 +21,7 @@ from multiprocessing import get_context
 from ..errors import WorkerError
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_SIGNALS = {signal.SIGINT, signal.SIGTERM}  # the parent's to handle, never a worker's
 state = {"killed_workers": False}  # see stop()
 
 
@@ -28,6 +29,7 @@ def init_worker(parent: int) -> None:
     """Run first in every worker: die with ``parent``, leave signals to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, PARENT_SIGNALS)  # blocked since birth: see Pool
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -40,6 +42,22 @@ def check_parent(parent: int) -> None:
         os._exit(1)
 
 
+class Pool(ProcessPoolExecutor):
+    """A process pool whose workers are born with Ctrl-C and SIGTERM blocked: a worker is
+    started by ``submit`` and spends its first second importing Python and scratchsat, before
+    :func:`init_worker` can ignore them, and a Ctrl-C to the process group then would print a
+    ``KeyboardInterrupt`` traceback from the worker's imports. A blocked signal waits; the
+    worker's initializer ignores it (which discards it) and unblocks. In the parent the
+    signals are blocked only while ``submit`` starts processes, then delivered as usual."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
+        try:
+            return super().submit(fn, *args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 @contextlib.contextmanager
 def worker_pool(
     workers: int, initializer=None, initargs: tuple = ()
@@ -47,7 +65,7 @@ def worker_pool(
     """A spawned process pool whose workers die with this process. On any exception
     (Ctrl-C, SIGTERM, an error) queued work is cancelled and the workers are killed instead
     of waited for; a worker that died becomes a :class:`WorkerError`."""
-    pool = ProcessPoolExecutor(
+    pool = Pool(
         workers,
         mp_context=get_context("spawn"),
         initializer=_init,
@@ -89,3 +107,14 @@ def stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         with contextlib.suppress(Exception):
             process.join(timeout=10)
+
+
+def release_semaphores() -> None:
+    """Before leaving with ``os._exit`` (see :func:`stop`): unlink the killed pool's
+    semaphores, as Python's exit would, so multiprocessing's resource tracker does not warn
+    of leaked semaphores to the user. Only the finalizers that never wait run (priority 0 and
+    up: semaphores, queue closing), not the joins of threads a dead pool would hang."""
+    from multiprocessing import util
+
+    with contextlib.suppress(Exception):
+        util._run_finalizers(0)  # type: ignore[attr-defined]
