@@ -276,3 +276,47 @@ def test_predict_with_workers_interrupted(scenes, small_run, tmp_path, number):
     if number != signal.SIGKILL:
         assert leftovers(tmp_path) == []
     shutil.rmtree(tmp_path / "probs", ignore_errors=True)
+
+
+def spawned_workers(parent: int) -> list[int]:
+    """PIDs of the multiprocessing workers (spawned children) of ``parent``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields[1]) == parent and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_to_the_process_group_while_workers_start(scenes, tmp_path, number):
+    """A terminal's Ctrl-C goes to every process of the group: the workers too, while they
+    are still importing Python and scratchsat (before they can ignore it). No traceback from
+    them, nor from the pool, nor a resource-tracker warning; nothing left behind."""
+    folder, made = scenes
+    out = tmp_path / "tiles"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scratchsat", "tile", *[str(s.path) for s in made]]
+        + ["--labels", str(made[0].labels_path), "--patch-size", "16", "--chips"]
+        + ["--workers", "2", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not spawned_workers(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert spawned_workers(process.pid), "no worker started"
+    os.killpg(process.pid, number)  # the workers are importing now
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 128 + number, err
+    assert "Traceback" not in err and "leaked" not in err, err
+    assert f"Interrupted ({signal.Signals(number).name})" in err
+    assert list(tmp_path.glob("*tiles*")) == []

@@ -42,11 +42,8 @@ class TileOptions:
     def check(self) -> None:
         if self.task not in TASKS:
             raise InputError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
-        if not 4 <= self.patch_size <= MAX_PATCH:
-            raise InputError(
-                f"--patch-size must be from 4 to {MAX_PATCH} px, got {self.patch_size}; "
-                "patches of 32 to 256 px are usual"
-            )
+        if self.patch_size < 4:  # (over MAX_PATCH: refused by tile once the scenes are read)
+            raise InputError(f"--patch-size must be at least 4, got {self.patch_size}")
         if self.block_size is not None and self.block_size < 1:
             raise InputError(
                 f"--block-size must be at least 1 px, got {self.block_size}; leave it out for "

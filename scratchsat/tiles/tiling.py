@@ -43,7 +43,7 @@ from ..geo.windows import SPLITS, assign_splits, grid_offsets, split_border
 from . import store
 from .format import write_dataset_json
 from .index import write_chips, write_index
-from .options import Progress, Scene, Shard, TileOptions
+from .options import MAX_PATCH, Progress, Scene, Shard, TileOptions
 
 
 @dataclass
@@ -297,6 +297,11 @@ def tile(
                 f"--patch-size {options.patch_size}; pass a patch size of at most "
                 f"{min(info.grid.width, info.grid.height)} px, or a larger scene"
             )
+    if options.patch_size > MAX_PATCH:  # after the scenes: a patch larger than one says so
+        raise InputError(
+            f"--patch-size must be from 4 to {MAX_PATCH} px, got {options.patch_size}; "
+            "patches of 32 to 256 px are usual"
+        )
     if dry_run:
         summary = _write_store(None, infos, spec, classes, options, progress)
         return {**(summary or {}), "out": str(out)}
