@@ -257,6 +257,8 @@ def rows() -> list[Row]:
             "--out", str(p.work / "s.gpkg")], missing, out("s.gpkg")),
         Row("suggest", "missing tiles", lambda p: suggest(p, p.work / "s.gpkg", "--tiles",
             str(p.work / "none")), "is not a tiles folder", out("s.gpkg")),
+        Row("suggest", "missing run", lambda p: ["suggest", str(p.work / "none"), str(p.scene),
+            "--out", str(p.work / "s.gpkg")], "no model bundle at", out("s.gpkg")),
         Row("suggest", "shapefile", lambda p: suggest(p, p.work / "s.shp"), "writes one file",
             out("s.shp")),
         Row("suggest", "read-only folder", lambda p: suggest(p, p.ro / "s.gpkg"), READ_ONLY,
@@ -322,6 +324,8 @@ def rows() -> list[Row]:
             "unknown step", lambda p: []),
         Row("bench", "missing tile scene", lambda p: ["bench", "--quick", "--only", "tile",
             "--tile-scene", str(p.work / "no.tif")], missing, lambda p: []),
+        Row("bench", "json onto an existing folder", lambda p: ["bench", "--quick", "--json",
+            str(p.tiles)], "exists already", lambda p: []),
         Row("bench", "config folder", lambda p: ["bench", "--config", str(p.work)], CONFIG_DIR,
             lambda p: []),
     ]  # fmt: skip
