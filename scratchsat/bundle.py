@@ -25,12 +25,11 @@ from .errors import BundleError, InputError
 from .geo.outputs import write_atomically, write_json
 from .models import ModelConfig, build_model
 from .models.inputs import unwrap
-from .tiles.options import MAX_PATCH
+from .tiles.options import MAX_PATCH, TASKS
 
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1
 BUNDLE_FILES = ("model.json", "model.safetensors")
-TASKS = ("segmentation", "classification")
 
 
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -193,21 +193,21 @@ def vectorize(
     wanted = _wanted_codes(keep, names, source)
     pixel_area = abs(grid.transform.determinant)
     sieve = math.ceil(min_area / pixel_area - 1e-9) if min_area > 0 else 0
+    projected = bool(grid.crs.is_projected)
+    units = grid.crs.linear_units if projected else "degrees"
     if sieve >= grid.width * grid.height:
         whole = grid.width * grid.height * pixel_area
         raise InputError(
             f"--min-area {min_area:g} is not smaller than the whole map {source} "
-            f"({whole:,.0f} {_units(grid.crs)}², {grid.width} × {grid.height} px): every region "
+            f"({whole:,.0f} {units}², {grid.width} × {grid.height} px): every region "
             "would merge into one; pass an area smaller than the regions you want to keep"
         )
-    projected = bool(grid.crs.is_projected)
     properties = {"class_code": "int", "class_name": "str", "pixels": "int", "area": "float"}
     if projected:
         properties["area_ha"] = "float"
     if top_band is not None:
         properties["mean_top_probability"] = "float"
     schema = {"geometry": "Polygon", "properties": properties}
-    units = grid.crs.linear_units if projected else "degrees"
     report = VectorizeReport(out, units=units)
     for path in vector_files(out, fmt, siblings):
         check_output(path, overwrite)
@@ -398,10 +398,6 @@ def as_shape_codes(codes: np.ndarray, valid: np.ndarray, source, row: int) -> np
                 "map (e.g. gdal_calc.py) to smaller codes"
             )
     return np.where(valid, codes, 0).astype(np.int32)
-
-
-def _units(crs) -> str:
-    return crs.linear_units if crs is not None and crs.is_projected else "units"
 
 
 def _sum_tops(found: list[Region], shape_: tuple[int, int], top: int, tops, band, width) -> None:

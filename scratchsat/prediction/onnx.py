@@ -249,11 +249,11 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxModel, BundleMeta]:
     scale = record.get("onnx_input_scale", 1.0)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
         raise BundleError(f"{path}: onnx_input_scale {scale!r} is not a positive number; {fix}")
-    check_declared_input(path, session, meta)
+    check_declared_input(path, session, meta, fix)
     return OnnxModel(session, meta, float(scale)), meta
 
 
-def check_declared_input(path: Path, session, meta: BundleMeta) -> None:
+def check_declared_input(path: Path, session, meta: BundleMeta, fix: str) -> None:
     """The graph's one input is (N, bands, H, W) with the metadata's band count, and any fixed
     size is a sane one: refused before a window of it is allocated."""
     inputs = session.get_inputs()
@@ -261,14 +261,13 @@ def check_declared_input(path: Path, session, meta: BundleMeta) -> None:
     if len(shape) != 4:
         raise BundleError(
             f"{path}: expected one input of shape (batch, bands, height, width), found "
-            f"{[list(i.shape) for i in inputs]}; predict with ONNX files written by "
-            "`scratchsat export`"
+            f"{[list(i.shape) for i in inputs]}; {fix}"
         )
     fixed = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if fixed[1] is not None and fixed[1] != len(meta.bands):
         raise BundleError(
             f"{path}: its input takes {fixed[1]} bands but its metadata lists "
-            f"{len(meta.bands)}; export the model again with `scratchsat export`"
+            f"{len(meta.bands)}; {fix}"
         )
     for side in fixed[2:]:
         if side is not None and side > MAX_PATCH:
