@@ -57,6 +57,22 @@ class Pool(ProcessPoolExecutor):
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """Results in order, like :meth:`Executor.map`, except that leaving early does not
+        cancel the queued work itself: that is :func:`stop`'s (the pool's shutdown, done in
+        its manager thread). A future cancelled from outside can still be in the manager's
+        table when it finds killed workers, and Python 3.11 then prints ``InvalidStateError``
+        from that thread as it marks the future broken."""
+        if chunksize != 1 or timeout is not None:
+            raise ValueError("Pool.map takes neither chunksize nor timeout")
+        futures = [self.submit(fn, *args) for args in zip(*iterables, strict=True)]
+
+        def results():
+            for future in futures:
+                yield future.result()
+
+        return results()
+
 
 @contextlib.contextmanager
 def worker_pool(
