@@ -25,11 +25,11 @@ from .errors import BundleError, InputError
 from .geo.outputs import write_atomically, write_json
 from .models import ModelConfig, build_model
 from .models.inputs import unwrap
+from .runfolder import RunFolder
 from .tiles.options import MAX_PATCH, TASKS
 
 FORMAT = "scratchsat-model"
 FORMAT_VERSION = 1
-BUNDLE_FILES = ("model.json", "model.safetensors")
 
 
 def state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -58,15 +58,16 @@ def save_bundle(folder: Path, model: nn.Module, meta: BundleMeta | dict) -> None
     metadata = {"format": FORMAT}
     if record.get("decision_offsets") is not None:
         metadata["decision_offsets"] = json.dumps(list(record["decision_offsets"]))
-    save_weights(model, folder / "model.safetensors", metadata)
+    files = RunFolder(folder)
+    save_weights(model, files.weights, metadata)
     write_json(
-        folder / "model.json",
+        files.model_json,
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "scratchsat_version": __version__,
             **record,
-            "weights": "model.safetensors",
+            "weights": RunFolder.WEIGHTS,
         },
     )
 
@@ -198,7 +199,8 @@ class Bundle:
 def find_bundle(path: str | os.PathLike) -> Path:
     """``model.json`` of a run folder, a ``model.json`` path or a weights file beside one."""
     path = Path(path)
-    candidate = path / "model.json" if path.is_dir() else path.with_name("model.json")
+    name = RunFolder.MODEL_JSON
+    candidate = path / name if path.is_dir() else path.with_name(name)
     if path.suffix == ".json":
         candidate = path
     if not candidate.exists():
@@ -209,16 +211,28 @@ def find_bundle(path: str | os.PathLike) -> Path:
     return candidate
 
 
-def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
-    """Rebuild the network of a bundle and load its weights (nothing is unpickled)."""
+def read_model_json(path: str | os.PathLike) -> dict:
+    """A bundle's ``model.json`` (of a run folder, or its path), checked as prediction needs
+    it (:func:`read_meta`), as a dict: the one reader of that file."""
     meta_path = find_bundle(path)
     try:
         meta = json.loads(meta_path.read_text())
     except ValueError as exc:
         raise BundleError(f"{meta_path} is not valid JSON ({exc})") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise BundleError(f"{meta_path} is not a scratchsat model.json (no format {FORMAT!r})")
-    name = meta.get("weights", "model.safetensors")
+    read_meta(meta, meta_path, FIX)
+    return meta
+
+
+FIX = "train again, or restore the model.json `train` wrote"
+
+
+def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> Bundle:
+    """Rebuild the network of a bundle and load its weights (nothing is unpickled)."""
+    meta_path = find_bundle(path)
+    meta = read_model_json(meta_path)
+    name = meta.get("weights", RunFolder.WEIGHTS)
     if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
         raise BundleError(
             f"{meta_path} names its weights {name!r}, which is not a file beside it; a bundle's "
@@ -226,7 +240,7 @@ def load_bundle(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
             '"weights": "model.safetensors")'
         )
     weights = meta_path.with_name(name)
-    record = read_meta(meta, meta_path, "train again, or restore the model.json `train` wrote")
+    record = read_meta(meta, meta_path, FIX)
     try:
         config = ModelConfig.from_dict(meta["model"])
         model = build_model(config)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from dataclasses import dataclass
 
 import torch
 
 from .errors import InputError
+from .ranks import SINGLE, Ranks, launched  # noqa: F401 - the API has them here too
 
 
 def check_device_name(name: str) -> None:
@@ -89,39 +89,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """This process among those a launcher (``torchrun``) started: training shares batches
-    by it, prediction deals out scenes by it."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls) -> Ranks:
-        """From RANK, WORLD_SIZE and LOCAL_RANK, as torchrun sets them; one process else."""
-        if not launched():
-            return SINGLE
-        env = os.environ
-        return cls(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-
-
-SINGLE = Ranks()  # one process
-
-
-def launched() -> bool:
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 PROBE_SIDE = 32  # px: the window a model's memory per pixel is measured on

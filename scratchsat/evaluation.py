@@ -24,7 +24,7 @@ from .geo.raster import Grid, open_raster
 from .geo.sources import Source, as_source
 from .geo.windows import SPLITS
 from .metrics import scores
-from .tiles.format import read_dataset_json
+from .tiles.format import read_array, read_dataset_json
 
 ROWS = 512  # rows read at a time
 
@@ -56,8 +56,8 @@ def split_mask(tiles: Path, split: str, grid: Grid) -> np.ndarray:
             f"no scene of {tiles} has the prediction's grid ({grid.width} × {grid.height}, "
             f"{tuple(grid.transform)[:6]}); predict the scene that was tiled"
         )
-    windows = np.load(tiles / "windows.npy")
-    splits = np.load(tiles / "splits.npy")
+    windows = read_array(tiles, "windows")
+    splits = read_array(tiles, "splits")
     size = int(info["patch_size"])
     mask = np.zeros((grid.height, grid.width), dtype=bool)
     for scene, col, row in windows[(splits == SPLITS.index(split))]:
@@ -338,3 +338,28 @@ def evaluation_page(result: dict) -> str:
             )
         )
     return h.page(f"scratchsat evaluate: {Path(result['prediction']).name}", sections)
+
+
+def check_score_outputs(overwrite: bool, *paths: Path | None) -> None:
+    """Before scoring: ``evaluate --json/--html`` targets that could not be written."""
+    from .geo.outputs import check_output
+
+    for path in paths:
+        if path is not None:
+            check_output(path, overwrite)
+
+
+def write_scores(
+    result: dict, json_out: Path | None, html: Path | None, overwrite: bool
+) -> list[Path]:
+    """``evaluate --json`` (the scores) and ``--html`` (:func:`evaluation_page`); the paths."""
+    from .geo.outputs import write_json, write_text
+
+    written = []
+    if json_out is not None:
+        write_json(json_out, result, overwrite=overwrite, lock=True)
+        written.append(json_out)
+    if html is not None:
+        write_text(html, evaluation_page(result), overwrite=overwrite)
+        written.append(html)
+    return written

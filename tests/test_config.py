@@ -74,3 +74,51 @@ def test_lists_and_paths_from_a_config(seg_tiles, small_run, tmp_path):
     assert (tmp_path / "m.tif").exists()
     shown = runner.invoke(app, ["predict", "--config", str(config), "--print-config"])
     assert f'scenes = ["{scene}"]' in shown.stdout and "overlap = 0.25" in shown.stdout
+
+
+ONE_MORE_SETTING = """
+import dataclasses, sys
+import scratchsat.settings as settings
+
+@dataclasses.dataclass(frozen=True)
+class WithKnob(settings.TrainConfig):
+    knob: int = settings.setting(3, "A test-only setting.")
+
+settings.TrainConfig = WithKnob  # before anything else of scratchsat is imported
+from scratchsat.cli import main
+sys.argv = ["scratchsat", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_training_setting_is_one_declaration(seg_tiles, tmp_path):
+    """One field added to TrainConfig (in a test-only subclass, nothing else changed) is a
+    `train` option with its help and default, a --config key, a --print-config line, a key of
+    model.json and part of what --resume compares."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "knob.py"
+    script.write_text(ONE_MORE_SETTING)
+
+    def scratchsat(*args: str) -> subprocess.CompletedProcess:
+        wide = {**os.environ, "COLUMNS": "300"}  # help texts unwrapped
+        return subprocess.run(
+            [sys.executable, str(script), *args], capture_output=True, text=True, env=wide
+        )
+
+    shown = scratchsat("train", "--help")
+    assert "--knob" in shown.stdout and "A test-only setting." in shown.stdout, shown.stderr
+    run = tmp_path / "run"
+    args = ["train", str(seg_tiles), "--out", str(run), "--epochs", "1", "--width", "8"]
+    printed = scratchsat(*args, "--knob", "5", "--print-config")
+    assert "knob = 5" in printed.stdout.splitlines(), printed.stderr
+    assert "knob = 3" in scratchsat(*args, "--print-config").stdout.splitlines()  # the default
+    config = tmp_path / "train.toml"
+    config.write_text(printed.stdout.replace("knob = 5", "knob = 7"))
+    trained = scratchsat("-q", "train", "--config", str(config))
+    assert trained.returncode == 0, trained.stderr
+    assert json.loads((run / "model.json").read_text())["training"]["knob"] == 7
+    resumed = scratchsat("train", str(seg_tiles), "--out", str(run), "--resume", "--knob", "4")
+    assert resumed.returncode == 1 and "--knob 4 (the run has 7)" in resumed.stderr

@@ -1,9 +1,10 @@
 """The package's rooms depend one way, in the order data flows, with no import cycles.
 
 Layers, lowest first; a module may import its own room and lower layers only:
-errors → geo (raster I/O, outputs, labels; no torch) → tiles (stack, tile, the tiles-folder
-format; no torch) → device, metrics, models → bundle → training, prediction → evaluation →
-extras (demo, info, pictures, synthetic scenes) → bench → cli and its tables (views).
+errors, settings, ranks, runfolder (no torch) → geo (raster I/O, outputs, labels; no torch) →
+tiles (stack, tile, the tiles-folder format; no torch) → device, metrics, models → bundle →
+training, prediction → evaluation → extras (demo, info, pictures, synthetic scenes) → bench →
+cli (the app, its commands, config files and tables).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ LAYERS = {
     "_version": 0,
     "errors": 0,
     "settings": 0,
-    "configfile": 0,
+    "ranks": 0,
+    "runfolder": 0,
     "htmlpage": 0,
     "geo": 1,
     "tiles": 2,
@@ -32,11 +34,10 @@ LAYERS = {
     "extras": 7,
     "bench": 8,
     "cli": 9,
-    "views": 9,
     "__main__": 9,
     "": 9,  # "": the package root, which re-exports the API
 }
-NO_TORCH = ("errors", "_version", "geo", "tiles")
+NO_TORCH = ("errors", "_version", "settings", "ranks", "runfolder", "geo", "tiles")
 ONLY_IN = {"albumentations": "training.augment", "typer": "cli"}
 
 
@@ -174,4 +175,70 @@ def test_heavy_libraries_are_imported_in_one_place_each():
         _, theirs = imports(path)
         for library, owner in ONLY_IN.items():
             if library in theirs:
-                assert module_name(path) == owner, f"{path} imports {library}"
+                name = module_name(path)
+                assert name == owner or name.startswith(owner + "."), f"{path} imports {library}"
+
+
+def test_every_import_of_ours_names_a_module_or_package(graph):
+    """A relative import that points at nothing (``from .bench`` inside ``cli/``) fails only
+    when that line runs; here it fails at once."""
+    missing = sorted(
+        f"{source} imports {target}"
+        for source, targets in graph.items()
+        for target in targets
+        if target and not is_module(target)
+    )
+    assert missing == []
+
+
+def _tiles_file_names(path: Path) -> list[str]:
+    """String constants in ``path`` that name a tiles folder's files: ``dataset.json`` or an
+    array's ``.npy`` (whole strings, or the tail of an f-string)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+            if text == "dataset.json" or text.endswith(".npy"):
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {text!r}")
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", None) == "load"
+            and getattr(node.func.value, "id", None) in ("np", "numpy")
+        ):
+            found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} np.load")
+    return found
+
+
+def test_only_tiles_opens_a_tiles_folders_files():
+    """Outside ``tiles/``, a tiles folder is read through its accessors (``read_dataset_json``,
+    ``read_array``, ``is_tiles_folder``, ``folder_files``): no module names its files."""
+    found = [
+        hit
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if room(module_name(path)) != "tiles"
+        for hit in _tiles_file_names(path)
+    ]
+    assert found == []
+
+
+def test_the_tiles_check_sees_a_module_that_opens_an_array(tmp_path):
+    """The check above, on a module that reads ``splits.npy`` itself, finds it."""
+    offender = PACKAGE / "_offender_for_test.py"
+    try:
+        offender.write_text('import numpy as np\nnp.load(folder / "splits.npy")\n')
+        assert len(_tiles_file_names(offender)) == 2
+    finally:
+        offender.unlink()
+
+
+def test_the_command_line_starts_without_torch():
+    """``scratchsat --help`` and every option are built from torch-free settings records."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, scratchsat.cli\n"
+        "print(sorted(m for m in ('torch', 'albumentations') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr

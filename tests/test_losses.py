@@ -133,7 +133,7 @@ def test_dice_lovasz_and_balanced_sampling_train(seg_tiles, cls_tiles, tmp_path,
 def test_the_cli_defaults_are_the_configs():
     """One source of truth for defaults: every train option the CLI shares with TrainConfig
     defaults to the config's value."""
-    from scratchsat.cli import train as train_command
+    from scratchsat.cli import train_command
 
     defaults = TrainConfig()
     checked = 0

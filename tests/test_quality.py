@@ -122,7 +122,7 @@ def test_an_ensemble_refuses_bundles_with_other_classes_or_bands(small_run, seg_
     ],
 )
 def test_durations(text, seconds):
-    from scratchsat.training.budget import parse_duration
+    from scratchsat.settings import parse_duration
 
     assert parse_duration(text) == seconds
 
@@ -130,7 +130,7 @@ def test_durations(text, seconds):
 @pytest.mark.parametrize("text", ["3 minutes", "m3", "0s", "-5", ""])
 def test_bad_durations_are_refused(text):
     from scratchsat.errors import InputError
-    from scratchsat.training.budget import parse_duration
+    from scratchsat.settings import parse_duration
 
     with pytest.raises(InputError, match="--time-budget"):
         parse_duration(text)

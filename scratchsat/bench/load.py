@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from ..tiles.format import read_tiles
+from ..tiles.format import read_array, read_tiles
 from ..training.batch import d4_batch, host_batch, normalise_batch
 from ..training.data import EpochSampler, PatchDataset
 
@@ -20,7 +20,7 @@ class RawSlices(Dataset):
 
     def __init__(self, folder: Path) -> None:
         self.folder, self.images = folder, None
-        self.count = len(np.load(folder / "images.npy", mmap_mode="r"))
+        self.count = len(read_array(folder, "images", mmap=True))
 
     def __len__(self) -> int:
         return self.count
@@ -28,7 +28,7 @@ class RawSlices(Dataset):
     def __getitem__(self, key):
         index = key[0] if isinstance(key, tuple) else key
         if self.images is None:
-            self.images = np.load(self.folder / "images.npy", mmap_mode="r")
+            self.images = read_array(self.folder, "images", mmap=True)
         return torch.from_numpy(np.array(self.images[index]).view(np.int16))
 
 
@@ -101,5 +101,5 @@ def bench_load(
             raw, passes, 0, batch_size, on_host, batched=True
         ),
     }
-    shape = np.load(tiles / "images.npy", mmap_mode="r").shape
+    shape = read_array(tiles, "images", mmap=True).shape
     return {"patch": list(shape[1:]), "workers": workers, "patches_per_s": results}

@@ -20,6 +20,7 @@ import rasterio
 
 from ..extras.synth import write_scene
 from ..geo.raster import GDAL_ENV, geotiff_profile, open_raster
+from ..tiles.format import read_array
 from ..tiles.tiling import TileOptions, tile
 
 
@@ -99,7 +100,7 @@ def bench_tile(
                 options=TileOptions(patch_size=patch_size, workers=workers, min_valid=0.0),
             )
             tile_s = min(tile_s, time.perf_counter() - start)
-        patches = len(np.load(out / "splits.npy"))
+        patches = len(read_array(out, "splits"))
         if keep is not None:
             shutil.copytree(out, keep / "tiles", dirs_exist_ok=True)
             shutil.copy(scene, keep / "scene.tif")

@@ -7,12 +7,12 @@ weights, a second scene it has never seen is predicted and scored, and pictures 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+from ..bundle import read_model_json
 from ..errors import InputError, OutputExistsError
 from ..evaluation import evaluate
 from ..geo.outputs import remove_path, write_json, writing
@@ -102,7 +102,7 @@ def demo(
     log("5/5 scoring the prediction and drawing pictures")
     scores = evaluate(prediction, unseen.labels_path)
     write_json(out / "unseen_scores.json", scores)
-    classes = json.loads((out / "run" / "model.json").read_text())["classes"]
+    classes = read_model_json(out / "run")["classes"]
     plot_quicklook(
         out / "unseen_quicklook.png",
         unseen.path,

@@ -18,7 +18,8 @@ from ..geo.raster import (
     reads_mask_band,
 )
 from ..geo.sources import Source, as_source
-from ..tiles.format import read_dataset_json, union_tiles
+from ..runfolder import RunFolder
+from ..tiles.format import is_tiles_folder, read_dataset_json, union_tiles
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
 
@@ -30,9 +31,9 @@ def describe(path: str | os.PathLike) -> dict:
     if not isinstance(source, Path):
         return describe_raster(source)
     path = source
-    if path.is_dir() and (path / "dataset.json").exists():
+    if is_tiles_folder(path):
         return describe_tiles(path)
-    if (path.is_dir() and (path / "model.json").exists()) or path.suffix == ".json":
+    if (path.is_dir() and RunFolder(path).model_json.exists()) or path.suffix == ".json":
         return describe_bundle(path)
     if path.is_dir():
         raise InputError(
@@ -94,7 +95,7 @@ def report_page(described: dict) -> Path:
             f"--open opens a run's report.html; {described['path']} is a {described['kind']}, "
             "not a run folder"
         )
-    page = Path(described["path"]).parent / "report.html"
+    page = RunFolder(Path(described["path"]).parent).page
     if not page.exists():
         raise InputError(
             f"{page} does not exist: the run was trained by an older scratchsat or did not "
@@ -109,7 +110,7 @@ def describe_folders(paths: list[str]) -> dict:
     if len(paths) == 1:
         return describe(paths[0])
     for path in paths:
-        if not (Path(path) / "dataset.json").exists():
+        if not is_tiles_folder(path):
             raise InputError(
                 f"{path} is not a tiles folder; `info` describes several paths only as tiles "
                 "folders trained together (pass one raster or run at a time)"
@@ -143,7 +144,7 @@ def describe_bundle(path: Path) -> dict:
 
     bundle = load_bundle(path)
     meta = bundle.meta
-    report_path = bundle.path.with_name("report.json")
+    report_path = RunFolder(bundle.path.parent).report
     report = json.loads(report_path.read_text()) if report_path.exists() else None
     scores = {}
     for split in ("val", "test"):

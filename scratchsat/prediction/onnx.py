@@ -27,8 +27,9 @@ from torch import nn
 
 from ..bundle import MAX_PATCH, BundleMeta, load_bundle, read_meta
 from ..device import check_memory, forward_bytes
-from ..errors import BundleError, InputError
+from ..errors import BundleError, DatasetError, InputError
 from ..geo.outputs import atomic_output, check_output
+from ..tiles.format import read_dataset_json
 from .options import DEFAULTS
 
 OPSET = 18
@@ -167,7 +168,7 @@ def training_resolution(meta: BundleMeta) -> float | None:
     if not tiles:
         return None
     try:
-        info = json.loads((Path(tiles) / "dataset.json").read_text())
+        info = read_dataset_json(tiles)
         source = info["sources"][0]
         from rasterio.crs import CRS
 
@@ -175,7 +176,7 @@ def training_resolution(meta: BundleMeta) -> float | None:
         if not crs.is_projected or crs.linear_units_factor[1] != 1.0:
             return None
         return float(abs(source["transform"][0]) * 100)
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, DatasetError):
         return None
 
 

@@ -24,7 +24,7 @@ from ..geo.outputs import atomic_output, check_output, scratch_folder
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
 from ..geo.vectorize import driver_for
-from ..tiles.format import read_dataset_json
+from ..tiles.format import is_tiles_folder, read_array, read_dataset_json
 from .engine import load_predictor, predict_scene
 from .options import DEFAULTS, PredictOptions
 from .writers import UNCERTAINTY_BANDS, Outputs
@@ -46,8 +46,8 @@ def labelled_boxes(meta_data: dict | None, grid_crs, tiles: str | os.PathLike | 
     data = meta_data or {}
     trained_on = [f["path"] for f in data.get("folders") or []] or [data.get("tiles")]
     folders = [tiles] if tiles is not None else [f for f in trained_on if f]
-    folders = [f for f in folders if (Path(f) / "dataset.json").exists() or f == tiles]
-    if tiles is not None and not (Path(tiles) / "dataset.json").exists():
+    folders = [f for f in folders if is_tiles_folder(f) or f == tiles]
+    if tiles is not None and not is_tiles_folder(tiles):
         raise InputError(f"--tiles {tiles} is not a tiles folder (no dataset.json)")
     if not folders:
         return None
@@ -60,7 +60,7 @@ def labelled_boxes(meta_data: dict | None, grid_crs, tiles: str | os.PathLike | 
 def folder_boxes(folder: Path, grid_crs) -> list[tuple[float, float, float, float]]:
     """The footprints of one tiles folder's patches (see :func:`labelled_boxes`)."""
     info = read_dataset_json(folder)
-    windows = np.load(folder / "windows.npy")
+    windows = read_array(folder, "windows")
     size = int(info["patch_size"])
     boxes = []
     for index, col, row in windows.tolist():

@@ -29,6 +29,32 @@ FORMAT = "scratchsat-tiles"
 FORMAT_VERSION = 1
 
 
+DATASET_JSON = "dataset.json"
+
+
+def is_tiles_folder(path: str | os.PathLike) -> bool:
+    """Whether ``path`` looks like a tiles folder (it holds a ``dataset.json``); whether it
+    is a sound one is :func:`read_dataset_json`'s to say."""
+    return (Path(path) / DATASET_JSON).is_file()
+
+
+def read_array(folder: str | os.PathLike, name: str, mmap: bool = False) -> np.ndarray:
+    """The tiles folder's array ``name`` (images, masks, labels, splits, windows), read or
+    memory-mapped: the one place outside the writers that names the arrays' files."""
+    return np.load(Path(folder) / f"{name}.npy", mmap_mode="r" if mmap else None)
+
+
+def has_array(folder: str | os.PathLike, name: str) -> bool:
+    """Whether the folder has array ``name`` (a chip folder has no ``windows``)."""
+    return (Path(folder) / f"{name}.npy").exists()
+
+
+def folder_files(folder: str | os.PathLike) -> list[Path]:
+    """Every file that makes the tiles folder's data, in a fixed order (what a run hashes)."""
+    folder = Path(folder)
+    return [folder / DATASET_JSON, *sorted(folder.glob("*.npy"))]
+
+
 ARRAYS = {  # what training needs (chip folders have no windows.npy: chips have no scene)
     "segmentation": ("images", "masks", "labels", "splits"),
     "classification": ("images", "labels", "splits"),
@@ -440,7 +466,7 @@ def read_dataset_json(folder: str | os.PathLike) -> dict:
             f"tiles folder {folder} {what}; make one with `scratchsat tile SCENE "
             f"--labels LABELS --out {folder}`"
         )
-    path = folder / "dataset.json"
+    path = folder / DATASET_JSON
     try:
         info = json.loads(path.read_text())
     except FileNotFoundError:

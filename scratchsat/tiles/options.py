@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
 from ..geo.raster import Grid
 from ..geo.sources import Source
+from ..settings import comma_list, setting
 
 TASKS = ("segmentation", "classification")
 Progress = Callable[[int, int], None]
@@ -21,18 +21,33 @@ class TileOptions:
     """How to cut patches. ``stride`` defaults to ``patch_size``; ``block_size`` (the side of
     a spatial split block, in pixels) to 8 patches."""
 
-    patch_size: int = 64
-    stride: int | None = None
-    min_valid: float = 0.5
-    min_labeled: float = 0.0
-    bands: tuple[str, ...] | None = None
-    task: str = "segmentation"
-    val: float = 0.2
-    test: float = 0.1
-    seed: int = 0
-    block_size: int | None = None
-    chips: bool = False
-    workers: int = 1
+    patch_size: int = setting(64, "Patch side in pixels.")
+    stride: int | None = setting(
+        None, "Step between windows in pixels (default: the patch size; smaller overlaps)."
+    )
+    min_valid: float = setting(
+        0.5, "Skip windows with a smaller fraction of valid (not nodata) pixels."
+    )
+    min_labeled: float = setting(
+        0.0, "Skip windows with a smaller fraction of labelled pixels (0: at least one)."
+    )
+    bands: tuple[str, ...] | None = setting(
+        None,
+        "Band subset by name or 1-based number, comma-separated.",
+        option_type=str | None,
+        parse=comma_list,
+    )
+    task: str = setting(
+        "segmentation", "segmentation (a class per pixel) or classification (a class per patch)."
+    )
+    val: float = setting(0.2, "Fraction of patches for validation.")
+    test: float = setting(0.1, "Fraction of patches for testing.")
+    seed: int = setting(0, "Seed of the split.")
+    block_size: int | None = setting(
+        None, "Side of a spatial split block in pixels (default: 8 patches)."
+    )
+    chips: bool = setting(False, "Also write each patch as a georeferenced GeoTIFF under chips/.")
+    workers: int = setting(1, "Worker processes.")
 
     @property
     def split_block(self) -> int:
@@ -86,8 +101,10 @@ class Shard:
     @classmethod
     def from_env(cls) -> Shard | None:
         """RANK/WORLD_SIZE as torchrun and other launchers set them (None for one process)."""
-        size = int(os.environ.get("WORLD_SIZE", "1"))
-        return cls(int(os.environ.get("RANK", "0")) + 1, size) if size > 1 else None
+        from ..ranks import Ranks
+
+        ranks = Ranks.from_env()
+        return cls(ranks.rank + 1, ranks.world_size) if ranks.distributed else None
 
     @property
     def folder(self) -> str:

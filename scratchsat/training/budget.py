@@ -24,13 +24,9 @@ holds :data:`GROW_STEP` epochs more at a pace :data:`GROW_MARGIN` slower, and by
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..errors import InputError
-
-UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 REPORT_S = 3.0  # writing report.json, the pictures and report.html, beyond scoring
 RECENT = 3  # epochs whose mean pace checks the plan after the first
 MARGIN = 1.05  # the epochs after the first planned as if 5 % slower: a shared machine's epochs
@@ -38,23 +34,6 @@ MARGIN = 1.05  # the epochs after the first planned as if 5 % slower: a shared m
 GROW_MARGIN = 1.15  # a plan grows only by the epochs that fit this much slower: after growing,
 # the pace must slow by a tenth before the plan is shortened again
 GROW_STEP = 2  # and only by this many epochs or more: no change of schedule for one epoch
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``3m``, ``1.5h`` or ``1h30m``."""
-    text = text.strip().lower()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        seconds = float(text)
-    else:
-        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            raise InputError(
-                f"--time-budget {text!r} is not a duration; write it like 90s, 3m, 1.5h or 1h30m"
-            )
-        seconds = sum(float(n) * UNITS[u] for n, u in parts)
-    if not seconds > 0:
-        raise InputError(f"--time-budget must be more than 0, not {text!r}")
-    return seconds
 
 
 @dataclass(frozen=True)

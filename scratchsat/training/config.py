@@ -1,87 +1,25 @@
-"""Every training setting in one record (:class:`TrainConfig`, with the model's settings
-nested), checked in full before anything is read or written, and how ``--resume`` reconciles
-settings asked for now with the run's own."""
+"""Training settings (:class:`TrainConfig`, declared in ``settings``) checked in full before
+anything is read or written, and how ``--resume`` reconciles settings asked for now with the
+run's own."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from ..device import check_device_name
 from ..errors import InputError
-from ..models import SETTINGS, ModelSettings, check_name
+from ..models import check_name
 from ..models import check_settings as check_model_settings
 from ..models.layers import check_choice
-from ..settings import flat_settings
+from ..settings import TrainConfig
 from .augment import PRESETS
 from .data import SAMPLINGS
 from .losses import LOSSES
 from .optim import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 
-
-@flat_settings("model_settings")
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training setting; saved in the checkpoint and in ``model.json``."""
-
-    model: str = "auto"  # auto: unet for segmentation, resnet18 for classification
-    epochs: int = 30
-    epoch_steps: int = 16  # an epoch is at least this many optimizer steps (data.epoch_length)
-    batch_size: int = 32
-    lr: float = 2e-3  # peak learning rate
-    weight_decay: float = 1e-2
-    optimizer: str = "adamw"
-    schedule: str = "onecycle"
-    aug: str = "d4crop"
-    class_weights: str = "sqrt-median"  # rarer-than-median classes weigh √(median / n)
-    label_smoothing: float = 0.0
-    cutmix: float = 0.5  # fraction of training patches given a square of another (batch.py)
-    loss: str = "ce"  # ce, ce+dice or ce+lovasz (losses.py)
-    sampling: str = "uniform"  # uniform, or balanced: rare-class patches drawn more often
-    amp: bool | None = None  # None: on for CUDA and for CPUs with native bf16 (device.py)
-    channels_last: bool | None = None  # None: on for CUDA
-    compile: bool = False
-    device: str = "auto"
-    workers: int | None = None  # None: 0 on the CPU, up to 8 with a GPU
-    seed: int = 0
-    batch_augment: bool | None = None  # normalise + d4 per batch on the device (None: on GPUs)
-    patience: int | None = None  # stop after this many epochs without a better val score
-    time_budget: float | None = None  # seconds: choose epochs to end within it (budget.py)
-    ema: bool = True  # validate and save an exponential moving average of the weights
-    calibrate: bool = True  # fit one logit offset per class on val after training (offsets.py)
-    init_from: str | None = None  # a run whose weights to start from (init.py); None: random
-    model_settings: ModelSettings = ModelSettings()  # width, depth, activation, norm, init
-
-    def get(self, name: str):
-        """A setting by name, model settings included (``get("width")``)."""
-        if name in SETTINGS:
-            return getattr(self.model_settings, name)
-        return getattr(self, name)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> TrainConfig:
-        """From ``asdict`` output, as checkpoints and ``model.json`` hold it; model settings
-        nested or, as older runs wrote them, flat. Keys it does not know are ignored."""
-        known = {f.name for f in fields(cls)} - {"model_settings"}
-        nested = data.get("model_settings") or {}
-        if isinstance(nested, ModelSettings):
-            nested = asdict(nested)
-        flat = {k: v for k, v in {**nested, **data}.items() if k in SETTINGS}
-        kept = {k: v for k, v in data.items() if k in known}
-        return cls(**kept, model_settings=ModelSettings(**flat))
-
-    @classmethod
-    def of(cls, **options) -> TrainConfig:
-        """From flat options, as the CLI has them (``width=8`` beside ``epochs=3``); a name
-        that is not a setting is refused."""
-        unknown = sorted(set(options) - set(NAMES) - {"model_settings"})
-        if unknown:
-            raise InputError(f"unknown training setting {unknown[0]!r}; known: {', '.join(NAMES)}")
-        return cls.from_dict(options)
-
-
-NAMES = tuple(f.name for f in fields(TrainConfig) if f.name != "model_settings") + SETTINGS
+NAMES = TrainConfig.names()
 RUNTIME_SETTINGS = ("device", "workers", "compile")  # change speed, not the run: --resume applies
 
 

@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, default_collate
 from ..errors import InputError
 from ..geo.labels import IGNORE_INDEX
 from ..geo.windows import SPLITS
-from ..tiles.format import Tiles, read_tiles
+from ..tiles.format import Tiles, read_array, read_tiles
 from .augment import CROP_P, AugmentSpec, build_augment, crop_reflect_maps
 from .batch import raw_view
 
@@ -51,11 +51,11 @@ class Store:
             self._arrays = [{} for _ in self.parts]
         arrays = self._arrays[k]
         if name not in arrays:
-            arrays[name] = np.load(self.parts[k].folder / f"{name}.npy", mmap_mode="r")
+            arrays[name] = read_array(self.parts[k].folder, name, mmap=True)
         return arrays[name]
 
     def splits(self) -> np.ndarray:
-        return np.concatenate([np.load(p.folder / "splits.npy") for p in self.parts])
+        return np.concatenate([read_array(p.folder, "splits") for p in self.parts])
 
     def read(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Rows of an array (``masks`` and ``labels`` in the union's class ids), one

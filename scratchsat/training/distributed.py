@@ -8,8 +8,6 @@ progress and writes files. Without those variables everything is a single proces
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -24,7 +22,7 @@ def init(device: torch.device) -> tuple[Ranks, torch.device]:
         return SINGLE, device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    ranks = Ranks(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    ranks = Ranks(dist.get_rank(), dist.get_world_size(), Ranks.from_env().local_rank)
     if device.type == "cuda":
         device = torch.device("cuda", ranks.local_rank)
         torch.cuda.set_device(device)

@@ -29,9 +29,11 @@ from ..bundle import save_bundle, save_checkpoint, save_weights, weights_offsets
 from ..device import autocast, autocast_dtype, synchronize
 from ..errors import DivergedError, TrainingInterrupted
 from ..geo.labels import IGNORE_INDEX
-from ..geo.outputs import output_lock, write_json
+from ..geo.outputs import output_lock, write_json, write_text
 from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
+from ..ranks import Ranks
+from ..runfolder import RunFolder
 from . import distributed
 from .augment import BATCH_PRESETS
 from .batch import cutmix_batch, d4_batch, host_batch, normalise_batch, step_generator
@@ -152,7 +154,7 @@ def interrupted(
     number = run.stop.signal_number or int(getattr(stop, "signal_number", signal.SIGINT))
     if exact and run.ranks.main:
         state = checkpoint_state(run, epoch, step, partial)
-        save_checkpoint(run.folder / "checkpoint.pt", state)
+        save_checkpoint(run.files.checkpoint, state)
         run.saved_at = (epoch, step)
     if exact:
         return TrainingInterrupted(run.folder, epoch, step, signal_number=number)
@@ -284,18 +286,18 @@ def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
     if run.ranks.main:
         if improved:
             save_bundle(run.folder, run.scored, bundle_meta(run))
-        save_weights(run.scored, run.folder / "last.safetensors")
+        save_weights(run.scored, run.files.last)
         state = checkpoint_state(run, epoch + 1, 0, (0.0, 0))
-        save_checkpoint(run.folder / "checkpoint.pt", state)
+        save_checkpoint(run.files.checkpoint, state)
         run.saved_at = (epoch + 1, 0)
-        write_metrics_csv(run.folder / "metrics.csv", run.history)
+        write_metrics_csv(run.files.metrics, run.history)
     return improved
 
 
 def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
     """Reload the best weights; score validation and test; write report.json and the plots."""
     distributed.barrier()  # rank 0 has written the best weights
-    path = run.folder / "model.safetensors"
+    path = run.files.weights
     run.scored.load_state_dict(load_file(str(path), device=str(run.device)))
     offsets = calibrate(run, weights_offsets(path))
     report: dict = {
@@ -313,12 +315,12 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
         "test": evaluate(run, "test", final=True) if "test" in run.loaders else None,
     }
     if run.ranks.main:
-        write_json(run.folder / "report.json", report)
-        plot_curves(run.folder / "curves.png", run.history, run.tiles.task)
+        write_json(run.files.report, report)
+        plot_curves(run.files.curves, run.history, run.tiles.task)
         final = report["test"] or report["val"]
         split = "test" if report["test"] else "validation"
         plot_confusion(
-            run.folder / "confusion.png",
+            run.files.confusion,
             np.array(final["confusion"]),
             run.class_names,
             f"Confusion on the {split} split (best epoch {run.best_epoch})",
@@ -341,6 +343,7 @@ def train(
     clock: Callable[[], float] = time.perf_counter,
     dry_run: bool = False,
     trackers: Sequence[str] = (),
+    settings_toml: str | None = None,
 ) -> dict:
     """Train a model from random weights on a tiles folder (or the union of several, see
     :func:`~scratchsat.tiles.format.union_tiles`); returns the final report (with
@@ -356,12 +359,13 @@ def train(
     the finished steps (:class:`TrainingInterrupted`); a second signal stops at once.
 
     ``trackers``: ``tensorboard`` and/or ``mlflow`` (see :mod:`.tracking`) follow the run.
+    ``settings_toml``: the command's settings as a config file, kept as ``RUN/train.toml``.
     """
     folder, started = Path(out), clock()
     check_trackers(trackers)
     if dry_run:
         return dry_run_report(tiles, folder, config, augment, clock)
-    main = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 holds the folder
+    main = Ranks.from_env().main  # under torchrun, rank 0 holds the folder
     with output_lock(folder) if main else contextlib.nullcontext():
         run, checkpoint = setup(tiles, folder, config, resume, overwrite, augment, explicit)
         if run.config.time_budget and checkpoint is None:  # a resumed run keeps its epochs
@@ -370,7 +374,10 @@ def train(
                 log(chosen)
         attach_ema(run, checkpoint)
         with run.stop.installed(), follow(run, trackers) as followers:
-            return train_run(run, checkpoint, progress, log, followers)
+            report = train_run(run, checkpoint, progress, log, followers)
+        if settings_toml and run.ranks.main:
+            write_text(RunFolder(folder).settings, settings_toml, overwrite=True)
+        return report
 
 
 def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:

@@ -5,7 +5,6 @@ labels and the bundle's band contract (pictures embedded; opens offline)."""
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,9 +13,11 @@ import torch
 
 from .. import htmlpage as h
 from .._version import __version__
+from ..bundle import read_model_json
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import write_atomically
 from ..geo.windows import SPLITS
+from ..tiles.format import has_array
 from .data import PatchDataset
 from .offsets import moved_offsets
 from .report import LABELS, _figure
@@ -67,7 +68,7 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
     """The scene with most test patches, shrunk: labels beside the model's prediction on its
     test patches (the rest blank). None without test patches."""
     data = PatchDataset(run.tiles, "test")
-    if len(data) == 0 or not all((p.folder / "windows.npy").exists() for p in data.store.parts):
+    if len(data) == 0 or not all(has_array(p.folder, "windows") for p in data.store.parts):
         return None  # no test patches, or chips (a chip folder has no scene to place them in)
     rows = data.indices
     part = np.searchsorted(data.store.starts, rows, side="right") - 1
@@ -139,7 +140,7 @@ def hex_colour(rgb) -> str:
 def write_report_html(run: Run, report: dict) -> None:
     """``RUN/report.html`` from what the run wrote (report, plots, model.json) and the tiles."""
     folder, tiles, task = run.folder, run.tiles, run.tiles.task
-    meta = json.loads((folder / "model.json").read_text())
+    meta = read_model_json(folder)
     final = report["test"] or report["val"]
     split = "test" if report["test"] else "validation"
     parameters = sum(p.numel() for p in run.scored.parameters())
@@ -184,11 +185,11 @@ def write_report_html(run: Run, report: dict) -> None:
         h.section("Summary", summary),
         h.section("Settings", settings),
         h.section("Data", folders, splits, class_table(tiles.classes, task), bands),
-        h.section("Curves", h.image((folder / "curves.png").read_bytes(), "training curves")),
+        h.section("Curves", h.image(run.files.curves.read_bytes(), "training curves")),
         h.section(
             f"Scores on the {split} split (best epoch)",
             scores_table(final, task),
-            h.image((folder / "confusion.png").read_bytes(), "confusion matrix"),
+            h.image(run.files.confusion.read_bytes(), "confusion matrix"),
         ),
         h.section(
             "Test area: prediction beside labels",
@@ -199,7 +200,7 @@ def write_report_html(run: Run, report: dict) -> None:
         h.section("Band contract of the bundle (model.json)", contract),
     ]
     text = h.page(f"scratchsat run: {folder.resolve().name}", sections)
-    write_atomically(folder / "report.html", lambda tmp: tmp.write_text(text))
+    write_atomically(run.files.page, lambda tmp: tmp.write_text(text))
 
 
 def offsets_text(fitted: dict | None) -> str:

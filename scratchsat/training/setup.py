@@ -28,7 +28,8 @@ from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import remove_stale_temporaries
 from ..models import MODELS, ModelConfig, build_model, check_config, models_for
 from ..models.inputs import index_pairs, set_band_stats, unwrap
-from ..tiles.format import Tiles, union_tiles
+from ..runfolder import RunFolder
+from ..tiles.format import Tiles, folder_files, union_tiles
 from . import distributed
 from .augment import BATCH_PRESETS
 from .budget import Plan
@@ -38,17 +39,6 @@ from .distributed import ShardSampler
 from .init import init_from
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule, class_weights
-
-RUN_FILES = (
-    "model.json",
-    "model.safetensors",
-    "last.safetensors",
-    "checkpoint.pt",
-    "metrics.csv",
-    "report.json",
-    "curves.png",
-    "confusion.png",
-)
 
 
 @dataclass
@@ -78,6 +68,11 @@ class Run:
     stop: StopRequest = field(default_factory=lambda: StopRequest())
     ema: AveragedModel | None = None  # the weights validated and saved, with --ema
     plan: Plan | None = None  # with --time-budget (not on resume): checked after each epoch
+
+    @property
+    def files(self) -> RunFolder:
+        """The names of the run folder's files."""
+        return RunFolder(self.folder)
 
     @property
     def scored(self) -> nn.Module:
@@ -156,8 +151,8 @@ class StopRequest:
 def data_hash(folder: Path) -> str:
     """A BLAKE2b hash of the tiles folder's dataset.json and arrays, in a fixed order."""
     digest = hashlib.blake2b(digest_size=16)
-    for name in ["dataset.json", *sorted(p.name for p in folder.glob("*.npy"))]:
-        with open(folder / name, "rb") as f:
+    for path in folder_files(folder):
+        with open(path, "rb") as f:
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
     return "blake2b:" + digest.hexdigest()
@@ -189,9 +184,9 @@ def prepare_folder(folder: Path, resume: bool, overwrite: bool, ranks: Ranks = S
     """Create the run folder; refuse to mix with an earlier run unless asked. Every process
     checks (so all refuse alike); only rank 0 changes anything, and removes the temporaries
     a killed earlier run left."""
-    existing = [n for n in RUN_FILES if (folder / n).exists()]
+    existing = RunFolder(folder).existing()
     if ranks.main:
-        for name in RUN_FILES:
+        for name in RunFolder.FILES:
             remove_stale_temporaries(folder / name)
     if existing and not (resume or overwrite):
         raise OutputExistsError(
@@ -283,7 +278,7 @@ def setup(
     ``dry_run``, without its folder)."""
     checkpoint = None
     if resume:
-        path = folder / "checkpoint.pt"
+        path = RunFolder(folder).checkpoint
         if not path.exists():
             raise InputError(f"nothing to resume: {path} does not exist; train without --resume")
         checkpoint = load_checkpoint(path)

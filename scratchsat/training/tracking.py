@@ -16,6 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import InputError
+from ..runfolder import RunFolder
 
 TRACKERS = {  # --log name → (module that must import, extra that installs it)
     "tensorboard": ("tensorboard", "tensorboard"),
@@ -56,9 +57,6 @@ def scalars(row: dict) -> dict[str, float]:
     return out
 
 
-PICTURES = ("curves.png", "confusion.png")
-
-
 class TensorBoard:
     """Event files in ``RUN/tensorboard`` (``tensorboard --logdir RUN``)."""
 
@@ -66,7 +64,7 @@ class TensorBoard:
         from torch.utils.tensorboard import SummaryWriter
         from torch.utils.tensorboard.summary import hparams
 
-        self.folder = run.folder / "tensorboard"
+        self.folder = run.files.tensorboard
         self.writer = SummaryWriter(str(self.folder))
         settings = hyper_parameters(run)
         metric = f"val/{'mean_iou' if run.tiles.task == 'segmentation' else 'macro_f1'}"
@@ -90,7 +88,7 @@ class TensorBoard:
         for key in ("overall_accuracy", "mean_iou", "macro_f1"):
             if final.get(key) is not None:
                 self.writer.add_scalar(f"{split}/{key}", final[key], report["best_epoch"])
-        for name in PICTURES:
+        for name in RunFolder.PICTURES:
             if (run.folder / name).exists():
                 image = imread(run.folder / name)[..., :3]
                 self.writer.add_image(
@@ -134,7 +132,7 @@ class MLflow:
                 if final.get(key) is not None
             }
         )
-        for name in (*PICTURES, "report.html", "report.json", "model.json"):
+        for name in (*RunFolder.PICTURES, RunFolder.PAGE, RunFolder.REPORT, RunFolder.MODEL_JSON):
             if (run.folder / name).exists():
                 self.mlflow.log_artifact(str(run.folder / name))
         self.close()

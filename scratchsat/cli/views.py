@@ -161,7 +161,7 @@ def show_model(info: dict, console: Console) -> None:
 
 def offsets_line(offsets: dict | None) -> str:
     """A bundle's decision offsets, those not 0, for ``info``."""
-    from .training.offsets import moved_offsets  # torch: only where a bundle was loaded
+    from ..training.offsets import moved_offsets  # torch: only where a bundle was loaded
 
     if offsets is None:
         return "none"
@@ -309,7 +309,7 @@ def show_area(area: dict, console: Console) -> None:
 
 def show_bench(result: dict, console: Console) -> None:
     """``bench``: hardware and versions, then each figure beside its bound."""
-    from .bench import rows
+    from ..bench import rows
 
     hw = result["hardware"]
     versions = ", ".join(f"{k} {v}" for k, v in hw["versions"].items())
@@ -335,4 +335,17 @@ def interrupted_message(stop, tiles, out) -> str:
     return (
         "Interrupted (stopped at once) before the first checkpoint was saved: there is nothing "
         "to resume. Run the same command again to start over."
+    )
+
+
+def train_summary(report: dict, out) -> str:
+    """The line ``train`` ends with: the best epoch's scores on the final split."""
+    from ..training.report import LABELS
+
+    final = report["test"] or report["val"]
+    split = "test" if report["test"] else "validation"
+    metric = report["metric"]
+    return (
+        f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
+        f"{LABELS[metric]} {final[metric]:.3f}; model bundle in {out}"
     )

@@ -1,0 +1,61 @@
+"""The ``scratchsat`` Typer app, its global options and the console-script entry point; each
+command group registers its commands on :data:`app` from its own module."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from .._version import __version__
+from .console import state
+
+app = typer.Typer(
+    name="scratchsat",
+    help="Train CNNs from scratch on multi-band satellite imagery; predict to GeoTIFF.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"scratchsat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")
+    ] = False,
+) -> None:
+    """Train CNNs from scratch on multi-band satellite imagery; predict to GeoTIFF."""
+    state["quiet"] = quiet
+
+
+def main() -> None:
+    """Console-script entry point."""
+    from ..geo.processes import state as workers
+
+    try:
+        app(prog_name="scratchsat")
+    except SystemExit as done:
+        if workers["killed_workers"]:  # see processes.stop: do not wait for a dead pool
+            from ..geo.processes import release_semaphores
+
+            release_semaphores()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.code if isinstance(done.code, int) else 1)
+        raise

@@ -1,0 +1,128 @@
+"""What the command line shows: ``Error:`` and ``Warning:`` lines, progress bars, messages;
+how Ctrl-C and SIGTERM end a command. Tables of results are in :mod:`.views`."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..errors import ScratchsatError, Terminated
+
+stderr = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+state = {"quiet": False}  # scratchsat --quiet, or a torchrun rank other than 0
+
+
+def handle_errors(command: F) -> F:
+    """Turn a ScratchsatError into ``Error: …`` and exit 1, without a traceback; Ctrl-C into
+    exit 130 and SIGTERM into 143 (temporaries are removed on the way out either way)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            with terminate_as_interrupt():
+                return command(*args, **kwargs)
+        except ScratchsatError as exc:
+            message = escape(str(exc))  # brackets in a message are text, not rich markup
+            stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt as stop:
+            number = getattr(stop, "signal_number", signal.SIGINT)
+            stderr.print(
+                f"Interrupted ({signal.Signals(number).name}); no output was left half-written.",
+                highlight=False,
+            )
+            raise typer.Exit(128 + number) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, Slurm, Kubernetes, ``docker stop``) raises :class:`Terminated`,
+    so it unwinds like Ctrl-C; only in the main thread, where signal handlers can be set."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(number, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str) -> Iterator[Callable[..., None] | None]:
+    """A rich progress bar on stderr, fed by ``callback(done, total, **fields)``; None when quiet.
+
+    Fields (``epoch``, ``loss``, ``rate``) show beside the bar. The bar appears at the first
+    callback, so a command refused up front prints only its error.
+    """
+    if state["quiet"] or not stderr.is_terminal:  # no bars in logs and pipes
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    bar = Progress(*columns, console=stderr, transient=True)
+    task = bar.add_task(description, total=None, status="")
+
+    def callback(done: int, total: int, **fields) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total, status=format_fields(fields))
+
+    try:
+        yield callback
+    finally:
+        if bar.live.is_started:
+            bar.stop()
+
+
+def format_fields(fields: dict) -> str:
+    parts = []
+    if "epoch" in fields:
+        parts.append(f"epoch {fields['epoch']}")
+    if "loss" in fields:
+        parts.append(f"loss {fields['loss']:.4f}")
+    if "rate" in fields:
+        parts.append(f"{fields['rate']:,.0f} samples/s")
+    if "mpx" in fields:
+        parts.append(f"{fields['mpx']:,.1f} Mpx/s")
+    return "  ".join(parts)
+
+
+def say(message: str) -> None:
+    if not state["quiet"]:
+        stderr.print(message, highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def warnings_to_stderr() -> Iterator[None]:
+    """Show the library's warnings as ``Warning: …`` lines (not Python's warning format)."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield

@@ -1,0 +1,85 @@
+"""Options shared by several commands, declared once (as rasterio's ``rio/options.py`` does),
+and :func:`with_fields`, which turns the fields of a settings record into a command's options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from ..settings import DEVICE_HELP, from_options, options_of
+
+F = TypeVar("F", bound=Callable)
+
+Device = Annotated[str, typer.Option(help=DEVICE_HELP)]
+Overwrite = Annotated[
+    bool, typer.Option(help="Replace existing outputs (without it, they are kept).")
+]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Read and check everything, write nothing; a summary.")
+]
+LABELS = typer.Option(
+    "--labels", "-l", help="Label raster, or vector file (GeoJSON, GeoPackage, Shapefile)."
+)
+Labels = Annotated[str, LABELS]
+OptionalLabels = Annotated[str | None, LABELS]
+LabelField = Annotated[
+    str | None, typer.Option(help="Attribute of vector labels holding the class (text or integer).")
+]
+Background = Annotated[
+    str | None,
+    typer.Option(help="Name a class for pixels no polygon covers (default: they are ignored)."),
+]
+RunFolderArgument = Annotated[
+    Path, typer.Argument(help="Run folder (or its model.json) from `train`.")
+]
+ClassMap = Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")]
+
+
+def given_options(ctx: typer.Context) -> list[str]:
+    """The options of this command that were set on the command line (not defaults)."""
+    sources = {name: ctx.get_parameter_source(name) for name in ctx.params}
+    return [name for name, source in sources.items() if source and source.name != "DEFAULT"]
+
+
+def with_fields(*records: type) -> Callable[[F], F]:
+    """Give ``command`` one option per option field (``settings.setting``) of each record,
+    passed in its ``**fields``: a field added to a record is an option of the command at once,
+    with the field's default, help, names and command-line type. :func:`fields_of` turns what
+    the command receives back into each record's values."""
+
+    def decorate(command: F) -> F:
+        signature = inspect.signature(command)
+        hints = typing.get_type_hints(command, include_extras=True)
+        kept = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in signature.parameters.values()
+            if p.kind != p.VAR_KEYWORD
+        ]
+        added = [_parameter(record, f) for record in records for f in options_of(record)]
+        command.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+        return command
+
+    return decorate
+
+
+def _parameter(record: type, f: dataclasses.Field) -> inspect.Parameter:
+    kind = f.metadata["type"] or typing.get_type_hints(record)[f.name]
+    # A command-line type of its own starts at None (not given): the field's default then
+    default = f.default if f.metadata["type"] is None else None
+    option = typer.Option(*f.metadata["flags"], help=f.metadata["help"])
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option]
+    )
+
+
+def fields_of(values: dict, *records: type) -> dict:
+    """The values of the ``records``' options among a command's ``values``, as the records'
+    fields (parsed where the field says how)."""
+    return {k: v for record in records for k, v in from_options(record, values).items()}
