@@ -8,7 +8,7 @@ import warnings
 
 import torch
 
-from .errors import InputError
+from .errors import InputError, PrecisionWarning
 from .ranks import SINGLE, Ranks, launched  # noqa: F401 - the API has them here too
 
 
@@ -41,10 +41,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (timing needs it on CUDA; a no-op elsewhere)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-class PrecisionWarning(UserWarning):
-    """Autocast asked for where it makes the run slower, not faster."""
 
 
 def cpu_has_native_bf16() -> bool:

@@ -95,3 +95,28 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(f"interrupted at epoch {epoch}, step {step}")
         self.folder, self.epoch, self.step = folder, epoch, step
         self.saved, self.resumable, self.signal_number = saved, resumable, signal_number
+
+
+class ScratchsatWarning(UserWarning):
+    """Something the user should know, that does not stop the command; the CLI prints it as
+    a ``Warning:`` line. Every warning of scratchsat is one of these."""
+
+
+class SplitWarning(ScratchsatWarning):
+    """``tile`` left a split asked for without patches (too few split blocks)."""
+
+
+class InitWarning(ScratchsatWarning):
+    """Part of a model given with --init-from starts from random weights."""
+
+
+class PrecisionWarning(ScratchsatWarning):
+    """Autocast asked for where it makes the run slower, not faster."""
+
+
+class DriftWarning(ScratchsatWarning):
+    """A scene's dtype or band statistics differ from the training data's."""
+
+
+class BandOrderWarning(ScratchsatWarning):
+    """A scene's bands were taken in file order because they, or the model's, have no names."""

@@ -13,12 +13,11 @@ import torch
 
 from scratchsat import TileOptions, tile
 from scratchsat.bundle import load_bundle
-from scratchsat.errors import InputError
+from scratchsat.errors import InitWarning, InputError
 from scratchsat.models import ModelConfig, build_model
 from scratchsat.tiles.format import read_tiles
 from scratchsat.training.init import init_from
 from scratchsat.training.loop import TrainConfig, train
-from scratchsat.training.setup import InitWarning
 
 
 def variant_tiles(seg_tiles, folder, bands=None, relabel=None):

@@ -242,3 +242,24 @@ def test_the_command_line_starts_without_torch():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_every_warning_is_a_scratchsat_warning_from_errors():
+    """Warnings live in ``errors`` beside the errors, each a ``ScratchsatWarning``; a
+    ``warnings.warn`` without one of them as its category is found here."""
+    from scratchsat import errors
+
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_class = isinstance(node, ast.ClassDef) and node.name.endswith("Warning")
+            if is_class and path.name != "errors.py":
+                found.append(f"{path.name}: class {node.name}")
+            if not (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "warn"):
+                continue
+            category = node.args[1] if len(node.args) > 1 else None
+            category = next((k.value for k in node.keywords if k.arg == "category"), category)
+            name = getattr(category, "id", None)
+            if not (name and issubclass(getattr(errors, name, type), errors.ScratchsatWarning)):
+                found.append(f"{path.name}:{node.lineno} warns {name}")
+    assert found == []

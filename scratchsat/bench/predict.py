@@ -13,10 +13,11 @@ import rasterio
 import torch
 
 from ..device import pick_device, synchronize
+from ..errors import DriftWarning
 from ..geo.raster import band_names, reads_mask_band
 from ..geo.windows import window_stride
 from ..models import ModelConfig, build_model
-from ..prediction.engine import DriftWarning, Predictor, SceneReader, predict_scene
+from ..prediction.engine import Predictor, SceneReader, predict_scene
 from ..prediction.options import PredictOptions
 from ..prediction.writers import Outputs
 

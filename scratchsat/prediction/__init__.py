@@ -3,7 +3,8 @@
 ``options`` (how to predict) → ``writers`` (outputs on a grid) → ``engine`` (windows, blending,
 one scene) → ``pool`` (scenes in worker processes) → ``run`` (``scratchsat predict``)."""
 
-from .engine import BandOrderWarning, DriftWarning, Predictor, predict_scene, scene_indexes
+from ..errors import BandOrderWarning, DriftWarning
+from .engine import Predictor, predict_scene, scene_indexes
 from .options import PredictOptions
 from .run import predict
 from .writers import Outputs

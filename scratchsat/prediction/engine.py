@@ -30,7 +30,7 @@ from rasterio.windows import Window
 
 from ..bundle import BundleMeta, load_bundle
 from ..device import autocast, autocast_dtype, check_memory, forward_bytes
-from ..errors import BandError
+from ..errors import BandError, BandOrderWarning, DriftWarning
 from ..geo.raster import (
     Grid,
     data_bands,
@@ -45,10 +45,6 @@ from .options import DEFAULTS, PredictOptions
 from .writers import ClassMapSink, Outputs
 
 Progress = Callable[..., None]
-
-
-class DriftWarning(UserWarning):
-    """A scene's dtype or band statistics differ from the training data's."""
 
 
 @dataclass
@@ -196,10 +192,6 @@ def check_same_contract(path: Path, meta: BundleMeta, other_path: Path, other: B
                 f"--ensemble {other_path.parent} cannot be averaged with {path.parent}: its "
                 f"{what} differ ({b} vs {a}); ensemble runs trained on the same bands and classes"
             )
-
-
-class BandOrderWarning(UserWarning):
-    """A scene's bands were taken in file order because they, or the model's, have no names."""
 
 
 def scene_indexes(path: Source, src, meta: BundleMeta | dict, warn: bool = True) -> list[int]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window
 
-from ..errors import BandError, InputError, NoPatchesError
+from ..errors import BandError, InputError, NoPatchesError, SplitWarning
 from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
 from ..geo.outputs import atomic_output, check_output
 from ..geo.processes import worker_pool
@@ -426,6 +426,7 @@ def _warn_empty_splits(splits: np.ndarray, options: TileOptions) -> None:
                 f"for some: the splits are drawn by {options.split_block} px blocks "
                 f"({len(splits)} patches kept), too few for that fraction; tile again with a "
                 "smaller --block-size",
+                SplitWarning,
                 stacklevel=3,
             )
 

@@ -23,7 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader
 
 from ..bundle import BundleMeta, load_checkpoint, state_dict
 from ..device import SINGLE, Ranks, autocast_dtype, pick_device
-from ..errors import DatasetError, InputError, OutputExistsError, Terminated
+from ..errors import DatasetError, InitWarning, InputError, OutputExistsError, Terminated
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import remove_stale_temporaries
 from ..models import MODELS, ModelConfig, build_model, check_config, models_for
@@ -355,10 +355,6 @@ def setup(
     if checkpoint is not None:
         restore(run, checkpoint)
     return run, checkpoint
-
-
-class InitWarning(UserWarning):
-    """Part of a model given with --init-from starts from random weights."""
 
 
 def model_config_for(config: TrainConfig, tiles: Tiles) -> ModelConfig:
