@@ -263,3 +263,26 @@ def test_every_warning_is_a_scratchsat_warning_from_errors():
             if not (name and issubclass(getattr(errors, name, type), errors.ScratchsatWarning)):
                 found.append(f"{path.name}:{node.lineno} warns {name}")
     assert found == []
+
+
+def test_the_optimizer_step_is_written_once():
+    """``training.optim.optimizer_step`` is the one backward pass and update: the epochs,
+    the time budget's timing and ``bench`` call it (``bench``'s tutorial-loop baseline, which
+    is meant to differ, aside)."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        allowed = {
+            n
+            for f in ast.walk(tree)
+            if isinstance(f, ast.FunctionDef) and f.name in ("optimizer_step", "classic_loop")
+            for n in ast.walk(f)
+        }
+        found += [
+            f"{path.relative_to(PACKAGE)}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and getattr(node.func, "attr", None) == "backward"
+            and node not in allowed
+        ]
+    assert found == []

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..device import autocast, synchronize
-from ..training.loop import precision, train_one_epoch
+from ..device import synchronize
+from ..training.loop import precision, run_step, train_one_epoch
 from ..training.setup import TrainConfig, setup
 
 
@@ -29,12 +29,7 @@ def model_only(run, steps: int) -> float:
         if step == 3:
             synchronize(run.device)
             start = time.perf_counter()
-        with autocast(run.device, run.amp_dtype):
-            loss = run.loss_fn(model(x), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
+        run_step(run, model, run.optimizer, x, y)
     synchronize(run.device)
     return steps * b / (time.perf_counter() - start)
 

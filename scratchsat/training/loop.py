@@ -39,7 +39,7 @@ from .augment import BATCH_PRESETS
 from .batch import cutmix_batch, d4_batch, host_batch, normalise_batch, step_generator
 from .budget import RECENT, Costs, Plan, describe, epochs_for, replanned
 from .offsets import MAX_SCORES, fit_offsets, output_bias
-from .optim import build_optimizer, build_schedule, resize_schedule
+from .optim import build_optimizer, build_schedule, optimizer_step, resize_schedule
 from .page import write_report_html
 from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
 from .setup import (
@@ -89,6 +89,12 @@ def training_batch(run: Run, batch, epoch: int, step: int) -> tuple[torch.Tensor
     return x, y
 
 
+def run_step(run: Run, model, optimizer, x, y, scaler=None) -> torch.Tensor:
+    """:func:`optimizer_step` with the run's loss, device, precision and (by default) scaler."""
+    scaler = run.scaler if scaler is None else scaler
+    return optimizer_step(model, run.loss_fn, x, y, optimizer, scaler, run.device, run.amp_dtype)
+
+
 def train_one_epoch(
     run: Run, epoch: int, start: int, partial: tuple[float, int], progress: Progress | None
 ) -> dict:
@@ -104,16 +110,10 @@ def train_one_epoch(
         for step, batch in enumerate(run.loaders["train"], start=start + 1):
             x, y = training_batch(run, batch, epoch, step)
             in_step = True
-            with autocast(run.device, run.amp_dtype):
-                loss = run.loss_fn(run.model(x), y)
-            run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(loss).backward()
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
+            loss = run_step(run, run.model, run.optimizer, x, y)
             run.schedule.step()
             if run.ema is not None:
                 run.ema.update_parameters(unwrap(run.model))
-            loss = loss.detach()
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), step, first_bad)
             loss_sum += loss * len(x)
             seen += len(x)
@@ -500,15 +500,12 @@ def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs
     rng = torch.get_rng_state()
     model = copy.deepcopy(unwrap(run.model)).train()
     optimizer = build_optimizer(model, run.config.optimizer, run.config.lr, 0.0)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.scaler.is_enabled())  # its own
     batches = iter(run.loaders["train"])
 
     def step(batch) -> None:
         x, y = training_batch(run, batch, 0, 0)  # as an epoch's, with draws of no epoch's
-        with autocast(run.device, run.amp_dtype):
-            loss = run.loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        run_step(run, model, optimizer, x, y, scaler)
 
     step(next(batches))  # warm-up: first-call costs are not an epoch's
     begin, done = clock(), 0

@@ -1,4 +1,5 @@
-"""Optimizers, learning-rate schedules and class weights for training."""
+"""Optimizers, learning-rate schedules and class weights for training, and the one optimizer
+step (:func:`optimizer_step`) that the epochs, the time budget's timing and ``bench`` share."""
 
 from __future__ import annotations
 
@@ -8,7 +9,31 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..device import autocast
 from ..errors import InputError
+
+
+def optimizer_step(
+    model: nn.Module,
+    loss_fn,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    device: torch.device,
+    dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """One training step: the forward pass under autocast to ``dtype`` (None: full
+    precision), the loss, the backward pass (scaled where fp16 needs it) and the update.
+    Returns the loss, detached (reading it is a host sync; the caller chooses when)."""
+    with autocast(device, dtype):
+        loss = loss_fn(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach()
+
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("onecycle", "cosine", "none")
