@@ -295,48 +295,8 @@ def evaluation_page(result: dict) -> str:
             counts,
         ),
     ]
-    area = result.get("area")
-    if area:
-        rows = [
-            [
-                c["name"],
-                c["mapped"],
-                c["estimated"],
-                c["estimated_ci95"],
-                c["users_accuracy"],
-                c["users_ci95"],
-                c["producers_accuracy"],
-                c["producers_ci95"],
-                c["sample"],
-            ]
-            for c in area["classes"]
-        ]
-        sections.append(
-            h.section(
-                f"Area-adjusted estimates ({area['units']})",
-                h.paragraph(area["method"]),
-                h.table(
-                    [
-                        "class",
-                        "mapped",
-                        "estimated",
-                        "± 95 %",
-                        "user's",
-                        "±",
-                        "producer's",
-                        "±",
-                        "sample",
-                    ],
-                    rows,
-                ),
-                h.pairs(
-                    [
-                        ("overall accuracy", area["overall_accuracy"]),
-                        ("± 95 %", area["overall_ci95"]),
-                    ]
-                ),
-            )
-        )
+    if result.get("area"):
+        sections.append(area_section(result["area"]))
     return h.page(f"scratchsat evaluate: {Path(result['prediction']).name}", sections)
 
 
@@ -363,3 +323,21 @@ def write_scores(
         write_text(html, evaluation_page(result), overwrite=overwrite)
         written.append(html)
     return written
+
+
+AREA_COLUMNS = ["class", "mapped", "estimated", "± 95 %", "user's", "±", "producer's", "±"]
+AREA_KEYS = ["name", "mapped", "estimated", "estimated_ci95", "users_accuracy", "users_ci95"]
+AREA_KEYS += ["producers_accuracy", "producers_ci95", "sample"]
+
+
+def area_section(area: dict) -> str:
+    """The page's area-adjusted estimates: per class, and the overall accuracy."""
+    from . import htmlpage as h
+
+    rows = [[c[key] for key in AREA_KEYS] for c in area["classes"]]
+    return h.section(
+        f"Area-adjusted estimates ({area['units']})",
+        h.paragraph(area["method"]),
+        h.table([*AREA_COLUMNS, "sample"], rows),
+        h.pairs([("overall accuracy", area["overall_accuracy"]), ("± 95 %", area["overall_ci95"])]),
+    )

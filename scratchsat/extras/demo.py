@@ -44,6 +44,39 @@ def no_bars(description: str) -> AbstractContextManager:
     return contextlib.nullcontext(None)
 
 
+def prepare(out: Path, overwrite: bool) -> None:
+    """The demo's folder, emptied of an earlier demo's files (only those) with --overwrite."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; the demo writes a folder: choose another --out")
+    earlier = [p for p in out.glob("*") if p.name in DEMO_FILES or p.suffix == ".part"]
+    if earlier and not overwrite:
+        raise OutputExistsError(f"{out} holds an earlier demo; pass --overwrite to replace it")
+    for path in earlier:  # only what a demo writes: never a user's other files, and a link
+        remove_path(path)  # is removed itself, never what it points to
+    with writing(out.parent, out):
+        out.mkdir(parents=True, exist_ok=True)
+
+
+def draw(out: Path, seen, unseen, prediction: Path, scores: dict) -> None:
+    """The quicklooks: the unseen scene with its labels and prediction, the training scene."""
+    classes = read_model_json(out / "run")["classes"]
+    plot_quicklook(
+        out / "unseen_quicklook.png",
+        unseen.path,
+        classes,
+        [("labels (truth)", unseen.labels_path), ("prediction", prediction)],
+        f"Unseen scene: accuracy {scores['overall_accuracy']:.3f}, "
+        f"mean IoU {scores['mean_iou']:.3f}",
+    )
+    plot_quicklook(
+        out / "scene_quicklook.png",
+        seen.path,
+        classes,
+        [("labels", seen.labels_path)],
+        "Training scene",
+    )
+
+
 def demo(
     out: str | os.PathLike = "scratchsat-demo",
     *,
@@ -60,15 +93,7 @@ def demo(
     out = Path(out)
     if epochs is not None and epochs < 1:
         raise InputError(f"--epochs must be at least 1, not {epochs}; leave it out for the default")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} is a file; the demo writes a folder: choose another --out")
-    earlier = [p for p in out.glob("*") if p.name in DEMO_FILES or p.suffix == ".part"]
-    if earlier and not overwrite:
-        raise OutputExistsError(f"{out} holds an earlier demo; pass --overwrite to replace it")
-    for path in earlier:  # only what a demo writes: never a user's other files, and a link
-        remove_path(path)  # is removed itself, never what it points to
-    with writing(out.parent, out):
-        out.mkdir(parents=True, exist_ok=True)
+    prepare(out, overwrite)
     log(f"1/5 writing two synthetic 13-band scenes with labels into {out}")
     seen = write_scene(out / "scene.tif", out / "labels.tif", width=512, height=512, seed=1)
     unseen = write_scene(
@@ -102,22 +127,7 @@ def demo(
     log("5/5 scoring the prediction and drawing pictures")
     scores = evaluate(prediction, unseen.labels_path)
     write_json(out / "unseen_scores.json", scores)
-    classes = read_model_json(out / "run")["classes"]
-    plot_quicklook(
-        out / "unseen_quicklook.png",
-        unseen.path,
-        classes,
-        [("labels (truth)", unseen.labels_path), ("prediction", prediction)],
-        f"Unseen scene: accuracy {scores['overall_accuracy']:.3f}, "
-        f"mean IoU {scores['mean_iou']:.3f}",
-    )
-    plot_quicklook(
-        out / "scene_quicklook.png",
-        seen.path,
-        classes,
-        [("labels", seen.labels_path)],
-        "Training scene",
-    )
+    draw(out, seen, unseen, prediction, scores)
     return {
         "overall_accuracy": scores["overall_accuracy"],
         "mean_iou": scores["mean_iou"],

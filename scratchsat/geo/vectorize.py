@@ -160,9 +160,7 @@ def vectorize(
     neighbour (or, with ``drop_small``, leaves them out); ``simplify`` (CRS units) simplifies
     each polygon without making it invalid; ``keep`` names (or codes) the classes to write.
     """
-    import fiona
     import shapely
-    from fiona.crs import CRS
 
     source, out = as_source(classmap), Path(out)
     if min_area < 0 or simplify < 0:
@@ -170,24 +168,7 @@ def vectorize(
             f"--min-area and --simplify must not be negative, not {min_area:g} and {simplify:g}"
         )
     fmt, siblings = driver_for(out, driver)
-    with open_raster(source) as src:
-        if src.count != 1:
-            raise InputError(
-                f"{source} has {src.count} bands; vectorize takes a class map (one band), "
-                "as `scratchsat predict` writes"
-            )
-        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
-            raise InputError(f"{source} is {src.dtypes[0]}; a class map holds integer class codes")
-        if src.nodata is not None and not float(src.nodata).is_integer():
-            raise InputError(
-                f"{source} has nodata {src.nodata:g}, not an integer code; set an integer nodata "
-                "(gdal_edit -a_nodata) or none"
-            )
-        grid = Grid(src.crs, src.transform, src.width, src.height)
-        nodata = None if src.nodata is None else int(src.nodata)
-        classes = read_classes_tag(src.tags()) or []
-    if grid.crs is None:
-        raise InputError(f"{source} has no CRS; polygons need one (set it with gdal_edit -a_srs)")
+    grid, nodata, classes = read_class_map(source)
     top_band = check_uncertainty(as_source(uncertainty), grid) if uncertainty else None
     names = {int(c["code"]): str(c["name"]) for c in classes}
     wanted = _wanted_codes(keep, names, source)
@@ -211,6 +192,9 @@ def vectorize(
     report = VectorizeReport(out, units=units)
     for path in vector_files(out, fmt, siblings):
         check_output(path, overwrite)
+    found = regions(
+        source, grid, nodata, wanted, sieve, drop_small, uncertainty, top_band, strip_rows
+    )
 
     def feature(region: Region) -> dict:
         polygon = _to_map(region.geometry, grid.transform)
@@ -233,17 +217,53 @@ def vectorize(
         )
         return {"geometry": shapely.geometry.mapping(polygon), "properties": props}
 
+    features = (feature(region) for region in found)
+    write_features(out, fmt, schema, grid, features, found, classes, report, overwrite)
+    return report
+
+
+def read_class_map(source) -> tuple[Grid, int | None, list[dict]]:
+    """A class map's grid, nodata and classes, refused where it is not one (several bands,
+    not integers, a fractional nodata, no CRS)."""
+    with open_raster(source) as src:
+        if src.count != 1:
+            raise InputError(
+                f"{source} has {src.count} bands; vectorize takes a class map (one band), "
+                "as `scratchsat predict` writes"
+            )
+        if not np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+            raise InputError(f"{source} is {src.dtypes[0]}; a class map holds integer class codes")
+        if src.nodata is not None and not float(src.nodata).is_integer():
+            raise InputError(
+                f"{source} has nodata {src.nodata:g}, not an integer code; set an integer nodata "
+                "(gdal_edit -a_nodata) or none"
+            )
+        grid = Grid(src.crs, src.transform, src.width, src.height)
+        nodata = None if src.nodata is None else int(src.nodata)
+        classes = read_classes_tag(src.tags()) or []
+    if grid.crs is None:
+        raise InputError(f"{source} has no CRS; polygons need one (set it with gdal_edit -a_srs)")
+    return grid, nodata, classes
+
+
+def write_features(
+    out: Path, fmt: str, schema, grid: Grid, features, found, classes, report, overwrite: bool
+) -> None:
+    """Write ``features`` (made from the regions ``found``) and the style into a scratch
+    folder, count them back, and put every file in place."""
+    import fiona
+    from fiona.crs import CRS
+
     with scratch_folder(out) as folder:
         staged = folder / out.name
         crs = CRS.from_wkt(grid.crs.to_wkt())
         layer = {"layer": LAYER} if fmt == "GPKG" else {}
-        with fiona.open(staged, "w", driver=fmt, schema=schema, crs=crs, **layer) as dst:
-            found = regions(
-                source, grid, nodata, wanted, sieve, drop_small, uncertainty, top_band, strip_rows
-            )
-            with contextlib.closing(found):  # its rasters close before fiona's GDAL env
-                for region in found:
-                    dst.write(feature(region))
+        with (
+            fiona.open(staged, "w", driver=fmt, schema=schema, crs=crs, **layer) as dst,
+            contextlib.closing(found),  # its rasters close before fiona's GDAL env
+        ):
+            for feature in features:
+                dst.write(feature)
         style_classes = classes or [
             {"code": c, "name": f"class {c}", "colour": "#808080"} for c in report.pixels_by_code
         ]
@@ -261,7 +281,6 @@ def vectorize(
                 final = out.with_name(path.name)
                 tmp = stack.enter_context(atomic_output(final, overwrite))
                 os.replace(path, tmp)
-    return report
 
 
 STYLE_FIELDS = {  # the layer_styles table QGIS reads a GeoPackage layer's default style from

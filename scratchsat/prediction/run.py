@@ -58,18 +58,7 @@ def predict(
         Path(uncertainty) if uncertainty else None,
         stac,
     )
-    polygons = [
-        vector_path(Path(vector), scene, len(plan) == 1, overwrite) if vector else None
-        for scene, _ in plan
-    ]
-    for (_, outputs), target in zip(plan, polygons, strict=True):
-        taken = {p.resolve() for p in (outputs.classes, *outputs.sidecar_paths())}
-        for path in vector_files(target, *driver_for(target, None)) if target else ():
-            if path.resolve() in taken:
-                raise InputError(
-                    f"--vector {target} would write {path}, which the class map writes too; "
-                    "name the vector file differently (or use .gpkg, which keeps its style inside)"
-                )
+    polygons = vector_targets(plan, vector, overwrite)
     ranks = Ranks.from_env()
     device = pick_device(options.device)
     if ranks.distributed and device.type == "cuda":
@@ -98,22 +87,45 @@ def predict(
         for i, (scene, outputs) in enumerate(plan):
             predict_scene(predictor, scene, outputs, options, overwrite, tally.for_scene(i))
     for (scene, outputs), target in zip(plan, polygons, strict=True):
-        if target is not None:
-            vectorize(outputs.classes, target, uncertainty=outputs.uncertainty, overwrite=overwrite)
-        if outputs.stac is not None:
-            item = stac_item(
-                outputs.classes,
-                scene,
-                predictor.meta,
-                Path(bundle),
-                probabilities=outputs.probabilities,
-                uncertainty=outputs.uncertainty,
-                cog=options.cog,
-            )
-            write_text(outputs.stac, json.dumps(item, indent=2) + "\n", overwrite=overwrite)
+        write_extras(scene, outputs, target, predictor.meta, Path(bundle), options, overwrite)
     if ranks.distributed:
         wait_for_ranks()  # every scene is written: rank 0's summary is true
     return every
+
+
+def vector_targets(plan, vector, overwrite: bool) -> list[Path | None]:
+    """``--vector``'s file for each scene (None without it), refused where one of its files
+    is a file the class map writes too."""
+    polygons = [
+        vector_path(Path(vector), scene, len(plan) == 1, overwrite) if vector else None
+        for scene, _ in plan
+    ]
+    for (_, outputs), target in zip(plan, polygons, strict=True):
+        taken = {p.resolve() for p in (outputs.classes, *outputs.sidecar_paths())}
+        for path in vector_files(target, *driver_for(target, None)) if target else ():
+            if path.resolve() in taken:
+                raise InputError(
+                    f"--vector {target} would write {path}, which the class map writes too; "
+                    "name the vector file differently (or use .gpkg, which keeps its style inside)"
+                )
+    return polygons
+
+
+def write_extras(scene, outputs, target, meta, bundle: Path, options, overwrite: bool) -> None:
+    """After a scene's map: its polygons (``--vector``) and its STAC Item (``--stac``)."""
+    if target is not None:
+        vectorize(outputs.classes, target, uncertainty=outputs.uncertainty, overwrite=overwrite)
+    if outputs.stac is not None:
+        item = stac_item(
+            outputs.classes,
+            scene,
+            meta,
+            bundle,
+            probabilities=outputs.probabilities,
+            uncertainty=outputs.uncertainty,
+            cog=options.cog,
+        )
+        write_text(outputs.stac, json.dumps(item, indent=2) + "\n", overwrite=overwrite)
 
 
 def wait_for_ranks() -> None:

@@ -101,70 +101,19 @@ def stac_item(
         classes = read_classes_tag(src.tags()) or list(meta.classes)
     now = now or dt.datetime.now(dt.timezone.utc)
     acquired, source = acquisition_time(scene)
-    west, south, east, north = bounds
-    ring = [(west, south), (east, south), (east, north), (west, north), (west, south)]
-    footprint = {"type": "Polygon", "coordinates": [ring]}
-    if crs is not None:
-        footprint = transform_geom(crs, "EPSG:4326", footprint, precision=7)
-        footprint = json.loads(json.dumps(footprint))  # tuples → lists
+    footprint = wgs84_footprint(crs, bounds)
     points = [p for ring_ in footprint["coordinates"] for p in ring_]
     lons, lats = [p[0] for p in points], [p[1] for p in points]
     epsg = crs.to_epsg() if crs is not None else None
     resolution = abs(transform.a)
-    band = {
-        "data_type": dtype,
-        "nodata": nodata,
-        "spatial_resolution": resolution,
-        "sampling": "area",
-    }
-    class_rows = [
-        {
-            "value": int(c["code"]),
-            "name": field_name(c["name"]),
-            "title": str(c["name"]),
-            "color_hint": str(c["colour"]).lstrip("#").upper(),
-        }
-        for c in classes
-    ]
-    class_rows.append({"value": int(nodata), "name": "nodata", "nodata": True})
-    assets = {
-        "classes": {
-            **asset(classes_path, item_path, "predicted class", ["data"], cog),
-            "raster:bands": [band],
-            "classification:classes": class_rows,
-        },
-        "style": {
-            "href": "./" + classes_path.with_suffix(".qml").name,
-            "type": "text/xml",
-            "title": "QGIS style (paletted, class names)",
-            "roles": ["metadata"],
-        },
-    }
+    band = {"data_type": dtype, "nodata": nodata, "spatial_resolution": resolution}
+    assets = class_assets(classes_path, item_path, {**band, "sampling": "area"}, classes, cog)
     if probabilities is not None:
-        with rasterio.open(probabilities) as src:
-            scale = src.scales[0]
-            prob_bands = [
-                {
-                    "data_type": src.dtypes[0],
-                    "nodata": "nan" if src.nodata != src.nodata else src.nodata,
-                    "scale": scale,
-                    "offset": 0.0,
-                    "spatial_resolution": resolution,
-                    "sampling": "area",
-                }
-                for _ in range(src.count)
-            ]
-        assets["probabilities"] = {
-            **asset(
-                probabilities, item_path, "class probabilities, a band per class", ["data"], cog
-            ),
-            "raster:bands": prob_bands,
-        }
+        assets["probabilities"] = probability_asset(probabilities, item_path, resolution, cog)
     if uncertainty is not None:
         assets["uncertainty"] = asset(
             uncertainty, item_path, "margin, entropy, top probability", ["data"], cog
         )
-    training = meta.training or {}
     properties = {
         "datetime": acquired or iso(now),
         "created": iso(now),
@@ -172,23 +121,10 @@ def stac_item(
         "proj:code": f"EPSG:{epsg}" if epsg else None,
         "proj:shape": [height, width],
         "proj:transform": list(transform)[:6],
-        "proj:bbox": [west, south, east, north],
+        "proj:bbox": list(bounds),
         "scratchsat:datetime_source": source,
         "scratchsat:scene": str(scene),
-        "scratchsat:model": {
-            "bundle": str(bundle) if bundle else None,
-            "architecture": (meta.model or {}).get("name"),
-            "task": meta.task,
-            "patch_size": meta.patch_size,
-            "bands": [b["name"] for b in meta.bands],
-            "dtype": meta.dtype,
-            "nodata": meta.nodata,
-            "epoch": meta.epoch,
-            "seed": training.get("seed"),
-            "training_data": (meta.data or {}).get("folders") or [(meta.data or {}).get("tiles")],
-            "training_data_hash": (meta.data or {}).get("hash"),
-            "scratchsat_version": meta.scratchsat_version,
-        },
+        "scratchsat:model": model_properties(meta, bundle),
         "scratchsat:version": __version__,
     }
     if not epsg and crs is not None:
@@ -203,4 +139,79 @@ def stac_item(
         "properties": properties,
         "links": [],
         "assets": assets,
+    }
+
+
+def wgs84_footprint(crs, bounds) -> dict:
+    """The map's bounds as a GeoJSON polygon in longitude and latitude (as given without a
+    CRS)."""
+    west, south, east, north = bounds
+    ring = [(west, south), (east, south), (east, north), (west, north), (west, south)]
+    footprint = {"type": "Polygon", "coordinates": [ring]}
+    if crs is not None:
+        footprint = transform_geom(crs, "EPSG:4326", footprint, precision=7)
+    return json.loads(json.dumps(footprint))  # tuples → lists
+
+
+def class_assets(classes_path: Path, item_path: Path, band: dict, classes, cog: bool) -> dict:
+    """The class map (its band and its classes, nodata included) and its QGIS style."""
+    class_rows = [
+        {
+            "value": int(c["code"]),
+            "name": field_name(c["name"]),
+            "title": str(c["name"]),
+            "color_hint": str(c["colour"]).lstrip("#").upper(),
+        }
+        for c in classes
+    ]
+    class_rows.append({"value": int(band["nodata"]), "name": "nodata", "nodata": True})
+    return {
+        "classes": {
+            **asset(classes_path, item_path, "predicted class", ["data"], cog),
+            "raster:bands": [band],
+            "classification:classes": class_rows,
+        },
+        "style": {
+            "href": "./" + classes_path.with_suffix(".qml").name,
+            "type": "text/xml",
+            "title": "QGIS style (paletted, class names)",
+            "roles": ["metadata"],
+        },
+    }
+
+
+def probability_asset(path: Path, item_path: Path, resolution: float, cog: bool) -> dict:
+    """The probabilities raster: a band per class, with its scale."""
+    with rasterio.open(path) as src:
+        bands = [
+            {
+                "data_type": src.dtypes[0],
+                "nodata": "nan" if src.nodata != src.nodata else src.nodata,
+                "scale": src.scales[0],
+                "offset": 0.0,
+                "spatial_resolution": resolution,
+                "sampling": "area",
+            }
+            for _ in range(src.count)
+        ]
+    title = "class probabilities, a band per class"
+    return {**asset(path, item_path, title, ["data"], cog), "raster:bands": bands}
+
+
+def model_properties(meta: BundleMeta, bundle: Path | None) -> dict:
+    """``scratchsat:model``: which model made the map, on what data."""
+    data = meta.data or {}
+    return {
+        "bundle": str(bundle) if bundle else None,
+        "architecture": (meta.model or {}).get("name"),
+        "task": meta.task,
+        "patch_size": meta.patch_size,
+        "bands": [b["name"] for b in meta.bands],
+        "dtype": meta.dtype,
+        "nodata": meta.nodata,
+        "epoch": meta.epoch,
+        "seed": (meta.training or {}).get("seed"),
+        "training_data": data.get("folders") or [data.get("tiles")],
+        "training_data_hash": data.get("hash"),
+        "scratchsat_version": meta.scratchsat_version,
     }

@@ -381,31 +381,7 @@ def write_dataset_json(
     counts: np.ndarray,
 ) -> None:
     """``dataset.json``: the band contract, statistics, classes, splits and provenance."""
-    summary = stats.summary()
     first = scenes[0]
-    bands = [
-        {
-            "name": name,
-            "index": index,
-            "mean": summary["mean"][k],
-            "std": summary["std"][k],
-            "p2": summary["p2"][k],
-            "p98": summary["p98"][k],
-            "count": summary["count"][k],  # pixels behind mean and std: folders merge exactly
-        }
-        for k, (name, index) in enumerate(zip(first.bands, first.band_indexes, strict=True))
-    ]
-    class_rows = [
-        {
-            **asdict(c),
-            "pixels": int(counts[:, c.id].sum()),
-            "patches": int((labels == c.id).sum()),
-            "pixels_by_split": {
-                name: int(counts[splits == k, c.id].sum()) for k, name in enumerate(SPLITS)
-            },
-        }
-        for c in classes
-    ]
     nodata = first.nodata
     data = {
         "format": FORMAT,
@@ -424,7 +400,7 @@ def write_dataset_json(
         "nodata": None if nodata is None or np.isnan(nodata) else nodata,
         "nodata_is_nan": nodata is not None and bool(np.isnan(nodata)),
         "ignore_index": IGNORE_INDEX,
-        "bands": bands,
+        "bands": band_rows(first, stats),
         # "descriptions": predict matches a scene's bands by these names; "numbers": B1 … Bn
         # stand for positions, and predict takes a scene's bands in file order.
         "band_names": "descriptions" if first.names_described else "numbers",
@@ -432,7 +408,7 @@ def write_dataset_json(
         "every statistics_step-th row and column; percentiles "
         + ("exact on that lattice" if stats.hist is not None else "from a sample"),
         "statistics_step": stats_step(options.patch_size),
-        "classes": class_rows,
+        "classes": class_rows(classes, splits, labels, counts),
         "patches": int(len(splits)),
         "splits": {name: int((splits == k).sum()) for k, name in enumerate(SPLITS)},
         "windows": windows_seen,
@@ -452,7 +428,39 @@ def write_dataset_json(
         if spec is None
         else {"path": str(spec.path), "field": spec.field, "background": spec.background},
     }
-    write_json(folder / "dataset.json", data)
+    write_json(folder / DATASET_JSON, data)
+
+
+def band_rows(first: Scene, stats: BandStats) -> list[dict]:
+    """The band contract: each band's name, index in the scene and statistics."""
+    summary = stats.summary()
+    return [
+        {
+            "name": name,
+            "index": index,
+            "mean": summary["mean"][k],
+            "std": summary["std"][k],
+            "p2": summary["p2"][k],
+            "p98": summary["p98"][k],
+            "count": summary["count"][k],  # pixels behind mean and std: folders merge exactly
+        }
+        for k, (name, index) in enumerate(zip(first.bands, first.band_indexes, strict=True))
+    ]
+
+
+def class_rows(classes, splits: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> list:
+    """Each class with its pixels and patches, over all splits and per split."""
+    return [
+        {
+            **asdict(c),
+            "pixels": int(counts[:, c.id].sum()),
+            "patches": int((labels == c.id).sum()),
+            "pixels_by_split": {
+                name: int(counts[splits == k, c.id].sum()) for k, name in enumerate(SPLITS)
+            },
+        }
+        for c in classes
+    ]
 
 
 def read_dataset_json(folder: str | os.PathLike) -> dict:

@@ -264,6 +264,38 @@ def on_device_augment(config: TrainConfig, augment, device: torch.device) -> boo
     return wanted and augment is None and config.aug in BATCH_PRESETS
 
 
+def first_model(config, model_config, tiles: Tiles, device, channels_last: bool, new: bool):
+    """The network before training: random weights from the seed (or ``--init-from``'s, for
+    a ``new`` run: a resumed one has its own), the bands' statistics, on ``device``."""
+    torch.manual_seed(config.seed)
+    model = build_model(model_config)
+    if config.init_from and new:
+        fresh = init_from(model, model_config, config.init_from, tiles)
+        if fresh:
+            warnings.warn(
+                f"--init-from {config.init_from}: its classes differ from these tiles', so "
+                f"{', '.join(fresh)} start(s) from random weights; the rest from the run's",
+                InitWarning,
+                stacklevel=3,
+            )
+    set_band_stats(model, tiles.mean, tiles.std)  # --indices: on the bands' own values
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def training_loss(config, tiles: Tiles, loaders: dict, device):
+    """The loss, its class weights counted on the training split."""
+    train_set = loaders["train"].dataset
+    assert isinstance(train_set, PatchDataset)
+    weights = class_weights(train_counts(tiles, train_set), config.class_weights)
+    return build_loss(
+        config.loss,
+        torch.from_numpy(weights).to(device) if weights is not None else None,
+        IGNORE_INDEX,
+        config.label_smoothing,
+    )
+
+
 def setup(
     tiles_folder,
     folder: Path,
@@ -297,37 +329,13 @@ def setup(
             f"{tiles.name} changed since the run in {folder} started; "
             "resume with the same tiles, or start a new run"
         )
-    torch.manual_seed(config.seed)
-    model = build_model(model_config)
-    if config.init_from and checkpoint is None:  # a resumed run has its own weights
-        fresh = init_from(model, model_config, config.init_from, tiles)
-        if fresh:
-            warnings.warn(
-                f"--init-from {config.init_from}: its classes differ from these tiles', so "
-                f"{', '.join(fresh)} start(s) from random weights; the rest from the run's",
-                InitWarning,
-                stacklevel=2,
-            )
-    set_band_stats(model, tiles.mean, tiles.std)  # --indices: on the bands' own values
-    model = model.to(device)
-    channels_last = config.channels_last
-    if channels_last is None:
-        channels_last = device.type == "cuda"
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    channels_last = device.type == "cuda" if config.channels_last is None else config.channels_last
+    model = first_model(config, model_config, tiles, device, channels_last, checkpoint is None)
     amp_dtype = autocast_dtype(device, config.amp, training=True)
     loaders = build_loaders(config, tiles, augment, device, ranks)
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, config.schedule, config.epochs * len(loaders["train"]))
-    train_set = loaders["train"].dataset
-    assert isinstance(train_set, PatchDataset)
-    weights = class_weights(train_counts(tiles, train_set), config.class_weights)
-    loss_fn = build_loss(
-        config.loss,
-        torch.from_numpy(weights).to(device) if weights is not None else None,
-        IGNORE_INDEX,
-        config.label_smoothing,
-    )
+    loss_fn = training_loss(config, tiles, loaders, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     if not dry_run:
         prepare_folder(folder, resume, overwrite, ranks)
@@ -335,22 +343,22 @@ def setup(
     if config.compile:
         model = torch.compile(model)  # type: ignore[assignment]  # an nn.Module in practice
     run = Run(
-        folder,
-        config,
-        tiles,
-        model_config,
-        device,
-        model,
-        optimizer,
-        schedule,
-        scaler,
-        loss_fn,
-        loaders,
-        amp_dtype,
-        channels_last,
-        digest,
-        ranks,
-        hashes,
+        folder=folder,
+        config=config,
+        tiles=tiles,
+        model_config=model_config,
+        device=device,
+        model=model,
+        optimizer=optimizer,
+        schedule=schedule,
+        scaler=scaler,
+        loss_fn=loss_fn,
+        loaders=loaders,
+        amp_dtype=amp_dtype,
+        channels_last=channels_last,
+        data_hash=digest,
+        ranks=ranks,
+        folder_hashes=hashes,
     )
     if checkpoint is not None:
         restore(run, checkpoint)
