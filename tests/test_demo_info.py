@@ -118,3 +118,16 @@ def test_quicklooks_leave_masked_pixels_white(tmp_path):
     rgb, what = quicklook_rgb(tmp_path / "rgba.tif")
     assert what == "bands B1, B2, B3" and rgb.shape == (10, 10, 3)
     assert (rgb[:, :4] == 1.0).all() and (rgb[:, 4:] < 1.0).any()
+
+
+@pytest.mark.parametrize("text", ["not json", "{}", '{"val": 3}'])
+def test_info_of_a_run_with_a_damaged_report(small_run, tmp_path, text):
+    """``report.json`` is read by its typed record: a damaged one is an Error naming it."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    (run / "report.json").write_text(text)
+    result = runner.invoke(app, ["info", str(run)])
+    assert result.exit_code == 1 and "report.json" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

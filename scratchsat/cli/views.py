@@ -340,11 +340,10 @@ def interrupted_message(stop, tiles, out) -> str:
 
 def train_summary(report: dict, out) -> str:
     """The line ``train`` ends with: the best epoch's scores on the final split."""
-    from ..training.report import LABELS
+    from ..training.report import LABELS, SPLIT_WORDS, Report
 
-    final = report["test"] or report["val"]
-    split = "test" if report["test"] else "validation"
-    metric = report["metric"]
+    record = Report.from_dict(report)
+    final, split, metric = record.final, SPLIT_WORDS[record.final_split], record.metric
     return (
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
         f"{LABELS[metric]} {final[metric]:.3f}; model bundle in {out}"

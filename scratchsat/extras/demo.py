@@ -19,6 +19,7 @@ from ..geo.outputs import remove_path, write_json, writing
 from ..prediction import PredictOptions, predict
 from ..tiles.tiling import TileOptions, tile
 from ..training.loop import train
+from ..training.report import Report
 from ..training.setup import TrainConfig
 from .pictures import plot_quicklook
 from .synth import write_scene
@@ -131,7 +132,7 @@ def demo(
     return {
         "overall_accuracy": scores["overall_accuracy"],
         "mean_iou": scores["mean_iou"],
-        "test_split_accuracy": (report["test"] or report["val"])["overall_accuracy"],
+        "test_split_accuracy": Report.from_dict(report).final["overall_accuracy"],
         "folder": str(out),
         "files": {
             "scenes": [str(seen.path), str(unseen.path)],

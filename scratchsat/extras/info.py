@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from ..geo.raster import (
 from ..geo.sources import Source, as_source
 from ..runfolder import RunFolder
 from ..tiles.format import is_tiles_folder, read_dataset_json, union_tiles
+from ..training.report import Report
 
 SAMPLE_SIDE = 1024  # raster statistics come from a read shrunk to at most this side
 
@@ -144,14 +144,11 @@ def describe_bundle(path: Path) -> dict:
 
     bundle = load_bundle(path)
     meta = bundle.meta
-    report_path = RunFolder(bundle.path.parent).report
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    report = Report.read(RunFolder(bundle.path.parent).report)
     scores = {}
-    for split in ("val", "test"):
-        if report and report.get(split):
-            scores[split] = {
-                k: report[split][k] for k in ("overall_accuracy", "mean_iou", "macro_f1")
-            }
+    for split, found in (("val", report and report.val), ("test", report and report.test)):
+        if found:
+            scores[split] = {k: found[k] for k in ("overall_accuracy", "mean_iou", "macro_f1")}
     return {
         "kind": "model",
         "path": str(bundle.path),

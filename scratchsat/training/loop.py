@@ -29,7 +29,7 @@ from ..bundle import save_bundle, save_checkpoint, save_weights, weights_offsets
 from ..device import autocast, autocast_dtype, synchronize
 from ..errors import DivergedError, TrainingInterrupted
 from ..geo.labels import IGNORE_INDEX
-from ..geo.outputs import output_lock, write_json, write_text
+from ..geo.outputs import output_lock, write_text
 from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from ..ranks import Ranks
@@ -41,7 +41,16 @@ from .budget import RECENT, Costs, Plan, describe, epochs_for, replanned
 from .offsets import MAX_SCORES, fit_offsets, output_bias
 from .optim import build_optimizer, build_schedule, optimizer_step, resize_schedule
 from .page import write_report_html
-from .report import LABELS, epoch_row, metric_name, plot_confusion, plot_curves, write_metrics_csv
+from .report import (
+    LABELS,
+    SPLIT_WORDS,
+    Report,
+    epoch_row,
+    metric_name,
+    plot_confusion,
+    plot_curves,
+    write_metrics_csv,
+)
 from .setup import (
     Run,
     StopRequested,
@@ -300,33 +309,32 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
     path = run.files.weights
     run.scored.load_state_dict(load_file(str(path), device=str(run.device)))
     offsets = calibrate(run, weights_offsets(path))
-    report: dict = {
-        "task": run.tiles.task,
-        "metric": metric_name(run.tiles.task),
-        "best_epoch": run.best_epoch,
-        "epochs_run": epochs_run,
-        "stopped_early": stopped_early,
-        "device": str(run.device),
-        "precision": precision(run),
-        "scored_in": precision(scoring_dtype(run)),
-        "class_weights": loss_weights(run),
-        "decision_offsets": offsets,
-        "val": evaluate(run, "val", final=True),
-        "test": evaluate(run, "test", final=True) if "test" in run.loaders else None,
-    }
+    report = Report(
+        task=run.tiles.task,
+        metric=metric_name(run.tiles.task),
+        best_epoch=run.best_epoch,
+        epochs_run=epochs_run,
+        stopped_early=stopped_early,
+        device=str(run.device),
+        precision=precision(run),
+        scored_in=precision(scoring_dtype(run)),
+        class_weights=loss_weights(run),
+        decision_offsets=offsets,
+        val=evaluate(run, "val", final=True),
+        test=evaluate(run, "test", final=True) if "test" in run.loaders else None,
+    )
     if run.ranks.main:
-        write_json(run.files.report, report)
+        report.write(run.files.report)
         plot_curves(run.files.curves, run.history, run.tiles.task)
-        final = report["test"] or report["val"]
-        split = "test" if report["test"] else "validation"
+        split = SPLIT_WORDS[report.final_split]
         plot_confusion(
             run.files.confusion,
-            np.array(final["confusion"]),
+            np.array(report.final["confusion"]),
             run.class_names,
             f"Confusion on the {split} split (best epoch {run.best_epoch})",
         )
         write_report_html(run, report)
-    return report
+    return report.to_dict()
 
 
 def train(

@@ -20,7 +20,7 @@ from ..geo.windows import SPLITS
 from ..tiles.format import has_array
 from .data import PatchDataset
 from .offsets import moved_offsets
-from .report import LABELS, _figure
+from .report import LABELS, SPLIT_WORDS, Report, _figure
 from .setup import Run
 
 MAX_PATCHES = 4096  # test patches drawn in the test-area picture (the model runs on them)
@@ -137,12 +137,11 @@ def hex_colour(rgb) -> str:
     return "#" + "".join(f"{int(v):02x}" for v in rgb[:3])
 
 
-def write_report_html(run: Run, report: dict) -> None:
+def write_report_html(run: Run, report: Report) -> None:
     """``RUN/report.html`` from what the run wrote (report, plots, model.json) and the tiles."""
     folder, tiles, task = run.folder, run.tiles, run.tiles.task
     meta = read_model_json(folder)
-    final = report["test"] or report["val"]
-    split = "test" if report["test"] else "validation"
+    final, split = report.final, SPLIT_WORDS[report.final_split]
     parameters = sum(p.numel() for p in run.scored.parameters())
     summary = h.pairs(
         [
@@ -152,9 +151,9 @@ def write_report_html(run: Run, report: dict) -> None:
                 "model",
                 f"{meta['model']['name']} ({parameters:,} parameters)",
             ),
-            ("best epoch", f"{report['best_epoch']} of {report['epochs_run']}"),
-            ("device", report["device"]),
-            ("decision offsets", offsets_text(report.get("decision_offsets"))),
+            ("best epoch", f"{report.best_epoch} of {report.epochs_run}"),
+            ("device", report.device),
+            ("decision offsets", offsets_text(report.decision_offsets)),
             (f"{split} overall accuracy", final["overall_accuracy"]),
             (f"{split} {LABELS[metric_of(task)]}", final[metric_of(task)]),
             ("scratchsat", __version__),

@@ -1,17 +1,75 @@
-"""What a training run leaves for people: ``metrics.csv``, ``curves.png`` and ``confusion.png``."""
+"""What a training run leaves for people: ``report.json`` (:class:`Report`, written and read
+only here), ``metrics.csv``, ``curves.png`` and ``confusion.png``."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
-from ..geo.outputs import write_atomically
+from ..errors import InputError
+from ..geo.outputs import write_atomically, write_json
 
 LABELS = {"mean_iou": "mean IoU", "macro_f1": "macro F1", "overall_accuracy": "accuracy"}
+SPLIT_WORDS = {"val": "validation", "test": "test"}  # how a page or a message names a split
+
+
+@dataclass(frozen=True)
+class Report:
+    """``report.json``: how a run ended and its final scores, the best epoch's weights scored
+    again on the validation split and (where there is one) the test split."""
+
+    task: str
+    metric: str  # the validation score that picked the best epoch (metric_name)
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    device: str
+    precision: str  # what training computed in
+    scored_in: str  # what the final scores were computed in
+    class_weights: dict | None
+    decision_offsets: dict | None
+    val: dict
+    test: dict | None
+
+    @property
+    def final(self) -> dict:
+        """The scores a run is judged by: the test split's, else the validation split's."""
+        return self.test or self.val
+
+    @property
+    def final_split(self) -> str:
+        """``test`` or ``val``: whose scores :attr:`final` are."""
+        return "test" if self.test else "val"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Report:
+        known: dict = {f.name: data.get(f.name) for f in fields(cls)}
+        return cls(**known)
+
+    def write(self, path: Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: Path) -> Report | None:
+        """A run's report, or None where the run has none (it has not finished)."""
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path} cannot be read as JSON ({exc}); train again") from None
+        if not isinstance(data, dict) or not isinstance(data.get("val"), dict):
+            raise InputError(f"{path} is not a scratchsat report.json (no val scores)")
+        return cls.from_dict(data)
 
 
 def metric_name(task: str) -> str:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..runfolder import RunFolder
+from .report import Report
 
 TRACKERS = {  # --log name → (module that must import, extra that installs it)
     "tensorboard": ("tensorboard", "tensorboard"),
@@ -83,8 +84,8 @@ class TensorBoard:
         import numpy as np
         from matplotlib.image import imread
 
-        final = report["test"] or report["val"]
-        split = "test" if report["test"] else "val"
+        record = Report.from_dict(report)
+        final, split = record.final, record.final_split
         for key in ("overall_accuracy", "mean_iou", "macro_f1"):
             if final.get(key) is not None:
                 self.writer.add_scalar(f"{split}/{key}", final[key], report["best_epoch"])
@@ -123,8 +124,8 @@ class MLflow:
         self.mlflow.log_metrics(clean, step=int(row["epoch"]))
 
     def finish(self, run, report: dict) -> None:
-        final = report["test"] or report["val"]
-        split = "test" if report["test"] else "val"
+        record = Report.from_dict(report)
+        final, split = record.final, record.final_split
         self.mlflow.log_metrics(
             {
                 f"{split}_{key}": final[key]
