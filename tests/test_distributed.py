@@ -73,7 +73,7 @@ def agree_in_process(rank: int, port: int, results) -> None:
     import torch.distributed as dist
 
     from scratchsat.device import Ranks
-    from scratchsat.training.loop import agreed
+    from scratchsat.training.budget import agreed
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)

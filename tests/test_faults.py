@@ -190,7 +190,7 @@ def test_train_sigint_mid_epoch_then_resume_equals_an_uninterrupted_run(
     # still finishes: the stop is at a step boundary
     paused = Paused(
         tmp_path,
-        "scratchsat.training.loop:to_device",
+        "scratchsat.training.steps:to_device",
         22,
         "train",
         str(seg_tiles),
@@ -212,7 +212,7 @@ def test_train_sigterm_exits_143_with_a_resumable_checkpoint(seg_tiles, tmp_path
     run = tmp_path / "run"
     paused = Paused(
         tmp_path,
-        "scratchsat.training.loop:to_device",
+        "scratchsat.training.steps:to_device",
         3,
         "train",
         str(seg_tiles),

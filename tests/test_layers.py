@@ -50,11 +50,20 @@ def module_name(path: Path) -> str:
 
 def imports(path: Path) -> tuple[set[str], set[str]]:
     """(scratchsat modules, outside top-level packages) that ``path`` imports, anywhere in it
-    (imports inside functions count too)."""
+    (imports inside functions count too; those under ``if TYPE_CHECKING:`` do not)."""
     name = module_name(path)
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     ours, theirs = set(), set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {  # `if TYPE_CHECKING:` imports name types for mypy; nothing runs them
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(block)
+    }
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("scratchsat."):

@@ -209,20 +209,20 @@ def test_info_and_the_dry_run_say_so(pair, seg_tiles, tmp_path):
 
 
 def test_a_large_validation_split_is_thinned_for_the_fit(seg_tiles, tmp_path, monkeypatch):
-    import scratchsat.training.loop as loop
+    import scratchsat.training.offsets as calibration
 
     info = json.loads((seg_tiles / "dataset.json").read_text())
     k, patches = len(info["classes"]), info["splits"]["val"]
     labelled = sum(c["pixels_by_split"]["val"] for c in info["classes"])
     seen = []
-    fit = loop.fit_offsets
+    fit = calibration.fit_offsets
 
     def spy(scores, target, metric, reduce):
         seen.append(scores.shape)
         return fit(scores, target, metric, reduce)
 
-    monkeypatch.setattr(loop, "fit_offsets", spy)
-    monkeypatch.setattr(loop, "MAX_SCORES", patches * 32 * 32 * k // 4)  # every 4th pixel
+    monkeypatch.setattr(calibration, "fit_offsets", spy)
+    monkeypatch.setattr(calibration, "MAX_SCORES", patches * 32 * 32 * k // 4)  # every 4th pixel
     train(seg_tiles, tmp_path / "run", TrainConfig.of(epochs=1, batch_size=8, width=8))
     (shape,) = seen
     batches = -(-patches // 8)

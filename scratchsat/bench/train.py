@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from ..device import synchronize
-from ..training.loop import precision, run_step, train_one_epoch
+from ..training.loop import train_one_epoch
 from ..training.setup import TrainConfig, setup
+from ..training.steps import precision, run_step
 
 
 def model_only(run, steps: int) -> float:

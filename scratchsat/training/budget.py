@@ -23,9 +23,24 @@ holds :data:`GROW_STEP` epochs more at a pace :data:`GROW_MARGIN` slower, and by
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..device import autocast, synchronize
+from ..models.inputs import unwrap
+from . import distributed
+from .optim import build_optimizer, build_schedule, resize_schedule
+from .steps import run_step, to_device, training_batch
+
+if TYPE_CHECKING:  # types only: setup builds the run
+    from .setup import Run
 
 REPORT_S = 3.0  # writing report.json, the pictures and report.html, beyond scoring
 RECENT = 3  # epochs whose mean pace checks the plan after the first
@@ -101,3 +116,97 @@ def describe(budget_s: float, epochs: int, costs: Costs) -> str:
         f"{costs.steps} steps an epoch, {costs.val_batches * costs.val_batch_s:.1f} s of "
         "validation)"
     )
+
+
+def fit_budget(run: Run, started: float, clock: Callable[[], float] = time.perf_counter) -> str:
+    """Choose the epochs that fit ``run.config.time_budget`` (seconds since ``started`` on
+    ``clock`` count against it), lay the schedule out over them; returns what was chosen."""
+    costs = measure_costs(run, clock)
+    step_s, val_batch_s, spent = agreed(run, costs.step_s, costs.val_batch_s, clock() - started)
+    costs = replace(costs, step_s=step_s, val_batch_s=val_batch_s)
+    budget = float(run.config.time_budget or 0)
+    epochs = epochs_for(budget, spent, costs)
+    run.config = replace(run.config, epochs=epochs)
+    total = epochs * len(run.loaders["train"])
+    run.schedule = build_schedule(run.optimizer, run.config.schedule, total)
+    run.plan = Plan(budget, started, clock, costs.report_s)
+    return describe(budget, epochs, costs)
+
+
+def agreed(run: Run, *seconds: float) -> list[float]:
+    """The mean of each measurement over the processes (itself in a single process), so that
+    under torchrun every process plans the same epochs."""
+    if run.ranks.world_size == 1:
+        return list(seconds)
+    total = torch.tensor(seconds, dtype=torch.float32, device=run.device)
+    distributed.all_sum(total)
+    return (total / run.ranks.world_size).tolist()
+
+
+def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
+    """After each epoch of a budgeted run, the epochs that fit (every process agrees on the
+    mean of their measurements): after the first, as many as its measured time allows; after
+    later ones, fewer when the pace of the last few would end past the budget, more when a
+    slow spell has passed and the time left holds them (:func:`budget.replanned`). The
+    schedule (and the EMA horizon) is laid out anew from the step reached. Says what changed,
+    if anything."""
+    plan = run.plan
+    assert plan is not None
+    plan.epoch_times.append(epoch_s)
+    first = len(plan.epoch_times) == 1
+    recent = plan.epoch_times[-RECENT:]
+    pace, spent = agreed(run, sum(recent) / len(recent), plan.clock() - plan.started)
+    epochs = replanned(plan, epoch, run.config.epochs, pace, plan.started + spent)
+    if epochs == run.config.epochs:
+        return None
+    before, run.config = run.config.epochs, replace(run.config, epochs=epochs)
+    total = epochs * len(run.loaders["train"])
+    run.schedule = resize_schedule(run.schedule, run.optimizer, run.config.schedule, total)
+    if run.ema is not None:
+        from .setup import attach_ema
+
+        attach_ema(run, {"ema": run.ema.state_dict()})
+    took = (
+        f"epoch {epoch} took {pace:.1f} s"
+        if first
+        else f"epochs {epoch - len(recent) + 1}–{epoch} took {pace:.1f} s on average"
+    )
+    return (
+        f"time budget {plan.budget_s:.0f} s: {took}, so {epochs} epochs in all instead of {before}"
+    )
+
+
+def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs:
+    """Time training steps and validation batches on a copy of the model (the run's own
+    model, optimizer and random state are left as they were)."""
+    rng = torch.get_rng_state()
+    model = copy.deepcopy(unwrap(run.model)).train()
+    optimizer = build_optimizer(model, run.config.optimizer, run.config.lr, 0.0)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.scaler.is_enabled())  # its own
+    batches = iter(run.loaders["train"])
+
+    def step(batch) -> None:
+        x, y = training_batch(run, batch, 0, 0)  # as an epoch's, with draws of no epoch's
+        run_step(run, model, optimizer, x, y, scaler)
+
+    step(next(batches))  # warm-up: first-call costs are not an epoch's
+    begin, done = clock(), 0
+    for batch in itertools.islice(batches, steps):
+        step(batch)
+        done += 1
+    synchronize(run.device)
+    step_s = (clock() - begin) / max(done, 1)
+    model.eval()
+    begin, done = clock(), 0
+    with torch.no_grad():
+        for batch in itertools.islice(run.loaders["val"], 2):
+            x, _ = to_device(run, batch, augment=False)
+            with autocast(run.device, run.amp_dtype):
+                model(x)
+            done += 1
+    synchronize(run.device)
+    val_batch_s = (clock() - begin) / max(done, 1)
+    torch.set_rng_state(rng)
+    test = len(run.loaders["test"]) if "test" in run.loaders else 0
+    val = len(run.loaders["val"])
+    return Costs(step_s, val_batch_s, len(run.loaders["train"]), val, test, run.config.calibrate)

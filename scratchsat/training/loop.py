@@ -10,13 +10,11 @@ only when the progress bar is refreshed; on a CPU with native bf16, bf16 autocas
 from __future__ import annotations
 
 import contextlib
-import copy
 import itertools
 import os
 import signal
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +24,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..bundle import save_bundle, save_checkpoint, save_weights, weights_offsets
-from ..device import autocast, autocast_dtype, synchronize
+from ..device import autocast
 from ..errors import DivergedError, TrainingInterrupted
 from ..geo.labels import IGNORE_INDEX
 from ..geo.outputs import output_lock, write_text
@@ -34,12 +32,9 @@ from ..metrics import scores, update_confusion
 from ..models.inputs import unwrap
 from ..ranks import Ranks
 from ..runfolder import RunFolder
-from . import distributed
-from .augment import BATCH_PRESETS
-from .batch import cutmix_batch, d4_batch, host_batch, normalise_batch, step_generator
-from .budget import RECENT, Costs, Plan, describe, epochs_for, replanned
-from .offsets import MAX_SCORES, fit_offsets, output_bias
-from .optim import build_optimizer, build_schedule, optimizer_step, resize_schedule
+from . import distributed, steps
+from .budget import epochs_for, fit_budget, measure_costs, plan_again
+from .offsets import calibrate, calibration_bias
 from .page import write_report_html
 from .report import (
     LABELS,
@@ -60,48 +55,12 @@ from .setup import (
     checkpoint_state,
     setup,
 )
+from .steps import precision, run_step, scoring_dtype, training_batch
 from .tracking import check_trackers
 from .tracking import trackers as follow
 
 REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
 Progress = Callable[..., None]  # progress(done, total, **fields)
-
-
-def to_device(run: Run, batch: list, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """A collated batch → (normalised float32 images, targets) on the device. Raw batches are
-    normalised here, and get their D4 symmetries when ``augment`` and the preset has them (d4,
-    d4crop; d4crop's crop was made as the batch was read)."""
-    d4, tiles = augment and BATCH_PRESETS.get(run.config.aug, (False, False))[0], run.tiles
-    if not run.raw:
-        x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
-    elif run.device.type == "cpu":  # one pass per sample on host threads
-        ks = batch[2] if d4 else None
-        x, y = host_batch(batch[0], batch[1], ks, tiles.dtype, tiles.mean, tiles.std, tiles.nodata)
-    else:  # whole-batch tensor operations on the device
-        x, y = (t.to(run.device, non_blocking=True) for t in batch[:2])
-        mean, std = run.band_stats
-        x = normalise_batch(x, tiles.dtype, mean, std, tiles.nodata)
-        if d4:
-            x, y = d4_batch(x, y, batch[2])
-    if run.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, y
-
-
-def training_batch(run: Run, batch, epoch: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch on the device, augmented: the preset, then CutMix (segmentation only:
-    a mask to cut with), its draws from the run's seed, the epoch and the step."""
-    x, y = to_device(run, batch, augment=True)
-    if run.config.cutmix and y.dim() == 3:
-        draws = step_generator(run.config.seed, epoch, step)
-        x, y = cutmix_batch(x, y, draws, run.config.cutmix)
-    return x, y
-
-
-def run_step(run: Run, model, optimizer, x, y, scaler=None) -> torch.Tensor:
-    """:func:`optimizer_step` with the run's loss, device, precision and (by default) scaler."""
-    scaler = run.scaler if scaler is None else scaler
-    return optimizer_step(model, run.loss_fn, x, y, optimizer, scaler, run.device, run.amp_dtype)
 
 
 def train_one_epoch(
@@ -201,7 +160,7 @@ def evaluate(run: Run, split: str, final: bool = False) -> dict:
     count = torch.zeros((), dtype=torch.int64, device=run.device)
     for batch in run.loaders[split]:
         run.stop.check()
-        x, y = to_device(run, batch, augment=False)
+        x, y = steps.to_device(run, batch, augment=False)
         with autocast(run.device, dtype):
             logits = model(x)
         loss_sum += F.cross_entropy(logits.float(), y, ignore_index=IGNORE_INDEX, reduction="sum")
@@ -210,77 +169,6 @@ def evaluate(run: Run, split: str, final: bool = False) -> dict:
     distributed.all_sum(confusion, loss_sum, count)  # each process scored its shard
     result = scores(confusion.cpu().numpy(), run.class_names)
     return {"loss": float(loss_sum) / max(int(count), 1), **result}
-
-
-def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
-    """With ``calibrate``: fit decision offsets (:mod:`.offsets`) on the validation split to
-    the best weights, add them to the output layer's bias and save the bundle again, the
-    offsets recorded in its weights and model.json. ``fitted``: offsets the saved weights
-    already hold (a report written again on resume), taken out first so they are fitted once.
-    None where nothing is fitted (no validation split, one class, no output bias)."""
-    bias = calibration_bias(run)
-    if bias is None:
-        return None
-    with torch.no_grad():
-        if fitted is not None:
-            bias.sub_(torch.tensor(fitted, dtype=bias.dtype, device=bias.device))
-        scores, target = split_scores(run, "val")
-
-        def reduce(confusion: torch.Tensor) -> torch.Tensor:
-            distributed.all_sum(confusion)  # each process holds a shard of the pixels
-            return confusion
-
-        metric = metric_name(run.tiles.task)
-        offsets, before, after = fit_offsets(scores, target, metric, reduce)
-        values = [round(float(v), 2) for v in offsets]  # on the grid: as recorded, as added
-        bias.add_(torch.tensor(values, dtype=bias.dtype, device=bias.device))
-    if run.ranks.main:
-        meta = {**bundle_meta(run).to_dict(), "decision_offsets": values}
-        save_bundle(run.folder, run.scored, meta)
-    return {
-        "offsets": dict(zip(run.class_names, values, strict=True)),
-        "metric": metric,
-        "val_before": before,
-        "val_after": after,
-    }
-
-
-def calibration_bias(run: Run) -> torch.nn.Parameter | None:
-    """The output bias that will hold the decision offsets, or None where none are fitted:
-    ``calibrate`` off, no validation split, one class, or no output bias."""
-    k = run.tiles.num_classes
-    if not run.config.calibrate or "val" not in run.loaders or k < 2:
-        return None
-    return output_bias(run.scored, k)
-
-
-@torch.no_grad()
-def split_scores(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(N, K) float32 log-probabilities of a split's labelled pixels (every n-th, where N × K
-    would pass ``offsets.MAX_SCORES``) in the precision ``predict`` uses, and their (N,)
-    labels."""
-    dtype, model = scoring_dtype(run), run.scored.eval()
-    patch = run.tiles.patch_size**2 if run.tiles.task == "segmentation" else 1
-    scores_n = run.tiles.splits.get(split, 0) * patch * run.tiles.num_classes
-    every = max(1, -(-scores_n // MAX_SCORES))
-    scores, targets = [], []
-    for batch in run.loaders[split]:
-        run.stop.check()
-        x, y = to_device(run, batch, augment=False)
-        with autocast(run.device, dtype):
-            logits = model(x)
-        k = logits.shape[1]
-        if logits.dim() == 4:  # segmentation: pixels as rows
-            logits, y = logits.permute(0, 2, 3, 1).reshape(-1, k), y.reshape(-1)
-        keep = (y != IGNORE_INDEX).nonzero().squeeze(1)[::every]
-        scores.append(torch.log_softmax(logits[keep].float(), dim=1))
-        targets.append(y[keep])
-    return torch.cat(scores), torch.cat(targets)
-
-
-def scoring_dtype(run: Run) -> torch.dtype | None:
-    """The autocast dtype ``predict`` uses by default on the run's device."""
-    return autocast_dtype(run.device, None)
 
 
 def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
@@ -437,105 +325,6 @@ def loss_weights(run: Run) -> dict[str, float] | None:
         return None
     names = [c["name"] for c in run.tiles.classes]
     return {n: round(float(w), 4) for n, w in zip(names, weight.tolist(), strict=True)}
-
-
-def precision(of: Run | torch.dtype | None) -> str:
-    """What forward passes compute in (a run's training, or an autocast dtype):
-    ``bfloat16``/``float16`` under autocast, else ``float32``."""
-    dtype = of.amp_dtype if isinstance(of, Run) else of
-    return str(dtype or torch.float32).removeprefix("torch.")
-
-
-def fit_budget(run: Run, started: float, clock: Callable[[], float] = time.perf_counter) -> str:
-    """Choose the epochs that fit ``run.config.time_budget`` (seconds since ``started`` on
-    ``clock`` count against it), lay the schedule out over them; returns what was chosen."""
-    costs = measure_costs(run, clock)
-    step_s, val_batch_s, spent = agreed(run, costs.step_s, costs.val_batch_s, clock() - started)
-    costs = replace(costs, step_s=step_s, val_batch_s=val_batch_s)
-    budget = float(run.config.time_budget or 0)
-    epochs = epochs_for(budget, spent, costs)
-    run.config = replace(run.config, epochs=epochs)
-    total = epochs * len(run.loaders["train"])
-    run.schedule = build_schedule(run.optimizer, run.config.schedule, total)
-    run.plan = Plan(budget, started, clock, costs.report_s)
-    return describe(budget, epochs, costs)
-
-
-def agreed(run: Run, *seconds: float) -> list[float]:
-    """The mean of each measurement over the processes (itself in a single process), so that
-    under torchrun every process plans the same epochs."""
-    if run.ranks.world_size == 1:
-        return list(seconds)
-    total = torch.tensor(seconds, dtype=torch.float32, device=run.device)
-    distributed.all_sum(total)
-    return (total / run.ranks.world_size).tolist()
-
-
-def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
-    """After each epoch of a budgeted run, the epochs that fit (every process agrees on the
-    mean of their measurements): after the first, as many as its measured time allows; after
-    later ones, fewer when the pace of the last few would end past the budget, more when a
-    slow spell has passed and the time left holds them (:func:`budget.replanned`). The
-    schedule (and the EMA horizon) is laid out anew from the step reached. Says what changed,
-    if anything."""
-    plan = run.plan
-    assert plan is not None
-    plan.epoch_times.append(epoch_s)
-    first = len(plan.epoch_times) == 1
-    recent = plan.epoch_times[-RECENT:]
-    pace, spent = agreed(run, sum(recent) / len(recent), plan.clock() - plan.started)
-    epochs = replanned(plan, epoch, run.config.epochs, pace, plan.started + spent)
-    if epochs == run.config.epochs:
-        return None
-    before, run.config = run.config.epochs, replace(run.config, epochs=epochs)
-    total = epochs * len(run.loaders["train"])
-    run.schedule = resize_schedule(run.schedule, run.optimizer, run.config.schedule, total)
-    if run.ema is not None:
-        attach_ema(run, {"ema": run.ema.state_dict()})
-    took = (
-        f"epoch {epoch} took {pace:.1f} s"
-        if first
-        else f"epochs {epoch - len(recent) + 1}–{epoch} took {pace:.1f} s on average"
-    )
-    return (
-        f"time budget {plan.budget_s:.0f} s: {took}, so {epochs} epochs in all instead of {before}"
-    )
-
-
-def measure_costs(run: Run, clock: Callable[[], float], steps: int = 3) -> Costs:
-    """Time training steps and validation batches on a copy of the model (the run's own
-    model, optimizer and random state are left as they were)."""
-    rng = torch.get_rng_state()
-    model = copy.deepcopy(unwrap(run.model)).train()
-    optimizer = build_optimizer(model, run.config.optimizer, run.config.lr, 0.0)
-    scaler = torch.amp.GradScaler(run.device.type, enabled=run.scaler.is_enabled())  # its own
-    batches = iter(run.loaders["train"])
-
-    def step(batch) -> None:
-        x, y = training_batch(run, batch, 0, 0)  # as an epoch's, with draws of no epoch's
-        run_step(run, model, optimizer, x, y, scaler)
-
-    step(next(batches))  # warm-up: first-call costs are not an epoch's
-    begin, done = clock(), 0
-    for batch in itertools.islice(batches, steps):
-        step(batch)
-        done += 1
-    synchronize(run.device)
-    step_s = (clock() - begin) / max(done, 1)
-    model.eval()
-    begin, done = clock(), 0
-    with torch.no_grad():
-        for batch in itertools.islice(run.loaders["val"], 2):
-            x, _ = to_device(run, batch, augment=False)
-            with autocast(run.device, run.amp_dtype):
-                model(x)
-            done += 1
-    synchronize(run.device)
-    val_batch_s = (clock() - begin) / max(done, 1)
-    torch.set_rng_state(rng)
-    test = len(run.loaders["test"]) if "test" in run.loaders else 0
-    val = len(run.loaders["val"])
-    return Costs(step_s, val_batch_s, len(run.loaders["train"]), val, test, run.config.calibrate)
 
 
 def train_run(

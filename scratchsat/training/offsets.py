@@ -24,13 +24,22 @@ are cumulative sums of one histogram of margins.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..bundle import save_bundle
+from ..device import autocast
 from ..geo.labels import IGNORE_INDEX
 from ..metrics import update_confusion
 from ..models.inputs import unwrap
+from . import distributed
+from .report import metric_name
+from .steps import scoring_dtype, to_device
+
+if TYPE_CHECKING:  # types only: setup builds the run
+    from .setup import Run
 
 GRID = torch.arange(-30, 31, dtype=torch.float32) / 10  # offsets −3 … 3 in steps of 0.1
 PASSES = 3  # coordinate-ascent sweeps over the classes (it settles in one or two)
@@ -139,3 +148,71 @@ def output_bias(model: nn.Module, classes: int) -> nn.Parameter | None:
         if isinstance(bias, nn.Parameter) and bias.shape == (classes,):
             return bias
     return None
+
+
+def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
+    """With ``calibrate``: fit decision offsets (:mod:`.offsets`) on the validation split to
+    the best weights, add them to the output layer's bias and save the bundle again, the
+    offsets recorded in its weights and model.json. ``fitted``: offsets the saved weights
+    already hold (a report written again on resume), taken out first so they are fitted once.
+    None where nothing is fitted (no validation split, one class, no output bias)."""
+    bias = calibration_bias(run)
+    if bias is None:
+        return None
+    with torch.no_grad():
+        if fitted is not None:
+            bias.sub_(torch.tensor(fitted, dtype=bias.dtype, device=bias.device))
+        scores, target = split_scores(run, "val")
+
+        def reduce(confusion: torch.Tensor) -> torch.Tensor:
+            distributed.all_sum(confusion)  # each process holds a shard of the pixels
+            return confusion
+
+        metric = metric_name(run.tiles.task)
+        offsets, before, after = fit_offsets(scores, target, metric, reduce)
+        values = [round(float(v), 2) for v in offsets]  # on the grid: as recorded, as added
+        bias.add_(torch.tensor(values, dtype=bias.dtype, device=bias.device))
+    if run.ranks.main:
+        from .setup import bundle_meta
+
+        meta = {**bundle_meta(run).to_dict(), "decision_offsets": values}
+        save_bundle(run.folder, run.scored, meta)
+    return {
+        "offsets": dict(zip(run.class_names, values, strict=True)),
+        "metric": metric,
+        "val_before": before,
+        "val_after": after,
+    }
+
+
+def calibration_bias(run: Run) -> torch.nn.Parameter | None:
+    """The output bias that will hold the decision offsets, or None where none are fitted:
+    ``calibrate`` off, no validation split, one class, or no output bias."""
+    k = run.tiles.num_classes
+    if not run.config.calibrate or "val" not in run.loaders or k < 2:
+        return None
+    return output_bias(run.scored, k)
+
+
+@torch.no_grad()
+def split_scores(run: Run, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) float32 log-probabilities of a split's labelled pixels (every n-th, where N × K
+    would pass ``offsets.MAX_SCORES``) in the precision ``predict`` uses, and their (N,)
+    labels."""
+    dtype, model = scoring_dtype(run), run.scored.eval()
+    patch = run.tiles.patch_size**2 if run.tiles.task == "segmentation" else 1
+    scores_n = run.tiles.splits.get(split, 0) * patch * run.tiles.num_classes
+    every = max(1, -(-scores_n // MAX_SCORES))
+    scores, targets = [], []
+    for batch in run.loaders[split]:
+        run.stop.check()
+        x, y = to_device(run, batch, augment=False)
+        with autocast(run.device, dtype):
+            logits = model(x)
+        k = logits.shape[1]
+        if logits.dim() == 4:  # segmentation: pixels as rows
+            logits, y = logits.permute(0, 2, 3, 1).reshape(-1, k), y.reshape(-1)
+        keep = (y != IGNORE_INDEX).nonzero().squeeze(1)[::every]
+        scores.append(torch.log_softmax(logits[keep].float(), dim=1))
+        targets.append(y[keep])
+    return torch.cat(scores), torch.cat(targets)

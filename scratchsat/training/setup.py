@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Collection, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,13 +33,15 @@ from ..runfolder import RunFolder
 from ..tiles.format import Tiles, folder_files, union_tiles
 from . import distributed
 from .augment import BATCH_PRESETS
-from .budget import Plan
 from .config import TrainConfig, check_settings, resumed_config
 from .data import EpochSampler, PatchDataset, epoch_length, patch_weights
 from .distributed import ShardSampler
 from .init import init_from
 from .losses import build_loss
 from .optim import build_optimizer, build_schedule, class_weights
+
+if TYPE_CHECKING:  # types only: a run's time-budget plan (budget.py uses the run)
+    from .budget import Plan
 
 
 @dataclass
