@@ -31,3 +31,39 @@ def test_leaving_map_then_killing_the_workers_prints_nothing(monkeypatch):
     processes.stop(pool)
     assert not manager.is_alive()
     assert [repr(f.exc_value) for f in failures] == []
+
+
+def test_a_signal_during_submit_is_delivered_after_it(monkeypatch):
+    """Ctrl-C while ``submit`` starts a worker stopped it between starting the worker and
+    sending its start-up data (the worker then printed an EOFError traceback): it is held
+    back until ``submit`` is done, then raised as usual."""
+    import signal
+
+    import pytest
+
+    real = processes.ProcessPoolExecutor.submit
+    completed = []
+    asked, sent = threading.Event(), threading.Event()
+
+    def other_thread() -> None:  # started before submit: Ctrl-C is not blocked in it
+        asked.wait(timeout=60)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        sent.set()
+
+    def interrupted_submit(self, fn, /, *args, **kwargs):
+        asked.set()  # the signal arrives in another thread while submit runs
+        sent.wait(timeout=60)
+        future = real(self, fn, *args, **kwargs)
+        completed.append(future)
+        return future
+
+    monkeypatch.setattr(processes.ProcessPoolExecutor, "submit", interrupted_submit)
+    pool = processes.Pool(1, mp_context=processes.get_context("spawn"))
+    threading.Thread(target=other_thread, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pool.submit(_nap, 0.0)
+        assert len(completed) == 1  # the worker was started and given its work first
+        assert completed[0].result(timeout=60) == 0.0
+    finally:
+        pool.shutdown(wait=True)

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import os
 import signal
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,11 +52,12 @@ class Pool(ProcessPoolExecutor):
     signals are blocked only while ``submit`` starts processes, then delivered as usual."""
 
     def submit(self, fn, /, *args, **kwargs):
-        previous = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
-        try:
-            return super().submit(fn, *args, **kwargs)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        with deferred_signals():
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, PARENT_SIGNALS)
+            try:
+                return super().submit(fn, *args, **kwargs)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """Results in order, like :meth:`Executor.map`, except that leaving early does not
@@ -72,6 +74,29 @@ class Pool(ProcessPoolExecutor):
                 yield future.result()
 
         return results()
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back until the block ends, then delivered as usual. Blocking
+    them in this thread is not enough: another thread (GDAL's, torch's) can receive one, and
+    Python then runs the handler in the main thread at once, which could stop ``submit``
+    between starting a worker and sending it its start-up data (the worker then printed an
+    ``EOFError`` traceback)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        n: signal.signal(n, lambda number, _: caught.append(number)) for n in PARENT_SIGNALS
+    }
+    try:
+        yield
+    finally:
+        for held, handler in previous.items():
+            signal.signal(held, handler)
+        for number in caught[:1]:
+            signal.raise_signal(number)
 
 
 @contextlib.contextmanager
@@ -113,9 +138,13 @@ def stop(pool: ProcessPoolExecutor) -> None:
     A worker killed while it sends a result leaves half a message in the pool's result pipe,
     whose write end this process also holds: the pool's manager thread then waits for the rest
     forever, and Python's exit joins that thread. ``state["killed_workers"]`` tells the CLI to
-    leave with ``os._exit`` once everything of ours is cleaned up."""
+    leave with ``os._exit`` once everything of ours is cleaned up. The manager thread is given
+    two seconds first: where it is not stuck, it is closing the pool's queues, and an exit in
+    the middle of that left a semaphore unlinked but still registered (a resource-tracker
+    warning)."""
     state["killed_workers"] = True
     processes = list((getattr(pool, "_processes", None) or {}).values())
+    manager = getattr(pool, "_executor_manager_thread", None)  # shutdown forgets it
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
@@ -123,6 +152,8 @@ def stop(pool: ProcessPoolExecutor) -> None:
     for process in processes:
         with contextlib.suppress(Exception):
             process.join(timeout=10)
+    if manager is not None:  # it finds the workers dead and closes the pool's queues, whose
+        manager.join(timeout=2)  # semaphores it unlinks: not cut short by os._exit midway
 
 
 def release_semaphores() -> None:

@@ -1,6 +1,8 @@
 """Raster I/O on rasterio: opening with clear errors, validity masks, band names, safe outputs.
 
-This module and ``labels`` are the only rasterio importers. Vocabulary follows rasterio:
+Rasters a user hands us are opened through :func:`open_raster` (clear errors, remote paths,
+the GDAL settings of this module); modules that write or re-read our own outputs use rasterio
+directly. Vocabulary follows rasterio:
 ``src``/``dst`` datasets, ``profile``, ``crs``, ``transform``, ``window``, ``nodata`` and 1-based
 ``indexes``.
 """
