@@ -31,14 +31,16 @@ def setting(
     option_type: Any = None,
     parse: Callable[[Any], Any] | None = None,
     option: bool = True,
+    runtime: bool = False,
 ):
     """A setting: its default and help text; ``flags``, the option's names where they are
     not ``--field-name`` (``("--amp/--no-amp",)``); ``option_type``, its command-line type
     where the field's differs (``str`` for a duration); ``parse``, the conversion from the
     command line's value to the field's; ``option=False`` for a setting of the Python API
-    only."""
+    only; ``runtime=True`` for one that changes how fast a run goes, not the run (``train
+    --resume`` applies it instead of refusing it)."""
     metadata = {"help": help, "flags": flags, "type": option_type, "parse": parse}
-    return field(default=default, metadata={**metadata, "option": option})
+    return field(default=default, metadata={**metadata, "option": option, "runtime": runtime})
 
 
 def options_of(record: type) -> list:
@@ -204,10 +206,12 @@ class TrainConfig:
         "NHWC memory layout (default: on for CUDA).",
         flags=("--channels-last/--no-channels-last",),
     )
-    compile: bool = setting(False, "torch.compile the model.", flags=("--compile",))
-    device: str = setting("auto", DEVICE_HELP)
+    compile: bool = setting(False, "torch.compile the model.", flags=("--compile",), runtime=True)
+    device: str = setting("auto", DEVICE_HELP, runtime=True)
     workers: int | None = setting(
-        None, "DataLoader worker processes (default: 0 on the CPU, up to 8 on a GPU)."
+        None,
+        "DataLoader worker processes (default: 0 on the CPU, up to 8 on a GPU).",
+        runtime=True,
     )
     seed: int = setting(0, "Seed of weights, batch order and augmentation.")
     batch_augment: bool | None = setting(

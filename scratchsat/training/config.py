@@ -20,7 +20,7 @@ from .losses import LOSSES
 from .optim import CLASS_WEIGHTS, OPTIMIZERS, SCHEDULES
 
 NAMES = TrainConfig.names()
-RUNTIME_SETTINGS = ("device", "workers", "compile")  # change speed, not the run: --resume applies
+RUNTIME_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.metadata.get("runtime"))
 
 
 def check_settings(config: TrainConfig) -> None:
