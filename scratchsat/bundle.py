@@ -22,6 +22,7 @@ from torch import nn
 
 from ._version import __version__
 from .errors import BundleError, InputError
+from .geo.labels import IGNORE_INDEX
 from .geo.outputs import write_atomically, write_json
 from .models import ModelConfig, build_model
 from .models.inputs import unwrap
@@ -128,6 +129,40 @@ class BundleMeta:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "bands": list(self.bands), "classes": list(self.classes)}
+
+    @classmethod
+    def of_run(
+        cls,
+        *,
+        model: dict,
+        tiles: dict,
+        classes: list[dict],
+        training: dict,
+        data: dict,
+        epoch: int,
+        metrics: dict,
+    ) -> BundleMeta:
+        """A training run's ``model.json``: the architecture (``ModelConfig.to_dict()``),
+        the band contract and classes of its tiles (``tiles``: their ``dataset.json``), its
+        settings (``training``: ``asdict`` of the config), its data and the saved epoch."""
+        return cls.from_dict(
+            {
+                "model": model,
+                "task": tiles["task"],
+                "patch_size": tiles["patch_size"],
+                "bands": tiles["bands"],
+                "band_names": tiles.get("band_names"),
+                "dtype": tiles["dtype"],
+                "nodata": tiles["nodata"],
+                "nodata_is_nan": tiles.get("nodata_is_nan", False),
+                "ignore_index": IGNORE_INDEX,
+                "classes": [{k: c[k] for k in ("id", "code", "name", "colour")} for c in classes],
+                "training": training,
+                "data": data,
+                "epoch": epoch,
+                "metrics": metrics,
+            }
+        )
 
 
 def read_meta(record: object, where: str | os.PathLike, fix: str) -> BundleMeta:

@@ -190,3 +190,20 @@ def test_every_command_has_help_with_an_example():
         assert command in listing
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example: scratchsat " + command in result.output
+
+
+def test_quiet_after_the_command_as_before_it(tmp_path):
+    """``-q`` works after every command's name too (scripts put it there)."""
+    import numpy as np
+    from conftest import write_raster
+
+    band = write_raster(tmp_path / "b.tif", np.ones((1, 8, 8), dtype="uint16"))
+    loud = runner.invoke(app, ["stack", str(band), "--out", str(tmp_path / "a.tif")])
+    assert loud.exit_code == 0 and "wrote" in loud.output, loud.output
+    for args in (["-q", "stack"], ["stack", "-q"], ["stack", "--quiet"]):
+        out = tmp_path / f"{len(args[0])}{args[-1]}.tif"
+        quiet = runner.invoke(app, [*args, str(band), "--out", str(out)])
+        assert quiet.exit_code == 0 and quiet.output == "", quiet.output
+        assert out.exists()
+    for name in ("stack", "tile", "train", "predict", "vectorize", "suggest", "export"):
+        assert "--quiet" in runner.invoke(app, [name, "--help"]).output, name

@@ -3,14 +3,20 @@ command group registers its commands on :data:`app` from its own module."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 import sys
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 import typer
 
 from .._version import __version__
-from .console import state
+from .config import with_config
+from .console import handle_errors, state
+
+F = TypeVar("F", bound=Callable)
 
 app = typer.Typer(
     name="scratchsat",
@@ -20,6 +26,34 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="rich",
 )
+
+
+QUIET = inspect.Parameter(
+    "quiet",
+    inspect.Parameter.KEYWORD_ONLY,
+    default=False,
+    annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")],
+)
+
+
+def command(function: F) -> F:
+    """Register ``function`` as a command of :data:`app`, with what every command has:
+    ``Error:`` lines instead of tracebacks and exit codes for signals (``handle_errors``),
+    ``--config``/``--print-config`` (``with_config``) and ``--quiet``/``-q`` (as after
+    ``scratchsat`` itself)."""
+    configured = with_config(function)
+    signature = inspect.signature(configured)
+
+    @functools.wraps(configured)
+    def quietable(*args, quiet: bool = False, **kwargs):
+        state["quiet"] = state["quiet"] or quiet
+        return configured(*args, **kwargs)
+
+    quietable.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*signature.parameters.values(), QUIET]
+    )
+    app.command()(handle_errors(quietable))
+    return function
 
 
 def _version(value: bool) -> None:

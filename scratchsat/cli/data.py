@@ -10,9 +10,8 @@ from rich.console import Console
 
 from ..settings import comma_list
 from ..tiles.options import TileOptions
-from .app import app
-from .config import with_config
-from .console import handle_errors, progress_bar, say, warnings_to_stderr
+from .app import command
+from .console import progress_bar, say, warnings_to_stderr
 from .options import (
     Background,
     DryRun,
@@ -20,13 +19,12 @@ from .options import (
     OptionalLabels,
     Overwrite,
     fields_of,
+    out_option,
     with_fields,
 )
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def stack(
     files: Annotated[
         list[str],
@@ -34,7 +32,7 @@ def stack(
             help="Input rasters (paths, URLs or /vsi… paths), one or more bands each, in order."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output GeoTIFF.")],
+    out: Annotated[Path, out_option(help="Output GeoTIFF.")],
     resolution: Annotated[
         float | None,
         typer.Option(help="Output pixel size in CRS units (default: the finest input's)."),
@@ -69,9 +67,7 @@ def stack(
     say(f"wrote {path}")
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 @with_fields(TileOptions)
 def tile(
     scenes: Annotated[
@@ -83,7 +79,7 @@ def tile(
     labels: OptionalLabels = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Output folder (default: tiles/<scene name>)."),
+        out_option(help="Output folder (default: tiles/<scene name>)."),
     ] = None,
     label_field: LabelField = None,
     background: Background = None,

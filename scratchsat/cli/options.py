@@ -42,6 +42,11 @@ RunFolderArgument = Annotated[
 ClassMap = Annotated[str, typer.Argument(help="Class map written by `scratchsat predict`.")]
 
 
+def out_option(help: str):  # noqa: A002 - the CLI's word
+    """``--out``/``-o``: every command names its main output so; the help says what it is."""
+    return typer.Option("--out", "-o", help=help)
+
+
 def given_options(ctx: typer.Context) -> list[str]:
     """The options of this command that were set on the command line (not defaults)."""
     sources = {name: ctx.get_parameter_source(name) for name in ctx.params}

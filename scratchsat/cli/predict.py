@@ -11,10 +11,17 @@ import typer
 from rich.console import Console
 
 from ..settings import PredictOptions
-from .app import app
-from .config import with_config
-from .console import handle_errors, progress_bar, say, state, warnings_to_stderr
-from .options import ClassMap, Device, Overwrite, RunFolderArgument, fields_of, with_fields
+from .app import command
+from .console import progress_bar, say, state, warnings_to_stderr
+from .options import (
+    ClassMap,
+    Device,
+    Overwrite,
+    RunFolderArgument,
+    fields_of,
+    out_option,
+    with_fields,
+)
 
 # predict's own options beside PredictOptions' fields: where its outputs go, how it runs
 Model = Annotated[
@@ -57,18 +64,14 @@ PredictDryRun = Annotated[
 ]
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 @with_fields(PredictOptions)
 def predict(
     run: Model,
     scenes: Annotated[list[str], typer.Argument(help="Scenes to predict (GeoTIFFs).")],
     out: Annotated[
         Path,
-        typer.Option(
-            "--out", "-o", help="Class-map GeoTIFF for one scene, or a folder for several."
-        ),
+        out_option(help="Class-map GeoTIFF for one scene, or a folder for several."),
     ],
     probabilities: Probabilities = None,
     uncertainty: Uncertainty = None,
@@ -114,16 +117,12 @@ def predict(
         say(f"{len(paths)} scenes predicted by {ranks.world_size} processes")
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def vectorize(
     classmap: ClassMap,
     out: Annotated[
         Path,
-        typer.Option(
-            "--out", "-o", help="Vector file: .gpkg (default format), .geojson, .fgb, .shp."
-        ),
+        out_option(help="Vector file: .gpkg (default format), .geojson, .fgb, .shp."),
     ],
     uncertainty: Annotated[
         str | None,
@@ -174,15 +173,11 @@ def vectorize(
     say(f"wrote {report.features} polygons to {report.path}")
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def suggest(
     run: RunFolderArgument,
     scene: Annotated[str, typer.Argument(help="Scene to look for windows worth labelling.")],
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Footprints: .gpkg (default), .geojson or .fgb.")
-    ],
+    out: Annotated[Path, out_option(help="Footprints: .gpkg (default), .geojson or .fgb.")],
     n: Annotated[int, typer.Option("--n", help="How many windows to suggest.")] = 50,
     tiles: Annotated[
         Path | None,
@@ -212,9 +207,7 @@ def suggest(
     say(f"wrote {len(found)} windows to label to {out}")
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def export(
     run: RunFolderArgument,
     onnx: Annotated[Path, typer.Option("--onnx", help="Write the model here as ONNX.")],

@@ -10,15 +10,12 @@ import typer
 from rich.console import Console
 
 from ..errors import InputError
-from .app import app
-from .config import with_config
-from .console import handle_errors, progress_bar, say
-from .options import Background, ClassMap, Device, LabelField, Labels, Overwrite
+from .app import command
+from .console import progress_bar, say
+from .options import Background, ClassMap, Device, LabelField, Labels, Overwrite, out_option
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def evaluate(
     prediction: ClassMap,
     labels: Labels,
@@ -68,13 +65,9 @@ def evaluate(
         say(f"wrote {path}")
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for everything.")] = Path(
-        "scratchsat-demo"
-    ),
+    out: Annotated[Path, out_option(help="Folder for everything.")] = Path("scratchsat-demo"),
     epochs: Annotated[
         int | None, typer.Option(help="Training epochs (default: 12 on the CPU, 40 on a GPU).")
     ] = None,
@@ -103,9 +96,7 @@ def demo(
     )
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def info(
     path: Annotated[
         list[str],
@@ -143,9 +134,7 @@ def info(
     show(described, Console(soft_wrap=True))
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 def bench(
     quick: Annotated[
         bool, typer.Option(help="Small sizes: under 2 minutes on a 2-core CPU.")

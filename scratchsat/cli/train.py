@@ -12,10 +12,10 @@ from rich.console import Console
 
 from ..errors import InputError
 from ..settings import ModelSettings, TrainConfig
-from .app import app
-from .config import META, with_config
-from .console import handle_errors, progress_bar, say, state, stderr, warnings_to_stderr
-from .options import Overwrite, fields_of, given_options, with_fields
+from .app import command
+from .config import META
+from .console import progress_bar, say, state, stderr, warnings_to_stderr
+from .options import Overwrite, fields_of, given_options, out_option, with_fields
 
 # train's own options beside the settings: how it runs, how it is followed
 TrainDryRun = Annotated[
@@ -39,9 +39,7 @@ Resume = Annotated[
 ]
 
 
-@app.command()
-@handle_errors
-@with_config
+@command
 @with_fields(TrainConfig, ModelSettings)
 def train(
     ctx: typer.Context,
@@ -52,7 +50,7 @@ def train(
             "machines, `tile --shard`) train one model on their union."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder to write.")],
+    out: Annotated[Path, out_option(help="Run folder to write.")],
     dry_run: TrainDryRun = False,
     log_to: Trackers = None,
     resume: Resume = False,

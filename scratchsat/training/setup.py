@@ -441,30 +441,18 @@ def attach_ema(run: Run, checkpoint: dict | None) -> None:
 
 
 def bundle_meta(run: Run) -> BundleMeta:
-    """model.json: architecture, band contract, classes and how the model was trained."""
-    info = run.tiles.info
+    """model.json of this run (:meth:`BundleMeta.of_run`): its model, tiles and settings."""
     best = run.history[run.best_epoch - 1] if run.best_epoch else {}
-    return BundleMeta.from_dict(
-        {
-            "model": run.model_config.to_dict(),
-            "task": run.tiles.task,
-            "patch_size": run.tiles.patch_size,
-            "bands": info["bands"],
-            "band_names": info.get("band_names"),
-            "dtype": info["dtype"],
-            "nodata": info["nodata"],
-            "nodata_is_nan": info.get("nodata_is_nan", False),
-            "ignore_index": IGNORE_INDEX,
-            "classes": [
-                {k: c[k] for k in ("id", "code", "name", "colour")} for c in run.tiles.classes
-            ],
-            "training": asdict(run.config),
-            "data": {
-                "tiles": str(run.tiles.folder.resolve()),  # the first folder
-                "hash": run.data_hash,
-                "folders": [{"path": p, "hash": h} for p, h in run.folder_hashes.items()],
-            },
-            "epoch": run.best_epoch,
-            "metrics": {k: v for k, v in best.items() if k.startswith("val_")},
-        }
+    return BundleMeta.of_run(
+        model=run.model_config.to_dict(),
+        tiles={**run.tiles.info, "task": run.tiles.task, "patch_size": run.tiles.patch_size},
+        classes=list(run.tiles.classes),
+        training=asdict(run.config),
+        data={
+            "tiles": str(run.tiles.folder.resolve()),  # the first folder
+            "hash": run.data_hash,
+            "folders": [{"path": p, "hash": h} for p, h in run.folder_hashes.items()],
+        },
+        epoch=run.best_epoch,
+        metrics={k: v for k, v in best.items() if k.startswith("val_")},
     )
