@@ -4,7 +4,9 @@ Reads top to bottom: :func:`train` sets up a :class:`Run` (data, model, optimize
 then alternates :func:`train_one_epoch` and :func:`evaluate`, writing the run folder as it goes.
 On a GPU it uses bf16 autocast (fp16 with a gradient scaler where bf16 is missing),
 channels_last, pinned memory and non-blocking copies, and reads the loss back to the host
-only when the progress bar is refreshed; on a CPU with native bf16, bf16 autocast too.
+only when the progress bar is refreshed; on a CPU with native bf16, bf16 autocast too. A
+batch on the device and the optimizer step are in :mod:`.steps`, ``--time-budget``'s planning
+in :mod:`.budget`, the decision offsets fitted after training in :mod:`.offsets`.
 """
 
 from __future__ import annotations
