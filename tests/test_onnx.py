@@ -148,3 +148,25 @@ def test_not_an_onnx_file_or_one_without_our_metadata(tmp_path, small_run, seg_t
     torch.onnx.export(torch.nn.Conv2d(6, 2, 1), (torch.randn(1, 6, 8, 8),), str(path), dynamo=True)
     result = runner.invoke(app, ["predict", str(path), "x.tif", "--out", "y.tif"])
     assert result.exit_code == 1 and "has no scratchsat metadata" in result.output
+
+
+@pytest.mark.parametrize("deepness", [False, True])
+def test_the_file_loads_in_the_onnxruntime_deepness_installs(small_run, tmp_path, deepness):
+    """QGIS Deepness installs ``onnxruntime<=1.17.0``, which reads ONNX IR version 9 at most
+    (``Unsupported model IR version: 10``) and opsets up to 20: the file stays within both and
+    passes ONNX's own checker."""
+    import onnx
+
+    path = tmp_path / "model.onnx"
+    args = ["export", str(small_run), "--onnx", str(path), *(["--deepness"] * deepness)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    model = onnx.load(str(path))
+    assert model.ir_version <= 9
+    assert all(o.version <= 20 for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+    shape[2:] = [s if isinstance(s, int) and s > 1 else 32 for s in shape[2:]]
+    (out,) = session.run(None, {"bands": np.zeros(shape, np.float32)})
+    assert np.allclose(out.sum(axis=1), 1, atol=1e-4)

@@ -33,6 +33,9 @@ from ..tiles.format import read_dataset_json
 from .options import DEFAULTS
 
 OPSET = 18
+# QGIS Deepness installs onnxruntime<=1.17.0, which reads IR version 9 at most ("Unsupported
+# model IR version: 10"); opset 18 needs only IR 8, and nothing of IR 10 is in our graphs
+MAX_IR_VERSION = 9
 METADATA_KEY = "scratchsat"
 
 
@@ -129,6 +132,7 @@ def export_onnx(
             ) from None
         assert program is not None
         model = program.model_proto
+        model.ir_version = min(model.ir_version, MAX_IR_VERSION)
         for key, value in metadata(meta, size, deepness, wrapped.scale).items():
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
