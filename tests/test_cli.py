@@ -207,3 +207,31 @@ def test_quiet_after_the_command_as_before_it(tmp_path):
         assert out.exists()
     for name in ("stack", "tile", "train", "predict", "vectorize", "suggest", "export"):
         assert "--quiet" in runner.invoke(app, [name, "--help"]).output, name
+
+
+def test_third_party_deprecations_are_not_shown_ours_are(tmp_path, monkeypatch):
+    """``Use @ matmul instead of * mul`` (affine inside rasterio) printed 8 times in ``tile``,
+    even with ``-q``: third-party deprecations are left out, ours are ``Warning:`` lines, in
+    every command (``stack`` had Python's own format)."""
+    import warnings
+
+    import numpy as np
+    from conftest import write_raster
+
+    import scratchsat.tiles.stack as stack_module
+    from scratchsat.errors import ScratchsatWarning
+
+    real = stack_module.stack
+
+    def noisy(*args, **kwargs):
+        warnings.warn("Use @ matmul instead of * mul", DeprecationWarning, stacklevel=2)
+        warnings.warn("a future change", FutureWarning, stacklevel=2)
+        warnings.warn("the scene is odd", ScratchsatWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stack_module, "stack", noisy)
+    band = write_raster(tmp_path / "b.tif", np.ones((1, 8, 8), dtype="uint16"))
+    result = runner.invoke(app, ["stack", str(band), "--out", str(tmp_path / "a.tif")])
+    assert result.exit_code == 0, result.output
+    assert "matmul" not in result.output and "future change" not in result.output
+    assert "Warning: the scene is odd" in result.output

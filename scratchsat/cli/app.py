@@ -14,7 +14,7 @@ import typer
 
 from .._version import __version__
 from .config import with_config
-from .console import handle_errors, state
+from .console import handle_errors, state, warnings_to_stderr
 
 F = TypeVar("F", bound=Callable)
 
@@ -39,15 +39,16 @@ QUIET = inspect.Parameter(
 def command(function: F) -> F:
     """Register ``function`` as a command of :data:`app`, with what every command has:
     ``Error:`` lines instead of tracebacks and exit codes for signals (``handle_errors``),
-    ``--config``/``--print-config`` (``with_config``) and ``--quiet``/``-q`` (as after
-    ``scratchsat`` itself)."""
+    ``--config``/``--print-config`` (``with_config``), ``--quiet``/``-q`` (as after
+    ``scratchsat`` itself) and warnings as ``Warning:`` lines (``warnings_to_stderr``)."""
     configured = with_config(function)
     signature = inspect.signature(configured)
 
     @functools.wraps(configured)
     def quietable(*args, quiet: bool = False, **kwargs):
         state["quiet"] = state["quiet"] or quiet
-        return configured(*args, **kwargs)
+        with warnings_to_stderr():
+            return configured(*args, **kwargs)
 
     quietable.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*signature.parameters.values(), QUIET]

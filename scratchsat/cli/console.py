@@ -116,13 +116,21 @@ def say(message: str) -> None:
 
 @contextlib.contextmanager
 def warnings_to_stderr() -> Iterator[None]:
-    """Show the library's warnings as ``Warning: …`` lines (not Python's warning format)."""
+    """Show warnings as ``Warning: …`` lines (not Python's warning format), every time; leave
+    out deprecations and future changes announced by the libraries we use (``Use @ matmul``
+    from affine inside rasterio): they are for their developers, not for the user. Ours are
+    ``ScratchsatWarning``s and always shown."""
     import warnings
+
+    from ..errors import ScratchsatWarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
         stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
+        for kind in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=kind)
+        warnings.simplefilter("always", ScratchsatWarning)  # first: never filtered out
         warnings.showwarning = show
         yield

@@ -11,7 +11,7 @@ from rich.console import Console
 from ..settings import comma_list
 from ..tiles.options import TileOptions
 from .app import command
-from .console import progress_bar, say, warnings_to_stderr
+from .console import progress_bar, say
 from .options import (
     Background,
     DryRun,
@@ -104,7 +104,7 @@ def tile(
     from ..tiles.options import Shard
     from ..tiles.tiling import tile as run_tile
 
-    with warnings_to_stderr(), progress_bar("tile") as callback:
+    with progress_bar("tile") as callback:
         folder = run_tile(
             scenes,
             labels,

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from ..settings import PredictOptions
 from .app import command
-from .console import progress_bar, say, state, warnings_to_stderr
+from .console import progress_bar, say, state
 from .options import (
     ClassMap,
     Device,
@@ -91,7 +91,7 @@ def predict(
 
     ranks = Ranks.from_env()
     state["quiet"] = state["quiet"] or not ranks.main  # under torchrun, rank 0 alone speaks
-    with warnings_to_stderr(), progress_bar("predict") as callback:
+    with progress_bar("predict") as callback:
         paths = run_predict(
             run,
             scenes,
@@ -193,7 +193,7 @@ def suggest(
     """
     from ..prediction.suggest import suggest as run_suggest
 
-    with warnings_to_stderr(), progress_bar("suggest") as callback:
+    with progress_bar("suggest") as callback:
         found = run_suggest(
             run,
             scene,
@@ -230,6 +230,5 @@ def export(
     """
     from ..prediction.onnx import export_onnx
 
-    with warnings_to_stderr():
-        path = export_onnx(run, onnx, deepness=deepness, tile_size=tile_size, overwrite=overwrite)
+    path = export_onnx(run, onnx, deepness=deepness, tile_size=tile_size, overwrite=overwrite)
     say(f"wrote {path}")

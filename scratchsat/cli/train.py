@@ -14,7 +14,7 @@ from ..errors import InputError
 from ..settings import ModelSettings, TrainConfig
 from .app import command
 from .config import META
-from .console import progress_bar, say, state, stderr, warnings_to_stderr
+from .console import progress_bar, say, state, stderr
 from .options import Overwrite, fields_of, given_options, out_option, with_fields
 
 # train's own options beside the settings: how it runs, how it is followed
@@ -78,7 +78,7 @@ def train(
     main = Ranks.from_env().main
     state["quiet"] = state["quiet"] or not main  # under torchrun, rank 0 alone speaks
     try:
-        with warnings_to_stderr(), progress_bar("train") as callback:
+        with progress_bar("train") as callback:
             report = run_train(
                 tiles,
                 out,
