@@ -261,3 +261,24 @@ def test_nothing_to_score_is_refused_not_reported_as_nan(tmp_path):
     )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "blank.tif" in result.output and "no labelled pixel" in result.output
+
+
+def test_json_dash_is_standard_output(tmp_path, monkeypatch):
+    """``--json -`` wrote a file named ``-``: it is standard output, which then holds the
+    JSON alone (the table goes to stderr), as rio's commands do."""
+    import subprocess
+    import sys
+
+    write_raster(tmp_path / "pred.tif", PRED, nodata=255)
+    write_raster(tmp_path / "truth.tif", TRUTH, nodata=0)
+    args = ["evaluate", str(tmp_path / "pred.tif"), "--labels", str(tmp_path / "truth.tif")]
+    result = subprocess.run(
+        [sys.executable, "-m", "scratchsat", *args, "--json", "-"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["confusion"] == [[5, 0], [2, 6]]
+    assert "overall accuracy 0.846" in result.stderr
+    assert not (tmp_path / "-").exists()

@@ -47,6 +47,28 @@ def out_option(help: str):  # noqa: A002 - the CLI's word
     return typer.Option("--out", "-o", help=help)
 
 
+STDOUT = Path("-")  # `--json -`: standard output, as rio's commands take it
+
+
+def json_option(what: str):
+    """``--json FILE``: also write ``what`` as JSON to FILE, or ``-`` for standard output."""
+    return typer.Option("--json", help=f"Also write {what} as JSON to this file (-: stdout).")
+
+
+def emit_json(path: Path, result: dict, overwrite: bool) -> Path | None:
+    """``--json``'s output: printed to standard output for ``-`` (None returned), else written
+    as a file, whose path is returned."""
+    if path == STDOUT:
+        import json
+
+        typer.echo(json.dumps(result, indent=2))
+        return None
+    from ..geo.outputs import write_json
+
+    write_json(path, result, overwrite=overwrite, lock=True)
+    return path
+
+
 def given_options(ctx: typer.Context) -> list[str]:
     """The options of this command that were set on the command line (not defaults)."""
     sources = {name: ctx.get_parameter_source(name) for name in ctx.params}

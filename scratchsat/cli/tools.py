@@ -12,7 +12,18 @@ from rich.console import Console
 from ..errors import InputError
 from .app import command
 from .console import progress_bar, say
-from .options import Background, ClassMap, Device, LabelField, Labels, Overwrite, out_option
+from .options import (
+    STDOUT,
+    Background,
+    ClassMap,
+    Device,
+    LabelField,
+    Labels,
+    Overwrite,
+    emit_json,
+    json_option,
+    out_option,
+)
 
 
 @command
@@ -28,9 +39,7 @@ def evaluate(
         str | None,
         typer.Option(help="train, val or test: only the pixels of that split's patches."),
     ] = None,
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the scores to this JSON file.")
-    ] = None,
+    json_out: Annotated[Path | None, json_option("the scores")] = None,
     html: Annotated[
         Path | None,
         typer.Option(
@@ -49,7 +58,8 @@ def evaluate(
     from ..evaluation import evaluate as run_evaluate
     from .views import show_scores
 
-    check_score_outputs(overwrite, json_out, html)
+    to_file = None if json_out == STDOUT else json_out
+    check_score_outputs(overwrite, to_file, html)
     with progress_bar("evaluate") as callback:
         result = run_evaluate(
             prediction,
@@ -60,9 +70,11 @@ def evaluate(
             split=split,
             progress=callback,
         )
-    show_scores(result, Console(soft_wrap=True))
-    for path in write_scores(result, json_out, html, overwrite):
+    show_scores(result, Console(soft_wrap=True, stderr=json_out == STDOUT))  # stdout: JSON only
+    for path in write_scores(result, to_file, html, overwrite):
         say(f"wrote {path}")
+    if json_out == STDOUT:
+        emit_json(STDOUT, result, overwrite)
 
 
 @command
@@ -140,9 +152,7 @@ def bench(
         bool, typer.Option(help="Small sizes: under 2 minutes on a 2-core CPU.")
     ] = False,
     device: Device = "auto",
-    json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")
-    ] = None,
+    json_out: Annotated[Path | None, json_option("every figure")] = None,
     overwrite: Overwrite = False,
     tile_scene: Annotated[
         str | None,
@@ -169,7 +179,7 @@ def bench(
             f"--only {only!r}: {'unknown step ' + repr(unknown[0]) if unknown else 'no step'}; "
             f"name one or more of {', '.join(STEPS)}, separated by commas"
         )
-    if json_out is not None:
+    if json_out is not None and json_out != STDOUT:
         check_output(json_out, overwrite)
     if tile_scene is not None:  # refuse a file tile would refuse before anything runs
         from ..tiles.tiling import describe_scene
@@ -178,9 +188,6 @@ def bench(
     result = run_benchmarks(quick=quick, device=device, log=say, tile_scene=tile_scene, only=steps)
     from .views import show_bench
 
-    show_bench(result, Console(soft_wrap=True))
-    if json_out is not None:
-        from ..geo.outputs import write_json
-
-        write_json(json_out, result, overwrite=overwrite, lock=True)
+    show_bench(result, Console(soft_wrap=True, stderr=json_out == STDOUT))  # stdout: JSON only
+    if json_out is not None and emit_json(json_out, result, overwrite):
         say(f"wrote {json_out}")
