@@ -131,3 +131,24 @@ def test_info_of_a_run_with_a_damaged_report(small_run, tmp_path, text):
     result = runner.invoke(app, ["info", str(run)])
     assert result.exit_code == 1 and "report.json" in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize(
+    "crs, res, origin, shown",
+    [
+        ("EPSG:32633", 10.0, (399_960.0, 5_800_020.0), "north 5,800,020"),  # 10 m: metres
+        ("EPSG:32633", 0.1, (399_960.25, 5_800_020.75), "north 5,800,020.75"),  # 0.1 m
+        ("EPSG:4326", 0.0001, (13.40512, 52.52003), "north 52.52003"),  # degrees
+    ],
+)
+def test_info_prints_bounds_as_coordinates(tmp_path, crs, res, origin, shown):
+    """Bounds printed as ``5.81436e+06`` lost metres: they read as coordinates, to a
+    tenth of a pixel or so."""
+    import numpy as np
+
+    path = write_raster(
+        tmp_path / "s.tif", np.ones((1, 8, 8), "uint16"), crs=crs, res=res, origin=origin
+    )
+    result = runner.invoke(app, ["info", str(path)])
+    assert result.exit_code == 0, result.output
+    assert shown in result.output and "e+0" not in result.output, result.output

@@ -38,6 +38,16 @@ def lines(console: Console, pairs: Sequence[tuple[str, object]]) -> None:
         console.print(f"[bold]{key:<12}[/] {value}", highlight=False)
 
 
+def bounds_text(bounds, resolution: float) -> str:
+    """West, south, east, north as coordinates: thousands separated, to about a tenth of a
+    pixel (10 m pixels: whole metres; 0.1 m: centimetres; 0.0001°: five decimals)."""
+    import math
+
+    digits = max(0, min(9, math.ceil(-math.log10(resolution)) + 1)) if resolution > 0 else 6
+    west, south, east, north = (f"{v:,.{digits}f}" for v in bounds)
+    return f"west {west}, south {south}, east {east}, north {north}"
+
+
 def show_raster(info: dict, console: Console) -> None:
     west, south, east, north = info["bounds"]
     lines(
@@ -53,7 +63,7 @@ def show_raster(info: dict, console: Console) -> None:
             ("mask", "GDAL's mask band marks invalid pixels" if info["mask_band"] else "none"),
             ("crs", info["crs"]),
             ("resolution", " × ".join(f"{r:g}" for r in info["resolution"])),
-            ("bounds", f"west {west:.6g}, south {south:.6g}, east {east:.6g}, north {north:.6g}"),
+            ("bounds", bounds_text((west, south, east, north), min(info["resolution"]))),
             ("valid", f"{info['valid_fraction']:.1%} of pixels"),
         ],
     )
