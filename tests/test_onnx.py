@@ -170,3 +170,17 @@ def test_the_file_loads_in_the_onnxruntime_deepness_installs(small_run, tmp_path
     shape[2:] = [s if isinstance(s, int) and s > 1 else 32 for s in shape[2:]]
     (out,) = session.run(None, {"bands": np.zeros(shape, np.float32)})
     assert np.allclose(out.sum(axis=1), 1, atol=1e-4)
+
+
+def test_info_describes_an_onnx_model(exported, small_run):
+    """``info model.onnx`` said the file could not be read as a raster: it describes the
+    model from its metadata, as for a run folder (bands, classes, patch size, input)."""
+    meta = load_bundle(small_run).meta
+    result = runner.invoke(app, ["info", str(exported)])
+    assert result.exit_code == 0, result.output
+    assert "for segmentation" in result.output and "ONNX" in result.output
+    assert ", ".join(b["name"] for b in meta.bands) in result.output
+    described = json.loads(runner.invoke(app, ["info", "--json", str(exported)]).output)
+    assert described["kind"] == "model" and described["format"] == "onnx"
+    assert [c["name"] for c in described["classes"]] == [c["name"] for c in meta.classes]
+    assert described["parameters"] > 1000  # the graph's stored weights

@@ -128,6 +128,16 @@ def show_tiles(info: dict, console: Console) -> None:
     )
 
 
+def network_line(info: dict) -> str:
+    """The network, what it is for, its size, and for an ONNX file its input."""
+    weights = info["parameters"]
+    size = "" if weights is None else f", {weights:,} parameters"
+    line = f"{(info['model'] or {}).get('name', 'a network')} for {info['task']}{size}"
+    if info.get("format") == "onnx":
+        line += f" (ONNX, input {' × '.join(map(str, info['input']))})"
+    return line
+
+
 def show_model(info: dict, console: Console) -> None:
     model = info["model"]
     settings = ", ".join(
@@ -148,7 +158,7 @@ def show_model(info: dict, console: Console) -> None:
         console,
         [
             ("model", f"{info['path']} (scratchsat {info['scratchsat_version']})"),
-            ("network", f"{model['name']} for {info['task']}, {info['parameters']:,} parameters"),
+            ("network", network_line(info)),
             ("settings", settings),
             (
                 "bands",

@@ -33,6 +33,8 @@ def describe(path: str | os.PathLike) -> dict:
     path = source
     if is_tiles_folder(path):
         return describe_tiles(path)
+    if path.suffix.lower() == ".onnx" and path.is_file():
+        return describe_onnx(path)
     if (path.is_dir() and RunFolder(path).model_json.exists()) or path.suffix == ".json":
         return describe_bundle(path)
     if path.is_dir():
@@ -139,21 +141,36 @@ def describe_tiles(folder: Path, info: dict | None = None, name: str | None = No
     }
 
 
-def describe_bundle(path: Path) -> dict:
-    from ..bundle import load_bundle
+def describe_onnx(path: Path) -> dict:
+    """An ONNX file from ``scratchsat export``, from its metadata (the model's band contract and
+    classes) and its graph (the input's shape, the weights stored)."""
+    from ..prediction.onnx import load_onnx
 
-    bundle = load_bundle(path)
-    meta = bundle.meta
-    report = Report.read(RunFolder(bundle.path.parent).report)
-    scores = {}
-    for split, found in (("val", report and report.val), ("test", report and report.test)):
-        if found:
-            scores[split] = {k: found[k] for k in ("overall_accuracy", "mean_iou", "macro_f1")}
+    model, meta = load_onnx(path)
+    shape = [d if isinstance(d, int) else str(d) for d in model.session.get_inputs()[0].shape]
+    try:
+        import numpy as np
+        import onnx
+
+        graph = onnx.load(str(path), load_external_data=False).graph
+        weights: int | None = sum(int(np.prod(t.dims)) for t in graph.initializer)
+    except ImportError:  # onnxruntime without onnx: the graph's weights are not counted
+        weights = None
     return {
+        **model_fields(meta),
         "kind": "model",
-        "path": str(bundle.path),
+        "format": "onnx",
+        "path": str(path),
+        "parameters": weights,
+        "input": shape,
+        "scores": {},
+    }
+
+
+def model_fields(meta) -> dict:
+    """What a bundle and an ONNX file both tell of their model."""
+    return {
         "model": meta.model,
-        "parameters": sum(p.numel() for p in bundle.model.parameters()),
         "task": meta.task,
         "patch_size": meta.patch_size,
         "bands": [{k: b[k] for k in ("name", "mean", "std")} for b in meta.bands],
@@ -167,7 +184,26 @@ def describe_bundle(path: Path) -> dict:
             if meta.decision_offsets is None
             else dict(zip((c["name"] for c in meta.classes), meta.decision_offsets, strict=True))
         ),
-        "scores": scores,
         "training": meta.training,
         "scratchsat_version": meta.scratchsat_version,
+    }
+
+
+def describe_bundle(path: Path) -> dict:
+    from ..bundle import load_bundle
+
+    bundle = load_bundle(path)
+    meta = bundle.meta
+    report = Report.read(RunFolder(bundle.path.parent).report)
+    scores = {}
+    for split, found in (("val", report and report.val), ("test", report and report.test)):
+        if found:
+            scores[split] = {k: found[k] for k in ("overall_accuracy", "mean_iou", "macro_f1")}
+    return {
+        **model_fields(meta),
+        "kind": "model",
+        "format": "bundle",
+        "path": str(bundle.path),
+        "parameters": sum(p.numel() for p in bundle.model.parameters()),
+        "scores": scores,
     }
