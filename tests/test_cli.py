@@ -235,3 +235,20 @@ def test_third_party_deprecations_are_not_shown_ours_are(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "matmul" not in result.output and "future change" not in result.output
     assert "Warning: the scene is odd" in result.output
+
+
+def test_help_is_never_cut_nor_its_brackets_eaten():
+    """At 80 columns ``train --help`` cut ``MLFLOW_TRACKING_U…`` and rich markup ate
+    ``[tensorboard]`` from ``pip install 'scratchsat[tensorboard]'``; examples stay lines."""
+    import os
+
+    env = {**os.environ, "COLUMNS": "80"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "scratchsat", "train", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    assert "MLFLOW_TRACKING_URI" in shown and "_U…" not in shown
+    assert "'scratchsat[tensorboard]'" in shown and "'scratchsat[mlflow]'" in shown
+    assert "Example: scratchsat train tiles/brandenburg --out runs/brandenburg" in shown

@@ -50,6 +50,7 @@ def stack(
 ) -> None:
     """Stack per-band files into one multi-band GeoTIFF on one grid.
 
+    \b
     Example: scratchsat stack T33UUU_*_B0[1-8].jp2 --out scene.tif
     """
     from ..tiles.stack import stack as run_stack
@@ -96,6 +97,7 @@ def tile(
 ) -> None:
     """Cut scenes and labels into patches with statistics, spatial splits and an index.
 
+    \b
     Example: scratchsat tile scene.tif --labels landuse.gpkg --label-field fclass
     --patch-size 32 --out tiles/brandenburg
     A job array of 8: scratchsat tile scenes/*.tif --labels l.gpkg --out tiles/region --shard

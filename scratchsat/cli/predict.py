@@ -84,6 +84,7 @@ def predict(
 ) -> None:
     """Predict scenes to class-map GeoTIFFs on their exact grids, with a legend.
 
+    \b
     Example: scratchsat predict runs/brandenburg brandenburg.tif --out brandenburg_classes.tif
     """
     from ..prediction import predict as run_predict
@@ -155,6 +156,7 @@ def vectorize(
     """Class map to polygons: one feature per connected region of a class, with its class,
     area and (given the uncertainty raster) mean top probability; styled for QGIS.
 
+    \b
     Example: scratchsat vectorize brandenburg_classes.tif --out classes.gpkg --min-area 5000
     """
     from ..geo.vectorize import vectorize as run_vectorize
@@ -189,6 +191,7 @@ def suggest(
     """What to label next: the training-patch-sized windows where the model is least sure,
     spread over the scene, none overlapping a labelled patch; footprints to digitise in QGIS.
 
+    \b
     Example: scratchsat suggest runs/brandenburg brandenburg.tif --n 50 --out to_label.gpkg
     """
     from ..prediction.suggest import suggest as run_suggest
@@ -226,6 +229,7 @@ def export(
     """Export a run's model to ONNX with its band contract, classes and normalisation, for
     onnxruntime, QGIS (Deepness) and other tools; `predict` runs the file too.
 
+    \b
     Example: scratchsat export runs/brandenburg --onnx brandenburg.onnx
     """
     from ..prediction.onnx import export_onnx

@@ -51,6 +51,7 @@ def evaluate(
 ) -> None:
     """Score a class map against labels: accuracy, per-class IoU/F1/precision/recall, confusion.
 
+    \b
     Example: scratchsat evaluate pred.tif --labels landuse.gpkg --label-field fclass
     --tiles tiles/brandenburg --split test --json scores.json --html scores.html
     """
@@ -90,6 +91,7 @@ def demo(
 
     Leaves both scenes, the tiles, the run folder, the prediction GeoTIFF and pictures in --out.
 
+    \b
     Example: scratchsat demo --out scratchsat-demo
     """
     from ..extras.demo import demo as run_demo
@@ -125,6 +127,7 @@ def info(
 ) -> None:
     """Describe a raster, a tiles folder (or several together) or a model bundle.
 
+    \b
     Example: scratchsat info tiles/brandenburg; scratchsat info runs/brandenburg --open
     """
     import json
@@ -167,6 +170,7 @@ def bench(
 ) -> None:
     """Measure tile, load, train and predict throughput, each beside its bound in the same run.
 
+    \b
     Example: scratchsat bench --quick --json bench.json
     """
     from ..bench import STEPS, run_benchmarks

@@ -63,6 +63,7 @@ def train(
     checkpoint.pt, metrics.csv, report.json, report.html, curves.png, confusion.png and
     train.toml (these settings: `train --config RUN/train.toml` repeats the run).
 
+    \b
     Example: scratchsat train tiles/brandenburg --out runs/brandenburg --epochs 30
     Several folders: scratchsat train tiles/shard-* --out runs/region
     """
