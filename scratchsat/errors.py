@@ -120,3 +120,7 @@ class DriftWarning(ScratchsatWarning):
 
 class BandOrderWarning(ScratchsatWarning):
     """A scene's bands were taken in file order because they, or the model's, have no names."""
+
+
+class ShortfallWarning(ScratchsatWarning):
+    """A command delivered less than it was asked for (fewer windows to label), and why."""

@@ -90,3 +90,23 @@ def test_suggest_end_to_end_avoids_the_tiles_patches(tmp_path, small_run, seg_ti
     with pytest.raises(InputError, match="suggest writes one file"):
         suggest(small_run, scene.path, tmp_path / "x.shp")
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_fewer_windows_than_asked_says_why(tmp_path):
+    """``suggest --n 15`` on a small, mostly labelled scene wrote 5 windows and said only
+    ``wrote 5 windows to label``: the count of windows looked at and why each was left out."""
+    from scratchsat.prediction.suggest import shortfall
+
+    entropy = np.full((64, 64), 0.5, np.float32)
+    entropy[48:64, :] = np.nan  # the bottom quarter is nodata
+    transform = uncertainty_and_map(tmp_path, entropy)
+    labelled = [(transform * (0, 32)) + (transform * (32, 0))]  # the top-left quarter
+    tally: dict = {}
+    found = rank_windows(tmp_path / "u.tif", tmp_path / "c.tif", [1, 2], 16, labelled, 15, tally)
+    assert len(found) < 15 and tally["windows"] == 49  # 7 × 7 windows half a window apart
+    assert tally["mostly_nodata"] == 7 and tally["on_labelled"] > 0  # the bottom row of windows
+    kept = tally["windows"] - tally["mostly_nodata"] - tally["on_labelled"]
+    assert kept == len(found) + tally["too_close"]
+    why = shortfall(15, len(found), tally, 16)
+    assert why.startswith(f"only {len(found)} of the 15 windows") and "mostly nodata" in why
+    assert shortfall(len(found), len(found), tally, 16) is None

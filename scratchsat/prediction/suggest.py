@@ -11,6 +11,7 @@ patch side between footprints), so the suggestions spread over the scene.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..device import pick_device
-from ..errors import InputError
+from ..errors import InputError, ShortfallWarning
 from ..geo.classmap import class_fields
 from ..geo.outputs import atomic_output, check_output, scratch_folder
 from ..geo.raster import open_raster
@@ -81,8 +82,11 @@ def rank_windows(
     size: int,
     labelled: list[tuple[float, float, float, float]],
     n: int,
+    tally: dict[str, int] | None = None,
 ) -> list[Suggestion]:
-    """The ``n`` best windows of side ``size`` (see the module's docstring)."""
+    """The ``n`` best windows of side ``size`` (see the module's docstring). ``tally``, when
+    given, gets how many windows were looked at and why the others were left out."""
+    counts = dict.fromkeys(("windows", "mostly_nodata", "on_labelled", "too_close"), 0)
     step = max(1, size // 2)
     with open_raster(entropy_path) as unsure, open_raster(classes_path) as classes:
         transform, width, height = unsure.transform, unsure.width, unsure.height
@@ -95,12 +99,15 @@ def rank_windows(
             margin = unsure.read(margin_band, window=window)
             mapped = classes.read(1, window=window)
             for col in range(0, max(1, width - size + 1), step):
+                counts["windows"] += 1
                 e = entropy[:, col : col + size]
                 valid = np.isfinite(e)
                 if valid.mean() < 0.5 or e.shape != (size, size):
+                    counts["mostly_nodata"] += 1
                     continue
                 box = _box(transform, row, col, size)
                 if any(_overlap(box, other) for other in labelled):
+                    counts["on_labelled"] += 1
                     continue
                 m = mapped[:, col : col + size][valid]
                 mix = tuple(float((m == code).mean()) for code in codes)
@@ -116,7 +123,22 @@ def rank_windows(
             max(abs(candidate.row - c.row), abs(candidate.col - c.col)) >= 2 * size for c in chosen
         ):
             chosen.append(candidate)
+    counts["too_close"] = len(candidates) - len(chosen) if len(chosen) < n else 0
+    if tally is not None:
+        tally.update(counts)
     return chosen
+
+
+def shortfall(n: int, found: int, tally: dict[str, int], size: int) -> str | None:
+    """Why fewer windows than ``n`` were found (None when ``n`` were)."""
+    if found >= n:
+        return None
+    return (
+        f"only {found} of the {n} windows asked for: of the scene's {tally['windows']} windows "
+        f"of {size} px (half a window apart), {tally['mostly_nodata']} are mostly nodata, "
+        f"{tally['on_labelled']} overlap a labelled patch and {tally['too_close']} lie within "
+        "a window of a better one; label these, train again and ask again"
+    )
 
 
 def _box(transform, row: int, col: int, size: int) -> tuple[float, float, float, float]:
@@ -167,7 +189,11 @@ def suggest(
         )
         classes = list(predictor.classes)
         codes = [int(c["code"]) for c in classes]
-        found = rank_windows(unsure, mapped, codes, size, labelled, n)
+        tally: dict[str, int] = {}
+        found = rank_windows(unsure, mapped, codes, size, labelled, n, tally)
+        why = shortfall(n, len(found), tally, size)
+        if why is not None:
+            warnings.warn(why, ShortfallWarning, stacklevel=2)
         shares = {name: "float" for name in class_fields("share_", classes)}
         schema = {
             "geometry": "Polygon",
