@@ -252,3 +252,27 @@ def test_help_is_never_cut_nor_its_brackets_eaten():
     assert "MLFLOW_TRACKING_URI" in shown and "_U…" not in shown
     assert "'scratchsat[tensorboard]'" in shown and "'scratchsat[mlflow]'" in shown
     assert "Example: scratchsat train tiles/brandenburg --out runs/brandenburg" in shown
+
+
+def test_progress_shows_slow_rates_and_the_time_left(monkeypatch):
+    """``predict`` on a CPU showed ``0.0 Mpx/s`` (0.04 rounded to one decimal) and no bar had
+    an ETA: rates keep two significant digits, and the bar shows the time left."""
+    import io
+
+    from rich.console import Console
+
+    from scratchsat.cli import console
+
+    assert console.format_fields({"mpx": 0.04}) == "0.04 Mpx/s"
+    assert console.format_fields({"mpx": 0.19}) == "0.19 Mpx/s"
+    assert console.format_fields({"mpx": 123.4}) == "123 Mpx/s"
+    assert console.format_fields({"rate": 2.5}) == "2.5 samples/s"
+    screen = io.StringIO()
+    fake = Console(file=screen, force_terminal=True, width=120)
+    monkeypatch.setattr(console, "stderr", fake)
+    monkeypatch.setitem(console.state, "quiet", False)
+    with console.progress_bar("predict") as callback:
+        assert callback is not None
+        callback(10, 100, mpx=0.04)
+        callback(20, 100, mpx=0.04)
+    assert "eta" in screen.getvalue()

@@ -13,7 +13,14 @@ from typing import TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from ..errors import ScratchsatError, Terminated
 
@@ -79,9 +86,11 @@ def progress_bar(description: str) -> Iterator[Callable[..., None] | None]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
     )
-    bar = Progress(*columns, console=stderr, transient=True)
+    bar = Progress(*columns, console=stderr, transient=True, refresh_per_second=2)
     task = bar.add_task(description, total=None, status="")
 
     def callback(done: int, total: int, **fields) -> None:
@@ -103,10 +112,17 @@ def format_fields(fields: dict) -> str:
     if "loss" in fields:
         parts.append(f"loss {fields['loss']:.4f}")
     if "rate" in fields:
-        parts.append(f"{fields['rate']:,.0f} samples/s")
+        parts.append(f"{rate(fields['rate'])} samples/s")
     if "mpx" in fields:
-        parts.append(f"{fields['mpx']:,.1f} Mpx/s")
+        parts.append(f"{rate(fields['mpx'])} Mpx/s")
     return "  ".join(parts)
+
+
+def rate(value: float) -> str:
+    """A rate to two significant digits at least (0.04, 2.5, 123, 1,234), never 0.0."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.2g}" if value < 10 else f"{value:.1f}"
 
 
 def say(message: str) -> None:
