@@ -122,3 +122,17 @@ def test_a_training_setting_is_one_declaration(seg_tiles, tmp_path):
     assert json.loads((run / "model.json").read_text())["training"]["knob"] == 7
     resumed = scratchsat("train", str(seg_tiles), "--out", str(run), "--resume", "--knob", "4")
     assert resumed.returncode == 1 and "--knob 4 (the run has 7)" in resumed.stderr
+
+
+def test_quiet_is_not_a_config_key(tmp_path):
+    """``--quiet`` belongs to how a command runs, not to its settings: in a config file it is
+    an unknown key (it was a TypeError traceback), and the known keys leave it out."""
+    bad = tmp_path / "q.toml"
+    bad.write_text("quiet = true\n")
+    result = runner.invoke(
+        app, ["stack", "a.tif", "--out", str(tmp_path / "x.tif"), "--config", str(bad)]
+    )
+    assert result.exit_code == 1, result.output
+    assert "quiet is not a setting of `scratchsat stack`" in result.output
+    assert result.output.rstrip().endswith("resampling, overwrite")
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -31,7 +31,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 F = TypeVar("F", bound=Callable)
-OWN = ("config", "print_config", "config_context")  # with_config's parameters
 
 
 @dataclass
@@ -121,7 +120,7 @@ ADDED = [
 
 def _from_file(ctx: typer.Context, config: Path, annotations: dict, kwargs: dict) -> list[str]:
     """Put the file's settings into ``kwargs`` where the command line gave none; their keys."""
-    params = {p.name: p for p in ctx.command.params if p.name not in OWN}
+    params = {p.name: p for p in ctx.command.params if p.name in annotations}  # the command's own
     taken = []
     for key, raw in read_config(config).items():
         if key not in params:
