@@ -28,12 +28,8 @@ app = typer.Typer(
 )
 
 
-QUIET = inspect.Parameter(
-    "quiet",
-    inspect.Parameter.KEYWORD_ONLY,
-    default=False,
-    annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")],
-)
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")]
+QUIET = inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Quiet)
 
 
 def command(function: F) -> F:
@@ -71,9 +67,7 @@ def main_options(
             "--version", callback=_version, is_eager=True, help="Print the version and exit."
         ),
     ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")
-    ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Train CNNs from scratch on multi-band satellite imagery; predict to GeoTIFF."""
     state["quiet"] = quiet

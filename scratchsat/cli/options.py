@@ -89,15 +89,19 @@ def with_fields(*records: type) -> Callable[[F], F]:
             for p in signature.parameters.values()
             if p.kind != p.VAR_KEYWORD
         ]
-        added = [_parameter(record, f) for record in records for f in options_of(record)]
+        added = []
+        for record in records:
+            hints = typing.get_type_hints(record)  # once a record: it evaluates every field's
+            added += [_parameter(f, hints[f.name]) for f in options_of(record)]
         command.__signature__ = signature.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
         return command
 
     return decorate
 
 
-def _parameter(record: type, f: dataclasses.Field) -> inspect.Parameter:
-    kind = f.metadata["type"] or typing.get_type_hints(record)[f.name]
+def _parameter(f: dataclasses.Field, hint) -> inspect.Parameter:
+    """The option of field ``f`` (``hint``: the field's type)."""
+    kind = f.metadata["type"] or hint
     # A command-line type of its own starts at None (not given): the field's default then
     default = f.default if f.metadata["type"] is None else None
     option = typer.Option(*f.metadata["flags"], help=f.metadata["help"])
