@@ -46,9 +46,6 @@ class RunFolder:
     def __init__(self, path: str | os.PathLike) -> None:
         object.__setattr__(self, "path", Path(path))
 
-    def __truediv__(self, name: str) -> Path:
-        return self.path / name
-
     @property
     def model_json(self) -> Path:
         return self.path / self.MODEL_JSON
