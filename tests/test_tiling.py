@@ -14,6 +14,7 @@ from scratchsat.errors import (
     NoPatchesError,
     OutputExistsError,
     RasterReadError,
+    SplitWarning,
 )
 from scratchsat.extras.synth import write_scene
 from scratchsat.geo.labels import IGNORE_INDEX
@@ -642,7 +643,7 @@ def test_a_split_asked_for_but_left_empty_is_warned_about(synth_scene, tmp_path)
             [synth_scene.path],
             synth_scene.labels_path,
             tmp_path / "few",
-            options=TileOptions(patch_size=32, block_size=128, val=0.25, test=0.1),
+            options=TileOptions(patch_size=32, block_size=256, val=0.25, test=0.1),
         )
     assert json.loads((out / "dataset.json").read_text())["splits"]["test"] == 0
     with warnings.catch_warnings():
@@ -657,11 +658,68 @@ def test_a_split_asked_for_but_left_empty_is_warned_about(synth_scene, tmp_path)
             [synth_scene.path],
             synth_scene.labels_path,
             tmp_path / "none-asked",
-            options=TileOptions(patch_size=32, block_size=128, val=0.25, test=0.0),
+            options=TileOptions(patch_size=32, block_size=32, val=0.25, test=0.0),
         )
     args = [str(synth_scene.path), "--labels", str(synth_scene.labels_path), "--patch-size", "32"]
     result = CliRunner().invoke(
-        app, ["tile", *args, "--block-size", "128", "--val", "0.25", "--dry-run"]
+        app, ["tile", *args, "--block-size", "256", "--val", "0.25", "--dry-run"]
     )
     assert result.exit_code == 0, result.output
     assert "Warning: the test split" in result.output and "Traceback" not in result.output
+
+
+def rare_class_scene(tmp_path, spots):
+    """A 480 × 448 px scene labelled 1 everywhere, 2 on 8 × 8 px squares at ``spots`` (pixel
+    offsets of their corners) and 3 on one square: a small scene of 210 patches of 32 px."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(100, 3000, (3, 448, 480)).astype(np.uint16)
+    labels = np.ones((448, 480), np.uint8)
+    for y, x in spots:
+        labels[y : y + 8, x : x + 8] = 2
+    labels[200:208, 200:208] = 3
+    scene = write_raster(tmp_path / "rare.tif", image)
+    tags = {"CLASSES": json.dumps([{"code": c, "name": n} for c, n in enumerate("ABC", 1)])}
+    write_raster(tmp_path / "rare_labels.tif", labels, nodata=0)
+    with rasterio.open(tmp_path / "rare_labels.tif", "r+") as dst:
+        dst.update_tags(**tags)
+    return scene, tmp_path / "rare_labels.tif"
+
+
+def class_pixels_by_split(folder):
+    masks, splits = load(folder, "masks"), load(folder, "splits")
+    return [np.bincount(masks[splits == k].ravel(), minlength=256)[:3] for k in range(3)]
+
+
+def test_a_small_scene_gets_blocks_enough_for_validation_and_test(tmp_path):
+    """Default blocks are sized by the scene: 480 × 448 px of 32 px patches is 4 blocks of 8
+    patches (one for validation, none for test); it gets 2-patch blocks, 56 of them."""
+    scene, labels = rare_class_scene(tmp_path, [(10, 10)])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "the (val|test) split got no patches")
+        out = tile([scene], labels, tmp_path / "t", options=TileOptions(patch_size=32))
+    info = json.loads((out / "dataset.json").read_text())
+    assert info["block_size"] is None and info["sources"][0]["block_size"] == 64
+    assert info["splits"]["val"] >= 30 and info["splits"]["test"] >= 15, info["splits"]
+    given = tile([scene], labels, tmp_path / "g", options=TileOptions(patch_size=32, block_size=96))
+    assert json.loads((given / "dataset.json").read_text())["sources"][0]["block_size"] == 96
+
+
+def test_every_class_in_enough_blocks_reaches_validation_and_test(tmp_path):
+    """Blocks are assigned stratified: a class in six of the 56 blocks is in train, val and
+    test whatever the seed (at random it misses validation about one seed in four); a class in
+    one block cannot be, and tile says which and why."""
+    spots = [(40, 40), (40, 300), (170, 120), (300, 40), (300, 400), (400, 250)]
+    scene, labels = rare_class_scene(tmp_path, spots)
+    for seed in range(6):
+        with pytest.warns(SplitWarning) as caught:
+            out = tile(
+                [scene],
+                labels,
+                tmp_path / f"s{seed}",
+                options=TileOptions(patch_size=32, seed=seed),
+            )
+        for split, pixels in zip(("train", "val", "test"), class_pixels_by_split(out), strict=True):
+            assert pixels[1] > 0, (seed, split, pixels)  # class 2 is id 1
+        messages = [str(w.message) for w in caught]
+        assert any("holds no pixel of C (64 px)" in m for m in messages), messages
+        assert not any("of B" in m for m in messages), messages

@@ -146,6 +146,7 @@ def _write(tmp: Path, folder: Path, items, classes, options: TileOptions, progre
         splits,
         label_arr,
         counts,
+        [None],  # chips are split one by one, stratified by class: no blocks
     )
 
 

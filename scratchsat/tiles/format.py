@@ -379,8 +379,10 @@ def write_dataset_json(
     splits: np.ndarray,
     labels: np.ndarray,
     counts: np.ndarray,
+    block_sides: Sequence[int | None],
 ) -> None:
-    """``dataset.json``: the band contract, statistics, classes, splits and provenance."""
+    """``dataset.json``: the band contract, statistics, classes, splits and provenance
+    (``block_sides``: each scene's split block side in pixels)."""
     first = scenes[0]
     nodata = first.nodata
     data = {
@@ -390,7 +392,7 @@ def write_dataset_json(
         "task": options.task,
         "patch_size": options.patch_size,
         "stride": options.stride or options.patch_size,
-        "block_size": options.split_block,
+        "block_size": options.block_size,  # None: sized per scene, as sources[i] says
         "min_valid": options.min_valid,
         "min_labeled": options.min_labeled,
         "seed": options.seed,
@@ -421,8 +423,9 @@ def write_dataset_json(
                 "transform": list(s.grid.transform)[:6],
                 "width": s.grid.width,
                 "height": s.grid.height,
+                "block_size": side,
             }
-            for s in scenes
+            for s, side in zip(scenes, block_sides, strict=True)
         ],
         "labels": None
         if spec is None

@@ -19,7 +19,7 @@ MAX_PATCH = 8192  # px: a patch or window side beyond this is a typo or a hand e
 @dataclass(frozen=True)
 class TileOptions:
     """How to cut patches. ``stride`` defaults to ``patch_size``; ``block_size`` (the side of
-    a spatial split block, in pixels) to 8 patches."""
+    a spatial split block, in pixels) is sized per scene (:func:`geo.windows.block_side`)."""
 
     patch_size: int = setting(64, "Patch side in pixels.")
     stride: int | None = setting(
@@ -44,15 +44,12 @@ class TileOptions:
     test: float = setting(0.1, "Fraction of patches for testing.")
     seed: int = setting(0, "Seed of the split.")
     block_size: int | None = setting(
-        None, "Side of a spatial split block in pixels (default: 8 patches)."
+        None,
+        "Side of a spatial split block in pixels (default: per scene, the largest of 8 … 1 "
+        "patches that cuts it into at least 50 blocks).",
     )
     chips: bool = setting(False, "Also write each patch as a georeferenced GeoTIFF under chips/.")
     workers: int = setting(1, "Worker processes.")
-
-    @property
-    def split_block(self) -> int:
-        """The side of a spatial split block in pixels: ``block_size``, else 8 patches."""
-        return self.block_size or 8 * self.patch_size
 
     def check(self) -> None:
         if self.task not in TASKS:
@@ -62,7 +59,7 @@ class TileOptions:
         if self.block_size is not None and self.block_size < 1:
             raise InputError(
                 f"--block-size must be at least 1 px, got {self.block_size}; leave it out for "
-                "blocks of 8 patches"
+                "blocks sized by the scene"
             )
         if self.workers < 1:
             raise InputError(f"--workers must be at least 1, not {self.workers}")

@@ -39,7 +39,14 @@ from ..geo.raster import (
 )
 from ..geo.sources import as_source
 from ..geo.stats import BandStats, stats_step
-from ..geo.windows import SPLITS, assign_splits, grid_offsets, split_border
+from ..geo.windows import (
+    SPLITS,
+    assign_splits,
+    block_ids,
+    block_side,
+    grid_offsets,
+    split_border,
+)
 from . import store
 from .format import write_dataset_json
 from .index import write_chips, write_index
@@ -387,10 +394,10 @@ def _write_store(
             "cover valid pixels of the scene"
         )
     counts_arr = np.concatenate(counts)
-    splits = _assign(windows_arr, options)
+    splits, sides = _assign(windows_arr, counts_arr, options)
     keep = splits != 255
     skipped["split_border"] = int((~keep).sum())
-    _warn_empty_splits(splits[keep], options)
+    _warn_empty_splits(splits[keep], counts_arr[keep], classes, sides, options)
     if folder is None:
         return _dry_summary(
             images, masks, total, skipped, splits, keep, counts_arr, classes, options
@@ -410,47 +417,92 @@ def _write_store(
     if options.chips:
         write_chips(folder, infos, windows_arr, size, options.task)
     write_dataset_json(
-        folder, infos, spec, classes, options, stats, skipped, total, splits, labels, counts_arr
+        folder,
+        infos,
+        spec,
+        classes,
+        options,
+        stats,
+        skipped,
+        total,
+        splits,
+        labels,
+        counts_arr,
+        sides,
     )
     return None
 
 
-def _warn_empty_splits(splits: np.ndarray, options: TileOptions) -> None:
-    """A split asked for (a fraction above 0) that got no patch: splits are drawn by blocks,
-    and with few blocks a small fraction rounds to none. Train needs validation patches and
-    evaluate --split test needs test patches, so say it now, at the cause."""
+def _warn_empty_splits(
+    splits: np.ndarray,
+    class_pixels: np.ndarray,
+    classes: Sequence[ClassInfo],
+    sides: list[int],
+    options: TileOptions,
+) -> None:
+    """A split asked for (a fraction above 0) that got no patch, or lacks a class that the
+    folder holds: splits are drawn by blocks, and with few blocks a small fraction rounds to
+    none; a class found in fewer than three blocks cannot be in all three splits. Train needs
+    validation patches, evaluate --split test needs test patches, and a class missing from
+    validation is never validated; so say it now, at the cause."""
+    blocks = "/".join(str(b) for b in sorted(set(sides)))
     for code, option, fraction in ((1, "--val", options.val), (2, "--test", options.test)):
-        if fraction > 0 and not (splits == code).any():
+        if fraction <= 0:
+            continue
+        if not (splits == code).any():
             warnings.warn(
                 f"the {SPLITS[code]} split got no patches although {option} {fraction} asked "
-                f"for some: the splits are drawn by {options.split_block} px blocks "
+                f"for some: the splits are drawn by {blocks} px blocks "
                 f"({len(splits)} patches kept), too few for that fraction; tile again with a "
                 "smaller --block-size",
                 SplitWarning,
                 stacklevel=3,
             )
+            continue
+        here = class_pixels[splits == code].sum(0)
+        missing = [
+            f"{c.name} ({int(class_pixels[:, i].sum()):,} px)"
+            for i, c in enumerate(classes)
+            if here[i] == 0 and class_pixels[:, i].any()
+        ]
+        if missing:
+            warnings.warn(
+                f"the {SPLITS[code]} split holds no pixel of {', '.join(missing)}: "
+                f"{'their' if len(missing) > 1 else 'its'} pixels lie in too few of the "
+                f"{blocks} px split blocks (a class needs three in a scene, one per split, "
+                "each no larger than about a split's share); label more of it, or tile "
+                "again with a smaller --block-size",
+                SplitWarning,
+                stacklevel=3,
+            )
 
 
-def _assign(windows: np.ndarray, options: TileOptions) -> np.ndarray:
-    """Split code per window (255 = dropped at a split border).
+def _assign(
+    windows: np.ndarray, class_pixels: np.ndarray, options: TileOptions
+) -> tuple[np.ndarray, list[int]]:
+    """Split code per window (255 = dropped at a split border), and each scene's block side.
 
-    Each scene on its own: its block grid is anchored at its top-left pixel, and its blocks
-    are shuffled with ``--seed`` alone and filled to the val/test fractions. A scene's splits
-    therefore do not depend on the other scenes tiled with it, their order or the machine —
-    shards agree with a single run — and scenes on one grid (two dates of a place) get the
-    same blocks in the same splits, so no place is in training on one date and test on another.
+    Each scene on its own: its block grid is anchored at its top-left pixel, its block side is
+    ``--block-size`` or else sized by its own windows (:func:`windows.block_side`), and its
+    blocks are shuffled with ``--seed`` alone, stratified by class and filled to the val/test
+    fractions (:func:`windows.assign_splits`). A scene's splits therefore do not depend on the
+    other scenes tiled with it, their order or the machine — shards agree with a single run.
     """
-    block = options.split_block
     scene, xs, ys = windows[:, 0], windows[:, 1], windows[:, 2]
     centre = options.patch_size // 2
-    block_ids = (((ys + centre) // block) << 20) + (xs + centre) // block
     splits = np.zeros(len(windows), np.uint8)
+    sides = []
     for s in np.unique(scene):
         here = np.flatnonzero(scene == s)
-        splits[here] = assign_splits(block_ids[here], options.val, options.test, options.seed)
+        side = options.block_size or block_side(xs[here], ys[here], options.patch_size)
+        ids = block_ids(xs[here], ys[here], centre, side)
+        splits[here] = assign_splits(
+            ids, options.val, options.test, options.seed, class_pixels[here]
+        )
         drop = split_border(xs[here], ys[here], splits[here], options.patch_size)
         splits[here[drop]] = 255
-    return splits
+        sides.append(side)
+    return splits, sides
 
 
 def _dry_summary(images, masks, total, skipped, splits, keep, counts, classes, options) -> dict:
