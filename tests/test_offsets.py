@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 import torch
 from safetensors.torch import load_file
 
@@ -81,6 +82,50 @@ def test_offsets_stay_zero_where_nothing_gains_and_for_absent_classes():
     offsets, before, after = fit_offsets(log_probs(logits), target, "mean_iou")
     assert before == after == 1.0
     assert torch.equal(offsets, torch.zeros(3))
+
+
+def test_a_fixed_class_keeps_offset_zero():
+    """A class validation holds too little of is left out of the fit (``fixed``), where it
+    alone would have moved."""
+    gen = torch.Generator().manual_seed(1)
+    target = torch.randint(0, 3, (20000,), generator=gen)
+    logits = torch.nn.functional.one_hot(target, 3).float() * 2.0 + torch.randn(
+        20000, 3, generator=gen
+    )
+    logits[:, 2] -= 2.0
+    free, _, _ = fit_offsets(log_probs(logits), target, "mean_iou")
+    held, before, after = fit_offsets(log_probs(logits), target, "mean_iou", fixed=frozenset({2}))
+    assert free[2] - free[:2].mean() > 0.5
+    assert held[2] == 0 and after >= before
+
+
+def test_a_thin_validation_split_keeps_the_last_epoch_and_says_so(tmp_path):
+    """Validation without (enough of) a class cannot pick an epoch or fit that class's
+    offset: the run keeps its last epoch, no offset for the class, the log, report.json and
+    report.html say so; where validation holds every class well, nothing changes."""
+    from scratchsat.extras.synth import write_scene
+    from scratchsat.tiles.tiling import TileOptions, tile
+
+    s = write_scene(tmp_path / "s.tif", tmp_path / "l.tif", width=128, height=128, count=3)
+    with rasterio.open(s.labels_path, "r+") as dst:  # class 4 only in the top-left 16 px
+        labels = dst.read(1)
+        labels[labels == 4] = 1
+        labels[:16, :16] = 4
+        dst.write(labels, 1)
+    options = TileOptions(patch_size=16, block_size=16, seed=0)
+    with pytest.warns(UserWarning):
+        tiles = tile([s.path], s.labels_path, tmp_path / "t", options=options)
+    lines: list[str] = []
+    report = train(tiles, tmp_path / "run", FAST, log=lines.append)
+    name = json.loads((tiles / "dataset.json").read_text())["classes"][3]["name"]
+    thin = report["thin_validation"]
+    assert thin[name] == 0 and all(count < 1000 for count in thin.values()), thin
+    assert report["best_epoch"] == report["epochs_run"] == 3
+    assert report["decision_offsets"]["offsets"][name] == 0.0
+    said = [t for t in lines if t.startswith("validation holds less than 1,000 pixels of ")]
+    assert len(said) == 1 and f"{name} (0 px)" in said[0] and "last epoch is kept" in said[0]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "validation too thin to pick one" in page
 
 
 def test_output_bias_of_the_built_in_models():
@@ -217,9 +262,9 @@ def test_a_large_validation_split_is_thinned_for_the_fit(seg_tiles, tmp_path, mo
     seen = []
     fit = calibration.fit_offsets
 
-    def spy(scores, target, metric, reduce):
+    def spy(scores, target, metric, reduce, fixed):
         seen.append(scores.shape)
-        return fit(scores, target, metric, reduce)
+        return fit(scores, target, metric, reduce, fixed)
 
     monkeypatch.setattr(calibration, "fit_offsets", spy)
     monkeypatch.setattr(calibration, "MAX_SCORES", patches * 32 * 32 * k // 4)  # every 4th pixel

@@ -41,7 +41,7 @@ def test_a_small_unet_learns_the_synthetic_classes(trained, seg_tiles):
     info = json.loads((seg_tiles / "dataset.json").read_text())
     val_pixels = [c["pixels_by_split"]["val"] for c in info["classes"]]
     majority = max(val_pixels) / sum(val_pixels)  # what "always the commonest class" scores
-    assert majority < 0.4
+    assert majority < 0.5
     assert report["val"]["overall_accuracy"] > 0.85
     assert report["val"]["mean_iou"] > 0.7
     assert report["test"]["overall_accuracy"] > 0.8
@@ -247,7 +247,10 @@ def test_tiles_without_validation_patches_are_refused(tmp_path):
 
     scene = write_scene(tmp_path / "s.tif", tmp_path / "l.tif", width=64, height=64, count=3)
     tiles = tile(
-        [scene.path], scene.labels_path, tmp_path / "tiles", options=TileOptions(patch_size=32)
+        [scene.path],
+        scene.labels_path,
+        tmp_path / "tiles",
+        options=TileOptions(patch_size=32, block_size=64),  # one block: all train
     )
     with pytest.raises(
         DatasetError,

@@ -56,6 +56,7 @@ from .setup import (
     bundle_meta,
     checkpoint_state,
     setup,
+    thin_line,
 )
 from .steps import precision, run_step, scoring_dtype, training_batch
 from .tracking import check_trackers
@@ -179,7 +180,7 @@ def finish_epoch(run: Run, epoch: int, train: dict, val: dict) -> bool:
     lr = run.optimizer.param_groups[0]["lr"]
     run.history.append(epoch_row(epoch, lr, train, val, run.tiles.task))
     score = val[metric_name(run.tiles.task)] or 0.0
-    improved = score > run.best
+    improved = score > run.best or run.keeps_last  # a thin validation split picks nothing
     if improved:
         run.best, run.best_epoch = score, epoch
     if run.ranks.main:
@@ -212,6 +213,7 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
         decision_offsets=offsets,
         val=evaluate(run, "val", final=True),
         test=evaluate(run, "test", final=True) if "test" in run.loaders else None,
+        thin_validation=run.thin_classes or None,
     )
     if run.ranks.main:
         report.write(run.files.report)
@@ -271,6 +273,8 @@ def train(
             if log is not None and run.ranks.main:
                 log(chosen)
         attach_ema(run, checkpoint)
+        if run.thin_classes and log is not None and run.ranks.main:
+            log(thin_line(run.thin_classes, run.tiles.task))
         with run.stop.installed(), follow(run, trackers) as followers:
             report = train_run(run, checkpoint, progress, log, followers)
         if settings_toml and run.ranks.main:

@@ -101,11 +101,12 @@ def fit_offsets(
     target: torch.Tensor,
     metric: str,
     reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+    fixed: frozenset[int] = frozenset(),
 ) -> tuple[torch.Tensor, float, float]:
     """Offsets (K,) for the (N, K) log-probabilities ``scores`` of labelled pixels ``target``
     (N,): ``SHRINK`` times the optimum found, and the metric before and with them. Classes
-    absent from ``target`` keep 0; a change is kept only where it gains more than
-    ``MIN_GAIN``, the smallest such offset first.
+    absent from ``target`` and those in ``fixed`` keep 0; a change is kept only where it gains
+    more than ``MIN_GAIN``, the smallest such offset first.
     ``reduce`` sums confusion matrices across processes (each holds a shard of the pixels)."""
     score = metric_of(metric)
     k = scores.shape[1]
@@ -117,7 +118,7 @@ def fit_offsets(
     for _ in range(PASSES):
         changed = False
         for c in range(k):
-            if support[c] == 0:
+            if support[c] == 0 or c in fixed:
                 continue
             values = score(reduce(candidate_confusions(scores, target, offsets, c, grid)))
             for j in by_size:
@@ -169,7 +170,9 @@ def calibrate(run: Run, fitted: list[float] | None) -> dict | None:
             return confusion
 
         metric = metric_name(run.tiles.task)
-        offsets, before, after = fit_offsets(scores, target, metric, reduce)
+        thin = run.thin_classes
+        fixed = frozenset(i for i, name in enumerate(run.class_names) if name in thin)
+        offsets, before, after = fit_offsets(scores, target, metric, reduce, fixed)
         values = [round(float(v), 2) for v in offsets]  # on the grid: as recorded, as added
         bias.add_(torch.tensor(values, dtype=bias.dtype, device=bias.device))
     if run.ranks.main:

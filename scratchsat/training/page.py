@@ -151,7 +151,7 @@ def write_report_html(run: Run, report: Report) -> None:
                 "model",
                 f"{meta['model']['name']} ({parameters:,} parameters)",
             ),
-            ("best epoch", f"{report.best_epoch} of {report.epochs_run}"),
+            ("best epoch", epoch_text(report)),
             ("device", report.device),
             ("decision offsets", offsets_text(report.decision_offsets)),
             (f"{split} overall accuracy", final["overall_accuracy"]),
@@ -200,6 +200,17 @@ def write_report_html(run: Run, report: Report) -> None:
     ]
     text = h.page(f"scratchsat run: {folder.resolve().name}", sections)
     write_atomically(run.files.page, lambda tmp: tmp.write_text(text))
+
+
+def epoch_text(report: Report) -> str:
+    """Which epoch's weights the run kept, and why where it is not the best on validation."""
+    if not report.thin_validation:
+        return f"{report.best_epoch} of {report.epochs_run}"
+    thin = ", ".join(f"{name} {count:,} px" for name, count in report.thin_validation.items())
+    return (
+        f"the last, {report.best_epoch} of {report.epochs_run} (validation too thin to pick "
+        f"one: {thin}; no decision offset for them)"
+    )
 
 
 def offsets_text(fitted: dict | None) -> str:

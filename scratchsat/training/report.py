@@ -36,6 +36,7 @@ class Report:
     decision_offsets: dict | None
     val: dict
     test: dict | None
+    thin_validation: dict | None = None  # class → validation pixels, where too few: last epoch
 
     @property
     def final(self) -> dict:

@@ -44,6 +44,35 @@ if TYPE_CHECKING:  # types only: a run's time-budget plan (budget.py uses the ru
     from .budget import Plan
 
 
+MIN_PIXELS = 1_000  # validation pixels a class needs before anything is fitted to it there
+MIN_PATCHES = 20  # classification: the same, in patches' worth of pixels
+
+
+def thin_classes(tiles) -> dict[str, int]:
+    """Classes of the training split that validation holds too little of to fit anything to
+    (fewer than ``MIN_PIXELS`` labelled pixels; classification: ``MIN_PATCHES`` patches'
+    worth): name → their validation pixels. With any, the run keeps its last epoch instead of
+    the best on validation, and their decision offsets stay 0 (:func:`calibrate`)."""
+    least = MIN_PIXELS if tiles.task == "segmentation" else MIN_PATCHES * tiles.patch_size**2
+    thin = {}
+    for c in tiles.classes:
+        split = c.get("pixels_by_split") or {}
+        if split.get("train", 0) > 0 and split.get("val", 0) < least:
+            thin[c["name"]] = int(split.get("val", 0))
+    return thin
+
+
+def thin_line(thin: dict[str, int], task: str) -> str:
+    """What a thin validation split changes, in one line for the training log."""
+    least = f"{MIN_PIXELS:,} pixels" if task == "segmentation" else f"{MIN_PATCHES} patches"
+    named = ", ".join(f"{name} ({count:,} px)" for name, count in thin.items())
+    return (
+        f"validation holds less than {least} of {named}: the last epoch is kept, not the "
+        "best on validation, and no decision offset is fitted to "
+        + ("them" if len(thin) > 1 else "it")
+    )
+
+
 @dataclass
 class Run:
     """Everything one training run works with."""
@@ -76,6 +105,17 @@ class Run:
     def files(self) -> RunFolder:
         """The names of the run folder's files."""
         return RunFolder(self.folder)
+
+    @property
+    def thin_classes(self) -> dict[str, int]:
+        """Classes validation holds too little of (:func:`thin_classes`)."""
+        return thin_classes(self.tiles)
+
+    @property
+    def keeps_last(self) -> bool:
+        """A thin validation split: every epoch replaces the saved weights (the last is kept),
+        none is picked as best on it."""
+        return bool(self.thin_classes)
 
     @property
     def scored(self) -> nn.Module:
