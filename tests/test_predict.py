@@ -490,3 +490,60 @@ def test_uncertainty_through_the_cli_with_tta_and_clashing_paths(tmp_path, train
     result = runner.invoke(app, [*clash, "--uncertainty", str(tmp_path / "b.tif")])
     assert result.exit_code == 1 and "is the same file as the class map" in result.output
     assert not (tmp_path / "b.tif").exists()
+
+
+def offset_agreement(run, scene, folder, dy=7, dx=13, options=None):
+    """The share of shared pixels on which the map of ``scene`` and the map of the scene cut
+    by ``dy`` rows and ``dx`` columns at the top left agree (the window grid then falls
+    elsewhere, and the network's poolings too)."""
+    from rasterio.windows import Window
+
+    from scratchsat.prediction import predict
+
+    options = options or PredictOptions()
+    with rasterio.open(scene) as src:
+        window = Window(dx, dy, src.width - dx, src.height - dy)
+        profile = src.profile | {
+            "width": src.width - dx,
+            "height": src.height - dy,
+            "transform": src.window_transform(window),
+        }
+        with rasterio.open(folder / "cut.tif", "w", **profile) as dst:
+            dst.write(src.read(window=window))
+            dst.descriptions = src.descriptions
+    (whole,) = predict(run, [scene], folder / "whole.tif", options=options, overwrite=True)
+    (cut,) = predict(
+        run, [folder / "cut.tif"], folder / "cutmap.tif", options=options, overwrite=True
+    )
+    with rasterio.open(whole) as a, rasterio.open(cut) as b:
+        shared, other = a.read(1)[dy:, dx:], b.read(1)
+    both = (shared != 255) & (other != 255)
+    return float((shared[both] == other[both]).mean())
+
+
+def test_the_map_does_not_depend_on_where_the_window_grid_falls(tmp_path, trained_run):
+    """A trained model's map of an unseen scene and its map of the same scene cut by 7 rows
+    and 13 columns (windows and poolings fall elsewhere) agree on at least 99 % of their
+    shared pixels; a map that followed its windows would not."""
+    from scratchsat import write_scene
+
+    run, _ = trained_run
+    scene = write_scene(
+        tmp_path / "unseen.tif", tmp_path / "truth.tif", width=300, height=260, count=6, seed=7
+    )
+    assert offset_agreement(run, scene.path, tmp_path) >= 0.99
+    # the instrument can fail: unblended windows (overlap 0) follow their grid
+    assert offset_agreement(run, scene.path, tmp_path, options=PredictOptions(overlap=0)) < 0.99
+
+
+@pytest.mark.parametrize("size", [32, 64, 256])
+def test_blended_windows_fall_at_every_phase_of_the_poolings(size):
+    """A U-Net of 4 poolings sees a scene alike only at shifts of 16 px: the step between
+    blended windows is odd, so successive windows fall at all 16 phases, not at one."""
+    from scratchsat.geo.windows import blend_stride, cover_offsets
+
+    stride = blend_stride(size, 0.5)
+    assert stride % 2 == 1 and abs(stride - size / 2) <= 1
+    offsets = cover_offsets(40 * size, size, stride)
+    assert set((offsets % 16).tolist()) == set(range(16))
+    assert blend_stride(size, 1 - 1 / size) == 1 and blend_stride(3, 0.0) == 3

@@ -15,7 +15,7 @@ import torch
 from ..device import pick_device, synchronize
 from ..errors import DriftWarning
 from ..geo.raster import band_names, reads_mask_band
-from ..geo.windows import window_stride
+from ..geo.windows import blend_stride
 from ..models import ModelConfig, build_model
 from ..prediction.engine import Predictor, SceneReader, predict_scene
 from ..prediction.options import PredictOptions
@@ -84,7 +84,7 @@ def bench_predict(
     )
     with rasterio.open(scene) as src:
         width, height = src.width, src.height
-    stride = window_stride(patch_size, overlap)
+    stride = blend_stride(patch_size, overlap)
     windows = (len(range(0, max(height - patch_size, 0) + 1, stride)) + 1) * (
         len(range(0, max(width - patch_size, 0) + 1, stride)) + 1
     )

@@ -157,6 +157,19 @@ def window_stride(patch_size: int, overlap: float) -> int:
     return max(1, round(patch_size * (1 - overlap)))
 
 
+def blend_stride(patch_size: int, overlap: float) -> int:
+    """Step between the blended windows of a segmentation map: :func:`window_stride`, made odd
+    (one less where it is even). A network's poolings halve its grid, so it sees a scene
+    alike only at shifts of 2, 4, … 16 px: at an even step every window falls at the same
+    phase of them and the map follows a grid of the step (a 16 px grid of squares at
+    32 px windows, overlap 0.5); at an odd one successive windows fall at every phase and
+    the blend averages them (Brandenburg: the class-boundary excess at one grid phase 9 %
+    → 5 %, agreement with the map of the scene cut by 7 rows and 13 columns 97.5 % → 98.0 %,
+    for 14 % more windows; docs/quality.md)."""
+    stride = window_stride(patch_size, overlap)
+    return stride - 1 if stride > 1 and stride % 2 == 0 else stride
+
+
 def cover_offsets(length: int, patch_size: int, stride: int) -> np.ndarray:
     """Offsets of windows that cover an axis completely: :func:`grid_offsets`, or a single
     window at 0 (reaching past the end) when the axis is shorter than one patch."""

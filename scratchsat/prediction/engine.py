@@ -39,7 +39,7 @@ from ..geo.raster import (
     reads_mask_band,
 )
 from ..geo.sources import Source, as_source
-from ..geo.windows import blend_weight, cover_offsets, window_stride
+from ..geo.windows import blend_stride, blend_weight, cover_offsets, window_stride
 from ..models.inputs import d4, d4_inverse, standardise
 from .options import DEFAULTS, PredictOptions
 from .writers import ClassMapSink, Outputs
@@ -370,6 +370,8 @@ class Job:
 
     @property
     def stride(self) -> int:
+        if self.predictor.task == "segmentation":
+            return blend_stride(self.size, self.options.overlap)
         return window_stride(self.size, self.options.overlap)
 
     def infer(

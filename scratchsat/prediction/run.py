@@ -154,10 +154,11 @@ def dry_run_report(predictor, plan, matched, polygons, options: PredictOptions) 
     """``predict --dry-run``: per scene, how its bands match the model's, the windows, and the
     outputs with their uncompressed sizes; nothing is predicted or written."""
     from ..geo.classmap import class_dtype_and_nodata
-    from ..geo.windows import cover_offsets, window_stride
+    from ..geo.windows import blend_stride, cover_offsets, window_stride
 
     size = options.patch_size or predictor.meta.patch_size
-    stride = window_stride(size, options.overlap)
+    step = blend_stride if predictor.task == "segmentation" else window_stride
+    stride = step(size, options.overlap)
     dtype, _ = class_dtype_and_nodata([c["code"] for c in predictor.classes])
     classes = len(predictor.classes)
     rows = []
