@@ -39,12 +39,15 @@ def training_pixels(tiles: Path, samples: int, seed: int) -> tuple[np.ndarray, n
     return x[pick].astype(np.float32), y[pick]
 
 
-def predict_scene(forest, scene: Path, out: Path, classes: list[dict]) -> None:
-    """Class codes for every valid pixel of the scene, as a class map like `predict` writes."""
+def predict_scene(
+    forest, scene: Path, out: Path, classes: list[dict], indexes: list[int] | None = None
+) -> None:
+    """Class codes for every valid pixel of the scene, as a class map like `predict` writes;
+    ``indexes``: the 1-based bands the forest was fit on (the tiles' bands; default all)."""
     codes = np.array([c["code"] for c in classes])
     dtype, nodata = class_dtype_and_nodata(codes.tolist())
     with rasterio.open(scene) as src:
-        data = src.read()
+        data = src.read(indexes)
         valid = valid_mask(data, src.nodata)
         profile = geotiff_profile(
             width=src.width,

@@ -427,3 +427,80 @@ def test_the_quality_benchmark_refuses_a_test_split_without_patches(tmp_path):
     assert "Error: the test split of" in result.stderr and "--block-size" in result.stderr
     assert "Traceback" not in result.stderr
     assert not list(out.glob("run-*")) and not (out / "quality.json").exists()
+
+
+def fake_shared_data(folder: Path, labels_name: str) -> Path:
+    """A data folder laid out like ../shared/data, from synthetic scenes: Brandenburg's 13
+    band files (GeoTIFFs named .jp2, as the real Virginia ones are) with land-use polygons in
+    ``fclass``, and a 3-band NEON-like scene with tree polygons in ``label``."""
+    import fiona
+    from rasterio.features import shapes
+
+    from scratchsat import write_scene
+
+    def polygons(labels_path, names, path, field):
+        with rasterio.open(labels_path) as src:
+            codes, transform, crs = src.read(1), src.transform, src.crs
+        schema = {"geometry": "Polygon", "properties": {field: "str"}}
+        with fiona.open(path, "w", crs=crs.to_wkt(), schema=schema, **DRIVER[path.suffix]) as dst:
+            for geometry, code in shapes(codes, mask=codes > 0, transform=transform):
+                if int(code) in names:
+                    dst.write({"geometry": geometry, "properties": {field: names[int(code)]}})
+
+    DRIVER = {".gpkg": {"driver": "GPKG"}, ".geojson": {"driver": "GeoJSON"}}
+    bb = folder / "brandenburg-s2"
+    bb.mkdir(parents=True)
+    s2 = write_scene(folder / "s2.tif", folder / "s2_labels.tif", width=288, height=192, count=13)
+    with rasterio.open(s2.path) as src:
+        for i, name in enumerate(src.descriptions, 1):
+            profile = src.profile | {"count": 1}
+            with rasterio.open(bb / f"T33UUU_20170216T102101_{name}.jp2", "w", **profile) as dst:
+                dst.write(src.read(i), 1)
+    names = {1: "water", 2: "forest", 3: "farm", 4: "residential"}
+    polygons(s2.labels_path, names, bb / labels_name, "fclass")
+    neon = folder / "neon-osbs-trees"
+    neon.mkdir()
+    trees = write_scene(
+        neon / "OSBS_029.tif", folder / "neon_labels.tif", width=96, height=96, count=3, seed=4
+    )
+    polygons(trees.labels_path, {2: "tree"}, neon / "OSBS_029_trees.geojson", "label")
+    return folder
+
+
+def test_the_quality_matrix_runs_every_cell_from_one_command(tmp_path):
+    """benchmarks/quality.py --matrix DATA makes each cell's scene and labels from the data
+    folder (band subsets, a crop, 30 m Landsat-like bands, one class against the background,
+    the tree scene), runs CNN and forest on each and writes one table and one JSON file."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("sklearn")
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import quality as module
+
+    data = fake_shared_data(tmp_path / "data", module.BRANDENBURG_LABELS)
+    out = tmp_path / "matrix"
+    cells = "b08,crop,30m,water,trees"
+    command = [sys.executable, str(Path(module.__file__)), str(out), "--matrix", str(data)]
+    command += ["--cells", cells, "--seeds", "0", "--samples", "2000", "--patch-size", "16"]
+    command += ["--set", "epochs=1", "--set", "epoch_steps=4", "--set", "width=8"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads((out / "matrix.json").read_text())
+    assert list(document["cells"]) == cells.split(",")
+    for name, cell in document["cells"].items():
+        for model in ("cnn", "forest"):
+            assert 0 <= cell["summary"][model]["mean_iou"]["mean"] <= 1, name
+        assert cell["rows"][0]["pixels"] > 0
+    assert document["cells"]["water"]["target"] == "water"
+    assert "water" in document["cells"]["water"]["summary"]["cnn"]["class_iou"]
+    assert len(document["cells"]["b08"]["summary"]["cnn"]["class_iou"]) == 4
+    with rasterio.open(out / "scenes" / "brandenburg-30m.tif") as src:
+        assert (src.width, src.height, src.count) == (96, 64, 6) and src.res == (30.0, 30.0)
+        assert src.descriptions == module.LANDSAT_LIKE
+    with rasterio.open(out / "scenes" / "brandenburg-crop.tif") as src:
+        assert src.width == src.height == 96
+    table = (out / "matrix.txt").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(cells.split(",")) + 1  # header, cells, mean
+    assert "| **mean** |" in table and table in result.stdout
