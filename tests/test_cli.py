@@ -235,6 +235,26 @@ def test_third_party_deprecations_are_not_shown_ours_are(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "matmul" not in result.output and "future change" not in result.output
     assert "Warning: the scene is odd" in result.output
+    for args in (["-v", "stack"], ["stack", "--verbose"]):  # -v shows them, and where
+        loud = runner.invoke(app, [*args, str(band), "--out", str(tmp_path / "v.tif")])
+        assert loud.exit_code == 0, loud.output
+        assert "Warning: Use @ matmul instead of * mul (DeprecationWarning, " in loud.output
+        assert "Warning: a future change (FutureWarning, " in loud.output
+        assert "Warning: the scene is odd (ScratchsatWarning, " in loud.output
+        (tmp_path / "v.tif").unlink()
+
+
+def test_verbose_adds_the_traceback_to_an_error(tmp_path):
+    """An ``Error:`` line alone by default; with ``-v`` on any command, its traceback too (for a
+    bug report), after the same line."""
+    missing = str(tmp_path / "none.tif")
+    plain = runner.invoke(app, ["info", missing])
+    loud = runner.invoke(app, ["info", missing, "-v"])
+    assert plain.exit_code == loud.exit_code == 1
+    assert "Error:" in plain.output and "Traceback" not in plain.output
+    assert loud.output.startswith(plain.output.rstrip("\n")) and "Traceback" in loud.output
+    for name in ("stack", "tile", "train", "predict", "evaluate", "info", "bench", "demo"):
+        assert "--verbose" in runner.invoke(app, [name, "--help"]).output, name
 
 
 def test_help_is_never_cut_nor_its_brackets_eaten():

@@ -29,25 +29,39 @@ app = typer.Typer(
 
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages.")]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Also the libraries' deprecation warnings, where each warning was raised, and "
+        "an error's traceback.",
+    ),
+]
 QUIET = inspect.Parameter("quiet", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Quiet)
+VERBOSE = inspect.Parameter(
+    "verbose", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Verbose
+)
 
 
 def command(function: F) -> F:
     """Register ``function`` as a command of :data:`app`, with what every command has:
     ``Error:`` lines instead of tracebacks and exit codes for signals (``handle_errors``),
-    ``--config``/``--print-config`` (``with_config``), ``--quiet``/``-q`` (as after
-    ``scratchsat`` itself) and warnings as ``Warning:`` lines (``warnings_to_stderr``)."""
+    ``--config``/``--print-config`` (``with_config``), ``--quiet``/``-q`` and
+    ``--verbose``/``-v`` (as after ``scratchsat`` itself) and warnings as ``Warning:`` lines
+    (``warnings_to_stderr``)."""
     configured = with_config(function)
     signature = inspect.signature(configured)
 
     @functools.wraps(configured)
-    def quietable(*args, quiet: bool = False, **kwargs):
+    def quietable(*args, quiet: bool = False, verbose: bool = False, **kwargs):
         state["quiet"] = state["quiet"] or quiet
+        state["verbose"] = state["verbose"] or verbose
         with warnings_to_stderr():
             return configured(*args, **kwargs)
 
     quietable.__signature__ = signature.replace(  # type: ignore[attr-defined]
-        parameters=[*signature.parameters.values(), QUIET]
+        parameters=[*signature.parameters.values(), QUIET, VERBOSE]
     )
     app.command()(handle_errors(quietable))
     return function
@@ -68,9 +82,10 @@ def main_options(
         ),
     ] = False,
     quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Train CNNs from scratch on multi-band satellite imagery; predict to GeoTIFF."""
-    state["quiet"] = quiet
+    state["quiet"], state["verbose"] = quiet, verbose
 
 
 def main() -> None:

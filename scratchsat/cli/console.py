@@ -26,7 +26,7 @@ from ..errors import ScratchsatError, Terminated
 
 stderr = Console(stderr=True)
 F = TypeVar("F", bound=Callable)
-state = {"quiet": False}  # scratchsat --quiet, or a torchrun rank other than 0
+state = {"quiet": False, "verbose": False}  # --quiet (or a torchrun rank but 0); --verbose
 
 
 def handle_errors(command: F) -> F:
@@ -41,6 +41,10 @@ def handle_errors(command: F) -> F:
         except ScratchsatError as exc:
             message = escape(str(exc))  # brackets in a message are text, not rich markup
             stderr.print(f"[bold red]Error:[/] {message}", highlight=False, soft_wrap=True)
+            if state["verbose"]:  # where it was raised, for a bug report
+                import traceback
+
+                stderr.print(escape("".join(traceback.format_exc())), highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt as stop:
             number = getattr(stop, "signal_number", signal.SIGINT)
@@ -135,18 +139,22 @@ def warnings_to_stderr() -> Iterator[None]:
     """Show warnings as ``Warning: …`` lines (not Python's warning format), every time; leave
     out deprecations and future changes announced by the libraries we use (``Use @ matmul``
     from affine inside rasterio): they are for their developers, not for the user. Ours are
-    ``ScratchsatWarning``s and always shown."""
+    ``ScratchsatWarning``s and always shown. With ``--verbose``, the libraries' deprecations
+    too, and each warning with its kind and where it was raised."""
     import warnings
 
     from ..errors import ScratchsatWarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:
-        stderr.print(f"[yellow]Warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+        where = f" ({category.__name__}, {filename}:{lineno})" if state["verbose"] else ""
+        text = escape(f"{message}{where}")
+        stderr.print(f"[yellow]Warning:[/] {text}", highlight=False, soft_wrap=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         for kind in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
-            warnings.filterwarnings("ignore", category=kind)
+            if not state["verbose"]:
+                warnings.filterwarnings("ignore", category=kind)
         warnings.simplefilter("always", ScratchsatWarning)  # first: never filtered out
         warnings.showwarning = show
         yield
