@@ -323,3 +323,25 @@ def test_ctrl_c_during_validation_resumes_from_the_epochs_start(seg_tiles, tmp_p
     train(seg_tiles, tmp_path / "run", resume=True)
     train(seg_tiles, tmp_path / "straight", config)
     assert val_columns(tmp_path / "run") == val_columns(tmp_path / "straight")
+
+
+def test_progress_starts_at_the_first_step_and_refreshes_every_second(
+    seg_tiles, tmp_path, monkeypatch
+):
+    """A tmux capture 50 s into an 86 s epoch showed no bar: progress came every 10 steps
+    only. It comes at an epoch's first step, and whenever a second has passed since the last."""
+    import itertools
+    from types import SimpleNamespace
+
+    from scratchsat.training import loop
+
+    steps: list[int] = []
+    config = TrainConfig.of(epochs=1, batch_size=8, width=8)
+    train(seg_tiles, tmp_path / "a", config, progress=lambda done, total, **f: steps.append(done))
+    assert steps[0] == 1 and steps[1] == loop.REFRESH_STEPS, steps
+    total = steps[-1]
+    ticks = itertools.count(0.0, 2.0)  # two seconds pass between any two clock readings
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: next(ticks)))
+    steps.clear()
+    train(seg_tiles, tmp_path / "b", config, progress=lambda done, total, **f: steps.append(done))
+    assert steps == list(range(1, total + 1))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import signal
 import time
@@ -62,7 +63,8 @@ from .steps import precision, run_step, scoring_dtype, training_batch
 from .tracking import check_trackers
 from .tracking import trackers as follow
 
-REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps
+REFRESH_STEPS = 10  # progress (and the host read of the loss it needs) every N steps,
+REFRESH_S = 1.0  # and at the first step of an epoch and whenever this long has passed
 Progress = Callable[..., None]  # progress(done, total, **fields)
 
 
@@ -75,6 +77,7 @@ def train_one_epoch(
     total = len(run.loaders["train"]) + start
     loss_sum = torch.tensor(partial[0], dtype=torch.float32, device=run.device)
     seen, done, begin = partial[1], start, time.perf_counter()  # done: finished steps
+    shown = -math.inf  # when progress was last refreshed
     first_bad = torch.tensor(-1, device=run.device)  # first step with a non-finite loss
     in_step = False  # between the forward pass and the end of the update: state is mixed
     try:
@@ -89,11 +92,13 @@ def train_one_epoch(
             loss_sum += loss * len(x)
             seen += len(x)
             done, in_step = step, False
-            if step % REFRESH_STEPS == 0 or step == total:
+            now = time.perf_counter()
+            if step % REFRESH_STEPS == 0 or step == total or now - shown >= REFRESH_S:
                 check_finite(run, epoch, int(first_bad))  # the one host sync
                 if progress is not None:
-                    rate = (seen - partial[1]) / (time.perf_counter() - begin)
+                    rate = (seen - partial[1]) / max(now - begin, 1e-9)
                     progress(step, total, epoch=epoch, loss=float(loss_sum) / seen, rate=rate)
+                shown = now
             run.stop.check()  # Ctrl-C or SIGTERM: stop here, at a step boundary
     except KeyboardInterrupt as stop:
         # Exact only between steps: a forward pass has already moved BatchNorm's statistics.
