@@ -221,6 +221,36 @@ def test_evaluate_reports_area_adjusted_accuracy(tmp_path):
     assert "0.064" in result.output and "0.033" in result.output
 
 
+def test_tables_are_never_cut_when_piped_or_narrow(tmp_path, monkeypatch):
+    """Piped to a file, ``evaluate`` cut its area table to 80 columns (``mead…``): tables
+    print whole where there is no terminal, and fold rather than cut where it is narrow."""
+    import json
+
+    from rich.console import Console
+
+    from scratchsat.cli import views
+
+    names = ["meadow with scattered hedgerows", "residential with gardens and streets"]
+    tag = json.dumps(
+        [{"code": c, "name": n, "colour": "#00ff00"} for c, n in zip((1, 2), names, strict=True)]
+    )
+    write_raster(tmp_path / "pred.tif", PRED, nodata=255)
+    write_raster(tmp_path / "truth.tif", TRUTH, nodata=0)
+    for name in ("pred.tif", "truth.tif"):
+        with rasterio.open(tmp_path / name, "r+") as dst:
+            dst.update_tags(CLASSES=tag)
+    monkeypatch.setenv("COLUMNS", "80")
+    args = ["evaluate", str(tmp_path / "pred.tif"), "--labels", str(tmp_path / "truth.tif")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert all(result.output.count(name) == 2 for name in names), result.output  # both tables
+    narrow = Console(width=60, record=True, force_terminal=True)
+    views.show_scores(evaluate(tmp_path / "pred.tif", tmp_path / "truth.tif"), narrow)
+    shown = narrow.export_text()
+    assert "…" not in shown and "hedgerows" in shown and "producer's" in shown
+
+
 def test_a_mapped_class_without_labels_makes_the_intervals_unknown(tmp_path):
     pred = PRED.copy()
     pred[3, :] = 7  # a fourth row of a class the labels never see there

@@ -29,6 +29,16 @@ F = TypeVar("F", bound=Callable)
 state = {"quiet": False, "verbose": False}  # --quiet (or a torchrun rank but 0); --verbose
 
 
+def results(stderr: bool = False) -> Console:
+    """The console a command's results (tables, summaries) go to: stdout, or stderr where
+    stdout carries JSON. Piped or redirected, it is as wide as a table needs (rich would cut
+    to 80 columns); on a terminal, table cells fold rather than cut (:func:`views.table`)."""
+    console = Console(soft_wrap=True, stderr=stderr)
+    if not console.is_terminal:
+        console.width = 10_000  # a table takes the width it needs, no more
+    return console
+
+
 def handle_errors(command: F) -> F:
     """Turn a ScratchsatError into ``Error: …`` and exit 1, without a traceback; Ctrl-C into
     exit 130 and SIGTERM into 143 (temporaries are removed on the way out either way)."""

@@ -6,12 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..settings import comma_list
 from ..tiles.options import TileOptions
 from .app import command
-from .console import progress_bar, say
+from .console import progress_bar, results, say
 from .options import (
     Background,
     DryRun,
@@ -122,7 +121,7 @@ def tile(
     if dry_run:
         from .views import show_tile_dry_run
 
-        show_tile_dry_run(folder, out, Console(soft_wrap=True))
+        show_tile_dry_run(folder, out, results())
         return
     from ..tiles.format import read_dataset_json
 

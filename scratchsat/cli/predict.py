@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..settings import PredictOptions
 from .app import command
-from .console import progress_bar, say, state
+from .console import progress_bar, results, say, state
 from .options import (
     ClassMap,
     Device,
@@ -110,7 +109,7 @@ def predict(
     if dry_run:
         from .views import show_predict_dry_run
 
-        show_predict_dry_run(paths, Console(soft_wrap=True))  # type: ignore[arg-type]
+        show_predict_dry_run(paths, results())  # type: ignore[arg-type]
         return
     for path in paths:
         say(f"wrote {path}")

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..errors import InputError
 from .app import command
-from .console import progress_bar, say
+from .console import progress_bar, results, say
 from .options import (
     STDOUT,
     Background,
@@ -71,7 +70,7 @@ def evaluate(
             split=split,
             progress=callback,
         )
-    show_scores(result, Console(soft_wrap=True, stderr=json_out == STDOUT))  # stdout: JSON only
+    show_scores(result, results(stderr=json_out == STDOUT))  # stdout: JSON only
     for path in write_scores(result, to_file, html, overwrite):
         say(f"wrote {path}")
     if json_out == STDOUT:
@@ -146,7 +145,7 @@ def info(
         return
     from .views import show
 
-    show(described, Console(soft_wrap=True))
+    show(described, results())
 
 
 @command
@@ -192,6 +191,6 @@ def bench(
     result = run_benchmarks(quick=quick, device=device, log=say, tile_scene=tile_scene, only=steps)
     from .views import show_bench
 
-    show_bench(result, Console(soft_wrap=True, stderr=json_out == STDOUT))  # stdout: JSON only
+    show_bench(result, results(stderr=json_out == STDOUT))  # stdout: JSON only
     if json_out is not None and emit_json(json_out, result, overwrite):
         say(f"wrote {json_out}")

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from ..errors import InputError
 from ..settings import ModelSettings, TrainConfig
 from .app import command
 from .config import META
-from .console import progress_bar, say, state, stderr
+from .console import progress_bar, results, say, state, stderr
 from .options import Overwrite, fields_of, given_options, out_option, with_fields
 
 # train's own options beside the settings: how it runs, how it is followed
@@ -97,6 +96,6 @@ def train(
         stderr.print(interrupted_message(stop, tiles, out), highlight=False, soft_wrap=True)
         raise typer.Exit(128 + stop.signal_number) from None
     if main and dry_run:
-        show_train_dry_run(report, Console(soft_wrap=True))
+        show_train_dry_run(report, results())
     elif main:
         say(train_summary(report, out))

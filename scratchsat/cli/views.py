@@ -6,14 +6,25 @@ from collections.abc import Sequence
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence]) -> Table:
-    out = Table(title=title, title_justify="left")
+    """A results table that is never cut: on a narrow terminal the names (first two columns)
+    and the title fold onto more lines, and figures keep their full width."""
+    cells = [[cell if isinstance(cell, str) else number(cell) for cell in row] for row in rows]
+    out = Table(title=Text(title, overflow="fold"), title_justify="left")
     for i, column in enumerate(columns):
-        out.add_column(column, justify="left" if i < 2 else "right")
-    for row in rows:
-        out.add_row(*[cell if isinstance(cell, str) else number(cell) for cell in row])
+        widest = max((len(row[i]) for row in cells), default=0)
+        if i < 2:  # a name: at least its longest word, or 12 characters
+            words = max((len(w) for row in cells for w in row[i].split()), default=0)
+            least = max(len(column), min(words, 12))
+            out.add_column(column, justify="left", overflow="fold", min_width=least)
+        else:
+            least = max(len(column), widest)
+            out.add_column(column, justify="right", no_wrap=True, min_width=least)
+    for row in cells:
+        out.add_row(*row)
     return out
 
 
