@@ -270,7 +270,7 @@ def evaluation_page(result: dict) -> str:
             ("class map", result["prediction"]),
             ("labels", result["labels"]),
             ("pixels scored", f"{result['pixels']:,}{where}"),
-            ("overall accuracy", result["overall_accuracy"]),
+            (PIXEL_ACCURACY, result["overall_accuracy"]),
             ("mean IoU", result["mean_iou"]),
             ("macro F1", result["macro_f1"]),
         ]
@@ -325,6 +325,14 @@ def write_scores(
     return written
 
 
+PIXEL_ACCURACY = "overall accuracy (of the labelled pixels)"
+AREA_ACCURACY = "overall accuracy, area-weighted (map classes weighted by their mapped area)"
+AREA_CAVEAT = (
+    "The ± are 95 % intervals, valid for a probability sample only: labels drawn at random "
+    "(for instance stratified by map class). Labels drawn where someone chose to map, such as "
+    "OpenStreetMap polygons or a tiles folder's test split, are not one: read the intervals "
+    "and the adjusted areas as indicative."
+)
 AREA_COLUMNS = ["class", "mapped", "estimated", "± 95 %", "user's", "±", "producer's", "±"]
 AREA_KEYS = ["name", "mapped", "estimated", "estimated_ci95", "users_accuracy", "users_ci95"]
 AREA_KEYS += ["producers_accuracy", "producers_ci95", "sample"]
@@ -338,6 +346,7 @@ def area_section(area: dict) -> str:
     return h.section(
         f"Area-adjusted estimates ({area['units']})",
         h.paragraph(area["method"]),
+        h.paragraph(AREA_CAVEAT),
         h.table([*AREA_COLUMNS, "sample"], rows),
-        h.pairs([("overall accuracy", area["overall_accuracy"]), ("± 95 %", area["overall_ci95"])]),
+        h.pairs([(AREA_ACCURACY, area["overall_accuracy"]), ("± 95 %", area["overall_ci95"])]),
     )

@@ -130,7 +130,14 @@ def test_evaluate_writes_a_page(tmp_path):
     assert page.scripts == 0 and all(u.startswith("data:") for u in page.urls)
     assert page.headings[1:4] == ["Scores", "Confusion matrix", "Area-adjusted estimates (ha)"]
     assert [alt for alt, _ in page.images] == ["confusion"]
-    assert rows_starting(page, "overall accuracy")[0] == ["overall accuracy", "0.846"]
+    # two overall accuracies (0.846 of the pixels; 0.829 area-weighted), each named, and the
+    # caveat the terminal shows is on the page too
+    pixels = "overall accuracy (of the labelled pixels)"
+    weighted = "overall accuracy, area-weighted (map classes weighted by their mapped area)"
+    assert rows_starting(page, pixels)[0] == [pixels, "0.846"]
+    assert rows_starting(page, weighted)[0] == [weighted, "0.829"]
+    assert not rows_starting(page, "overall accuracy")
+    assert "valid for a probability sample only" in (tmp_path / "scores.html").read_text()
     assert rows_starting(page, "1")[0] == ["1", "1", "0.714", "0.833", "0.714", "1.000", "5"]
     # The confusion counts, rows = labels (checked by hand in test_evaluate)
     assert [r[1:] for r in page.rows if r and r[0] in ("1", "2") and len(r) == 3] == [
