@@ -155,7 +155,11 @@ class TrainConfig:
         "auto (unet for segmentation, resnet18 for classification), simple, resnet18, "
         "resnet34, resnet50, unet, resnet18-unet, resnet34-unet or resnet50-unet.",
     )
-    epochs: int = setting(30, "Passes over the training split.")
+    epochs: int | None = setting(  # see training.setup.default_epochs
+        None,
+        "Passes over the training split (default: 30, or on a small split as many as make "
+        "960 optimizer steps).",
+    )
     epoch_steps: int = setting(  # see data.epoch_length
         16,
         "An epoch is at least this many optimizer steps: a training split of fewer batches is "

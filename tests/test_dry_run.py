@@ -154,3 +154,28 @@ def test_amp_is_warned_about_without_native_bf16_and_on_by_default_with_it(
         result = runner.invoke(app, [*base, "--device", "cpu", *extra])
         assert result.exit_code == 0, result.output
         assert f"on cpu in {precision};" in result.output
+
+
+def test_training_length_follows_the_amount_of_data(seg_tiles, tmp_path):
+    """Without --epochs: 30 epochs where an epoch is many steps, and on a small training split
+    as many epochs as make 960 optimizer steps (30 epochs of 16 steps were 480 from random
+    weights); --epochs wins, and the number trained is what model.json and --print-config
+    (as the default) say."""
+    from scratchsat.training.setup import MIN_STEPS
+
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    n = info["splits"]["train"]  # 66 patches
+    small = train(seg_tiles, tmp_path / "a", TrainConfig.of(width=8), dry_run=True)
+    assert small["steps_per_epoch"] == 16 and small["epochs"] == MIN_STEPS // 16 == 60
+    many = TrainConfig.of(width=8, batch_size=2, epoch_steps=1)  # 33 steps an epoch
+    assert train(seg_tiles, tmp_path / "b", many, dry_run=True)["epochs"] == 30
+    few = TrainConfig.of(width=8, batch_size=4, epoch_steps=1)  # 16 steps: 60 epochs
+    expected = -(-MIN_STEPS // (n // 4))
+    assert train(seg_tiles, tmp_path / "c", few, dry_run=True)["epochs"] == expected
+    given = TrainConfig.of(width=8, epochs=3)
+    assert train(seg_tiles, tmp_path / "d", given, dry_run=True)["epochs"] == 3
+    args = ["train", str(seg_tiles), "--out", str(tmp_path / "e"), "--print-config"]
+    shown = runner.invoke(app, args)  # the default is the rule, not a number to pin
+    assert shown.exit_code == 0 and "\nepochs =" not in shown.output, shown.output
+    pinned = runner.invoke(app, [*args, "--epochs", "7"])
+    assert "\nepochs = 7\n" in pinned.output

@@ -156,10 +156,10 @@ def plan_again(run: Run, epoch: int, epoch_s: float) -> str | None:
     first = len(plan.epoch_times) == 1
     recent = plan.epoch_times[-RECENT:]
     pace, spent = agreed(run, sum(recent) / len(recent), plan.clock() - plan.started)
-    epochs = replanned(plan, epoch, run.config.epochs, pace, plan.started + spent)
-    if epochs == run.config.epochs:
+    epochs = replanned(plan, epoch, run.epochs, pace, plan.started + spent)
+    if epochs == run.epochs:
         return None
-    before, run.config = run.config.epochs, replace(run.config, epochs=epochs)
+    before, run.config = run.epochs, replace(run.config, epochs=epochs)
     total = epochs * len(run.loaders["train"])
     run.schedule = resize_schedule(run.schedule, run.optimizer, run.config.schedule, total)
     if run.ema is not None:

@@ -36,11 +36,10 @@ def check_settings(config: TrainConfig) -> None:
     check_device_name(config.device)
     if config.time_budget is not None and not config.time_budget > 0:
         raise InputError(f"--time-budget must be more than 0 s, not {config.time_budget:g}")
-    if config.epochs < 1 or config.batch_size < 1 or config.epoch_steps < 1:
-        raise InputError(
-            f"--epochs, --epoch-steps and --batch-size must be at least 1, not "
-            f"{config.epochs}, {config.epoch_steps} and {config.batch_size}"
-        )
+    counts = {"epochs": config.epochs, "epoch-steps": config.epoch_steps}
+    for name, value in {**counts, "batch-size": config.batch_size}.items():
+        if value is not None and value < 1:  # epochs None: sized by the data
+            raise InputError(f"--{name} must be at least 1, not {value}")
     if not config.lr > 0 or config.weight_decay < 0:
         raise InputError(
             f"--lr must be positive and --weight-decay not negative, not "

@@ -298,7 +298,7 @@ def dry_run_report(tiles, folder: Path, config, augment, clock) -> dict:
     if cuda:
         torch.cuda.reset_peak_memory_stats(run.device)
     costs = measure_costs(run, clock)
-    epochs = run.config.epochs
+    epochs = run.epochs
     if run.config.time_budget:
         epochs = epochs_for(float(run.config.time_budget), clock() - started, costs)
     if cuda:
@@ -354,7 +354,7 @@ def train_run(
     partial = tuple(checkpoint["partial_loss"]) if checkpoint else (0.0, 0)
     epoch, stopped_early = first - 1, False
     for epoch in itertools.count(first):
-        if epoch > run.config.epochs:  # the epochs may be planned again after the first
+        if epoch > run.epochs:  # the epochs may be planned again after the first
             epoch -= 1
             break
         begun = run.plan.clock() if run.plan is not None else 0.0
@@ -394,7 +394,7 @@ def train_run(
 def epoch_line(run: Run, epoch: int, train: dict, val: dict, improved: bool) -> str:
     metric = metric_name(run.tiles.task)
     return (
-        f"epoch {epoch:>3}/{run.config.epochs}  train loss {train['loss']:.4f}  "
+        f"epoch {epoch:>3}/{run.epochs}  train loss {train['loss']:.4f}  "
         f"val loss {val['loss']:.4f}  accuracy {val['overall_accuracy']:.3f}  "
         f"{LABELS[metric]} {val[metric]:.3f}  {train['samples_per_s']:.0f} samples/s"
         + ("  *" if improved else "")
