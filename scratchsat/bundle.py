@@ -66,8 +66,9 @@ def save_bundle(folder: Path, model: nn.Module, meta: BundleMeta | dict) -> None
         {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "scratchsat_version": __version__,
             **record,
+            # the version that trained it: kept when saved again, never None (it was null)
+            "scratchsat_version": record.get("scratchsat_version") or __version__,
             "weights": RunFolder.WEIGHTS,
         },
     )

@@ -132,3 +132,75 @@ def test_the_offline_validation_catches_a_broken_item(small_run, seg_tiles, tmp_
         with pytest.raises(pystac.errors.STACValidationError):
             core_valid(broken)
     assert np.isfinite(data["bbox"]).all()
+
+
+def test_every_output_is_an_asset_with_named_bands_statistics_and_a_self_link(
+    small_run, seg_tiles, tmp_path
+):
+    """The STAC trips seen with pystac and rio-tiler: datetime was the prediction time although
+    the file name carries the acquisition (Sentinel-2 ``20170216T102101``); the --vector
+    polygons and the .qml styles were no assets; uncertainty had no raster:bands; bands had
+    no name and no statistics; links was empty; scratchsat:model.scratchsat_version was null."""
+    from scratchsat import __version__
+
+    named = tmp_path / "S2A_MSIL1C_20170216T102101_N0204_scene.tif"
+    with rasterio.open(seg_tiles.parent / "scene.tif") as src:
+        profile, data, descriptions = src.profile, src.read(), src.descriptions
+    with rasterio.open(named, "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = descriptions
+    out = tmp_path / "out"
+    args = ["predict", str(small_run), str(named), "--out", str(out / "pred.tif"), "--stac"]
+    args += ["--probabilities", str(out / "probs.tif"), "--uncertainty", str(out / "unsure.tif")]
+    result = runner.invoke(app, [*args, "--vector", str(out / "polygons.geojson")])
+    assert result.exit_code == 0, result.output
+    path = out / "pred.stac.json"
+    data = json.loads(path.read_text())
+    core_valid(data)
+    item = pystac.Item.from_file(str(path))
+    assert item.datetime.isoformat() == "2017-02-16T10:21:01+00:00"
+    assert item.properties["scratchsat:datetime_source"] == "file name"
+    assert item.get_self_href() == str(path.resolve())
+    assert item.properties["scratchsat:model"]["scratchsat_version"] == __version__
+    hrefs = {Path(a.get_absolute_href()).name for a in item.assets.values()}
+    written = {p.name for p in out.iterdir() if p.name != path.name and ".aux.xml" not in p.name}
+    assert written <= hrefs, written - hrefs  # every file beside the item is an asset
+    assert item.assets["vector"].media_type == "application/geo+json"
+    for key, count in (("classes", 1), ("probabilities", 4), ("uncertainty", 3)):
+        bands = RasterExtension.ext(item.assets[key]).bands
+        named = item.assets[key].extra_fields["bands"]  # STAC 1.1 bands: the names
+        assert len(bands) == len(named) == count and all(b["name"] for b in named), key
+        with rasterio.open(out / Path(item.assets[key].href).name) as src:
+            values = src.read(masked=True)
+        for band, stored in zip(bands, values, strict=True):
+            stats = band.statistics
+            assert stats.minimum <= stats.mean <= stats.maximum, key
+            assert stats.minimum >= float(stored.min()) and stats.maximum <= float(stored.max())
+            assert 0 < stats.valid_percent <= 100
+    names = [b["name"] for b in item.assets["uncertainty"].extra_fields["bands"]]
+    with rasterio.open(out / "unsure.tif") as src:
+        assert names == list(src.descriptions) and len(set(names)) == 3
+
+
+def test_stack_keeps_the_acquisition_time_of_its_inputs(tmp_path):
+    """Sentinel-2 band files carry the acquisition in their names; the stack keeps it (and
+    a predict --stac of the stack gives it), and says none where the inputs disagree."""
+    from conftest import write_raster
+
+    from scratchsat import stack
+    from scratchsat.geo.acquisition import acquired
+
+    band = np.ones((1, 8, 8), dtype="uint16")
+    paths = [
+        write_raster(tmp_path / f"T33UUU_20170216T102101_{b}.tif", band) for b in ("B02", "B03")
+    ]
+    one = stack(paths, tmp_path / "scene.tif")
+    with rasterio.open(one) as src:
+        assert src.tags()["ACQUISITION_DATE"] == "2017-02-16T10:21:01.000000Z"
+        assert acquired("scene.tif", src.tags())[1] == "scene metadata ACQUISITION_DATE"
+    other = write_raster(tmp_path / "T33UUU_20170301T102101_B04.tif", band)
+    mixed = stack([*paths, other], tmp_path / "mixed.tif")
+    with rasterio.open(mixed) as src:
+        assert "ACQUISITION_DATE" not in src.tags()
+    assert acquired("LC08_L1TP_193023_20200101_20200113_01_T1.tif", {})[0].day == 1
+    assert acquired("plot_12345678.tif", {}) == (None, "none")

@@ -123,6 +123,7 @@ def write_extras(scene, outputs, target, meta, bundle: Path, options, overwrite:
             bundle,
             probabilities=outputs.probabilities,
             uncertainty=outputs.uncertainty,
+            vector=target,
             cog=options.cog,
         )
         write_text(outputs.stac, json.dumps(item, indent=2) + "\n", overwrite=overwrite)

@@ -13,12 +13,14 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import rasterio
 from rasterio.warp import transform_geom
 
 from .._version import __version__
 from ..bundle import BundleMeta
-from ..geo.classmap import field_name, read_classes_tag
+from ..geo.acquisition import acquired, iso
+from ..geo.classmap import field_name, read_classes_tag, style_path
 from ..geo.raster import open_raster
 from ..geo.sources import Source
 
@@ -29,14 +31,6 @@ EXTENSIONS = {
     "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
 }
 GEOTIFF = "image/tiff; application=geotiff"
-ACQUISITION_TAGS = (  # scene metadata that holds the acquisition time, most specific first
-    "DATATAKE_1_DATATAKE_SENSING_START",
-    "PRODUCT_START_TIME",
-    "SENSING_TIME",
-    "ACQUISITION_DATE",
-    "DATE_ACQUIRED",
-    "TIFFTAG_DATETIME",
-)
 
 
 def stac_path(classes: Path) -> Path:
@@ -45,30 +39,14 @@ def stac_path(classes: Path) -> Path:
 
 
 def acquisition_time(scene: Source) -> tuple[str | None, str]:
-    """The scene's acquisition time (ISO 8601, UTC) from its metadata, and which tag said so."""
+    """The scene's acquisition time (ISO 8601, UTC) from its metadata or its file name
+    (:func:`geo.acquisition.acquired`), and what said so."""
     with open_raster(scene) as src:
         tags = src.tags()
-    for tag in ACQUISITION_TAGS:
-        text = tags.get(tag)
-        if not text:
-            continue
-        text = text.strip().replace("Z", "+00:00")
-        for parse in (
-            dt.datetime.fromisoformat,
-            lambda t: dt.datetime.strptime(t, "%Y:%m:%d %H:%M:%S"),  # TIFF's own format
-        ):
-            try:
-                when = parse(text)
-            except ValueError:
-                continue
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.timezone.utc)
-            return iso(when), f"scene metadata {tag}"
-    return None, "prediction time (the scene's metadata has no acquisition time)"
-
-
-def iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    when, source = acquired(str(scene).replace("\\", "/").rsplit("/", 1)[-1], tags)
+    if when is None:
+        return None, "prediction time (the scene's metadata and name hold no acquisition time)"
+    return iso(when), source
 
 
 def asset(path: Path, item_path: Path, title: str, roles: list[str], cog: bool) -> dict:
@@ -90,10 +68,12 @@ def stac_item(
     *,
     probabilities: Path | None = None,
     uncertainty: Path | None = None,
+    vector: Path | None = None,
     cog: bool = False,
     now: dt.datetime | None = None,
 ) -> dict:
-    """The STAC Item (a dict) of a written class map."""
+    """The STAC Item (a dict) of a written class map: every file written beside it is an
+    asset (rasters with their bands' names and statistics, styles, polygons)."""
     item_path = stac_path(classes_path)
     with rasterio.open(classes_path) as src:
         crs, transform, bounds = src.crs, src.transform, src.bounds
@@ -106,14 +86,23 @@ def stac_item(
     lons, lats = [p[0] for p in points], [p[1] for p in points]
     epsg = crs.to_epsg() if crs is not None else None
     resolution = abs(transform.a)
-    band = {"data_type": dtype, "nodata": nodata, "spatial_resolution": resolution}
-    assets = class_assets(classes_path, item_path, {**band, "sampling": "area"}, classes, cog)
-    if probabilities is not None:
-        assets["probabilities"] = probability_asset(probabilities, item_path, resolution, cog)
-    if uncertainty is not None:
-        assets["uncertainty"] = asset(
-            uncertainty, item_path, "margin, entropy, top probability", ["data"], cog
-        )
+    band = {"name": "predicted class", "data_type": dtype, "nodata": nodata}
+    band |= {"spatial_resolution": resolution, "sampling": "area"}
+    band["statistics"] = band_statistics(classes_path)[0]
+    assets = class_assets(classes_path, item_path, band, classes, cog)
+    names = [str(c["name"]) for c in classes]
+    for key, path, title in (
+        ("probabilities", probabilities, "class probabilities, a band per class"),
+        ("uncertainty", uncertainty, "margin, normalised entropy, top probability"),
+    ):
+        if path is not None:
+            assets[key] = raster_asset(path, item_path, title, resolution, cog, names)
+            if style_path(path).exists():
+                assets[f"{key}_style"] = style_asset(style_path(path), "QGIS style")
+    if vector is not None:
+        assets["vector"] = vector_asset(vector, item_path)
+        if vector.suffix.lower() != ".gpkg" and vector.with_suffix(".qml").exists():
+            assets["vector_style"] = style_asset(vector.with_suffix(".qml"), "QGIS style")
     properties = {
         "datetime": acquired or iso(now),
         "created": iso(now),
@@ -137,7 +126,7 @@ def stac_item(
         "geometry": footprint,
         "bbox": [min(lons), min(lats), max(lons), max(lats)],
         "properties": properties,
-        "links": [],
+        "links": [{"rel": "self", "href": str(item_path.resolve()), "type": "application/json"}],
         "assets": assets,
     }
 
@@ -168,34 +157,88 @@ def class_assets(classes_path: Path, item_path: Path, band: dict, classes, cog: 
     return {
         "classes": {
             **asset(classes_path, item_path, "predicted class", ["data"], cog),
+            "bands": [{"name": band["name"]}],
             "raster:bands": [band],
             "classification:classes": class_rows,
         },
-        "style": {
-            "href": "./" + classes_path.with_suffix(".qml").name,
-            "type": "text/xml",
-            "title": "QGIS style (paletted, class names)",
-            "roles": ["metadata"],
-        },
+        "style": style_asset(
+            classes_path.with_suffix(".qml"), "QGIS style (paletted, class names)"
+        ),
     }
 
 
-def probability_asset(path: Path, item_path: Path, resolution: float, cog: bool) -> dict:
-    """The probabilities raster: a band per class, with its scale."""
+def style_asset(path: Path, title: str) -> dict:
+    """A QGIS style beside the item (QGIS loads it with the layer of the same name)."""
+    return {"href": "./" + path.name, "type": "text/xml", "title": title, "roles": ["metadata"]}
+
+
+VECTOR_TYPES = {
+    ".gpkg": "application/geopackage+sqlite3",
+    ".geojson": "application/geo+json",
+    ".json": "application/geo+json",
+    ".fgb": "application/vnd.flatgeobuf",
+    ".shp": "application/x-shapefile",
+}
+
+
+def vector_asset(path: Path, item_path: Path) -> dict:
+    """The map's polygons (``predict --vector``)."""
+    found = asset(path, item_path, "class polygons", ["data"], False)
+    return {**found, "type": VECTOR_TYPES.get(path.suffix.lower(), "application/octet-stream")}
+
+
+STATISTICS_SIDE = 1024  # statistics from a read at most this many pixels a side
+
+
+def band_statistics(path: Path) -> list[dict]:
+    """Each band's minimum, maximum, mean, standard deviation and valid percentage, from a
+    read decimated to at most ``STATISTICS_SIDE`` pixels a side (approximate, as GDAL's)."""
+    with rasterio.open(path) as src:
+        step = max(1, -(-max(src.width, src.height) // STATISTICS_SIDE))
+        shape = (src.count, max(1, src.height // step), max(1, src.width // step))
+        data = src.read(out_shape=shape, masked=True)
+    out = []
+    for band in data:
+        values = band.compressed().astype(np.float64)
+        values = values[np.isfinite(values)]
+        if not len(values):
+            out.append({"valid_percent": 0.0})
+            continue
+        out.append(
+            {
+                "minimum": float(values.min()),
+                "maximum": float(values.max()),
+                "mean": float(values.mean()),
+                "stddev": float(values.std()),
+                "valid_percent": round(100 * len(values) / band.size, 2),
+            }
+        )
+    return out
+
+
+def raster_asset(
+    path: Path, item_path: Path, title: str, resolution: float, cog: bool, classes: list[str]
+) -> dict:
+    """The probabilities (a band per class) or uncertainty raster: its bands' names, types,
+    scales and statistics."""
+    statistics = band_statistics(path)
     with rasterio.open(path) as src:
         bands = [
             {
-                "data_type": src.dtypes[0],
+                "name": src.descriptions[i]
+                or (classes[i] if i < len(classes) else f"band {i + 1}"),
+                "data_type": src.dtypes[i],
                 "nodata": "nan" if src.nodata != src.nodata else src.nodata,
-                "scale": src.scales[0],
-                "offset": 0.0,
+                "scale": src.scales[i],
+                "offset": src.offsets[i],
                 "spatial_resolution": resolution,
                 "sampling": "area",
+                "statistics": statistics[i],
             }
-            for _ in range(src.count)
+            for i in range(src.count)
         ]
-    title = "class probabilities, a band per class"
-    return {**asset(path, item_path, title, ["data"], cog), "raster:bands": bands}
+    named = [{"name": b["name"]} for b in bands]  # STAC 1.1's own bands, by name
+    return {**asset(path, item_path, title, ["data"], cog), "bands": named, "raster:bands": bands}
 
 
 def model_properties(meta: BundleMeta, bundle: Path | None) -> dict:

@@ -9,6 +9,7 @@ the scene.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -24,6 +25,7 @@ from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from ..errors import BandError, InputError, NoOverlapError
+from ..geo.acquisition import acquired, iso
 from ..geo.outputs import atomic_output, check_output
 from ..geo.raster import (
     Grid,
@@ -55,6 +57,7 @@ class _Input:
     descriptions: tuple[str | None, ...]
     bands: tuple[int, ...]  # the data bands (alpha bands are the others' mask)
     masked: bool  # GDAL's mask band marks invalid pixels
+    acquired: dt.datetime | None = None  # from its tags or its name (geo.acquisition)
 
 
 def _describe(path: Source) -> _Input:
@@ -74,6 +77,7 @@ def _describe(path: Source) -> _Input:
             tuple(src.descriptions[i - 1] for i in bands),
             tuple(bands),
             reads_mask_band(src, bands),
+            acquired(str(path).replace("\\", "/").rsplit("/", 1)[-1], src.tags())[0],
         )
 
 
@@ -188,7 +192,9 @@ def stack(
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
-    """Stack the bands of ``paths`` (in order) into one tiled, compressed GeoTIFF at ``out``."""
+    """Stack the bands of ``paths`` (in order) into one tiled, compressed GeoTIFF at ``out``;
+    where every input says the same acquisition time (tags or file name), it is kept in the
+    output's ``ACQUISITION_DATE`` tag."""
     if not paths:
         raise InputError("stack needs at least one input file")
     if resampling not in RESAMPLING:
@@ -229,6 +235,9 @@ def stack(
     ):
         _write_bands(dst, inputs, grid, dtype, nodata, Resampling[resampling], progress)
         dst.descriptions = tuple(names)
+        times = {item.acquired for item in inputs}
+        if len(times) == 1 and None not in times:  # one acquisition: keep it (mixed: say none)
+            dst.update_tags(ACQUISITION_DATE=iso(times.pop()))  # type: ignore[arg-type]
         band = 1
         for item in inputs:
             for _ in range(item.count):
