@@ -28,6 +28,7 @@ class RunFolder:
     CURVES = "curves.png"
     CONFUSION = "confusion.png"
     SETTINGS = "train.toml"  # the command's settings: `train --config RUN/train.toml`
+    STAC = "model.stac.json"  # the bundle as a STAC Item of the ML Model extension (geo.mlm)
     TENSORBOARD = "tensorboard"  # a folder, with --log tensorboard
     FILES = (
         MODEL_JSON,
@@ -40,6 +41,7 @@ class RunFolder:
         CURVES,
         CONFUSION,
         SETTINGS,
+        STAC,
     )
     PICTURES = (CURVES, CONFUSION)
 
@@ -65,6 +67,10 @@ class RunFolder:
     @property
     def metrics(self) -> Path:
         return self.path / self.METRICS
+
+    @property
+    def stac(self) -> Path:
+        return self.path / self.STAC
 
     @property
     def report(self) -> Path:

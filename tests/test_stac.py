@@ -204,3 +204,50 @@ def test_stack_keeps_the_acquisition_time_of_its_inputs(tmp_path):
         assert "ACQUISITION_DATE" not in src.tags()
     assert acquired("LC08_L1TP_193023_20200101_20200113_01_T1.tif", {})[0].day == 1
     assert acquired("plot_12345678.tif", {}) == (None, "none")
+
+
+def test_the_model_is_a_stac_item_of_the_ml_model_extension(small_run, seg_tiles, tmp_path):
+    """train writes RUN/model.stac.json and export X.onnx.stac.json: STAC Items (valid against
+    the core schema offline) that pystac's MLM extension reads — input bands with their
+    normalisation and shape, output classes, framework, from-scratch, the weights as an asset
+    — so catalogues and tools that read MLM can find and run the model."""
+    pytest.importorskip("onnx")
+    from pystac.extensions.mlm import MLMExtension
+
+    from scratchsat.prediction.onnx import export_onnx
+
+    meta = json.loads((small_run / "model.json").read_text())
+    info = json.loads((seg_tiles / "dataset.json").read_text())
+    onnx = export_onnx(small_run, tmp_path / "m.onnx")
+    for path, artifact, scaled in (
+        (small_run / "model.stac.json", small_run / "model.safetensors", True),
+        (tmp_path / "m.onnx.stac.json", onnx, False),
+    ):
+        data = json.loads(path.read_text())
+        core_valid(data)
+        item = pystac.Item.from_file(str(path))
+        mlm = MLMExtension.ext(item)
+        assert mlm.pretrained is False and mlm.tasks == ["semantic-segmentation"]
+        assert mlm.framework == ("PyTorch" if scaled else "ONNX")
+        (source,) = mlm.input
+        assert source.bands == [b["name"] for b in meta["bands"]]
+        assert source.input.shape[:2] == [-1, len(meta["bands"])]
+        # MLM 1.4: one value-scaling object per band (pystac's accessor wraps a single one)
+        scaling = source.properties["value_scaling"]
+        if scaled:  # the bundle takes z-scored bands: the training statistics
+            assert [(v["type"], v["mean"], v["stddev"]) for v in scaling] == [
+                ("z-score", b["mean"], b["std"]) for b in meta["bands"]
+            ]
+        else:  # the ONNX file takes raw values
+            assert scaling is None
+        (result,) = mlm.output
+        assert [c.value for c in result.classes] == [c["code"] for c in meta["classes"]]
+        assert result.result.shape[1] == len(meta["classes"])
+        weights = item.assets["model"]
+        assert weights.get_absolute_href() == str(artifact.resolve())
+        assert "mlm:model" in weights.roles
+        west, south, east, north = item.bbox  # the training scene, in WGS 84
+        assert -180 <= west < east <= 180 and -90 <= south < north <= 90
+    assert info["sources"]
+    refused = runner.invoke(app, ["export", str(small_run), "--onnx", str(tmp_path / "m.onnx")])
+    assert refused.exit_code == 1 and "exists already" in refused.output

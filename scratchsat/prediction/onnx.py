@@ -27,7 +27,7 @@ from torch import nn
 
 from ..bundle import MAX_PATCH, BundleMeta, load_bundle, read_meta
 from ..device import check_memory, forward_bytes
-from ..errors import BundleError, DatasetError, InputError
+from ..errors import BundleError, DatasetError, InputError, ScratchsatError
 from ..geo.outputs import atomic_output, check_output
 from ..tiles.format import read_dataset_json
 from .options import DEFAULTS
@@ -86,6 +86,9 @@ def export_onnx(
         ) from None
     out = Path(out)
     check_output(out, overwrite)
+    from ..geo.mlm import onnx_item_path
+
+    check_output(onnx_item_path(out), overwrite)
     bundle = load_bundle(run, "cpu")
     meta = bundle.meta
     size = tile_size or meta.patch_size
@@ -138,7 +141,31 @@ def export_onnx(
             entry.key, entry.value = key, value
         onnx.save(model, str(tmp))
         check_against_torch(tmp, wrapped, example)
+    write_onnx_stac(meta, out, bundle, wrapped.scale, size if deepness else None, overwrite)
     return out
+
+
+def write_onnx_stac(meta, out: Path, bundle, scale: float, window, overwrite: bool) -> None:
+    """``X.onnx.stac.json``: the exported file as a STAC Item of the ML Model extension."""
+    from ..geo.mlm import model_item, onnx_item_path, training_footprint, write_model_item
+    from ..tiles.format import read_dataset_json
+
+    try:  # the training scenes' footprint, where the tiles folder is still there
+        sources = read_dataset_json((meta.data or {}).get("tiles") or "").get("sources", [])
+    except ScratchsatError:
+        sources = []
+    item = model_item(
+        meta,
+        out,
+        onnx_item_path(out),
+        framework="ONNX",
+        framework_version=f"opset {OPSET}, IR {MAX_IR_VERSION}",
+        parameters=sum(p.numel() for p in bundle.model.parameters()),
+        onnx_scale=scale,
+        window=window,
+        footprint=training_footprint(sources),
+    )
+    write_model_item(item, onnx_item_path(out), overwrite=overwrite)
 
 
 def metadata(meta: BundleMeta, size: int, deepness: bool, scale: float) -> dict[str, str]:

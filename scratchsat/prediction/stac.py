@@ -10,12 +10,10 @@ acquisition time where its metadata has one, else the time of prediction (said i
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 
 import numpy as np
 import rasterio
-from rasterio.warp import transform_geom
 
 from .._version import __version__
 from ..bundle import BundleMeta
@@ -23,14 +21,7 @@ from ..geo.acquisition import acquired, iso
 from ..geo.classmap import field_name, read_classes_tag, style_path
 from ..geo.raster import open_raster
 from ..geo.sources import Source
-
-STAC_VERSION = "1.1.0"
-EXTENSIONS = {
-    "projection": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
-    "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
-}
-GEOTIFF = "image/tiff; application=geotiff"
+from ..geo.stac import EXTENSIONS, STAC_VERSION, asset, wgs84_footprint
 
 
 def stac_path(classes: Path) -> Path:
@@ -47,17 +38,6 @@ def acquisition_time(scene: Source) -> tuple[str | None, str]:
     if when is None:
         return None, "prediction time (the scene's metadata and name hold no acquisition time)"
     return iso(when), source
-
-
-def asset(path: Path, item_path: Path, title: str, roles: list[str], cog: bool) -> dict:
-    """An asset pointing at ``path``: relative to the item when beside it (the pair moves
-    together), else absolute."""
-    try:
-        href = "./" + path.resolve().relative_to(item_path.resolve().parent).as_posix()
-    except ValueError:
-        href = path.resolve().as_uri()
-    kind = GEOTIFF + ("; profile=cloud-optimized" if cog else "")
-    return {"href": href, "type": kind, "title": title, "roles": roles}
 
 
 def stac_item(
@@ -129,17 +109,6 @@ def stac_item(
         "links": [{"rel": "self", "href": str(item_path.resolve()), "type": "application/json"}],
         "assets": assets,
     }
-
-
-def wgs84_footprint(crs, bounds) -> dict:
-    """The map's bounds as a GeoJSON polygon in longitude and latitude (as given without a
-    CRS)."""
-    west, south, east, north = bounds
-    ring = [(west, south), (east, south), (east, north), (west, north), (west, south)]
-    footprint = {"type": "Polygon", "coordinates": [ring]}
-    if crs is not None:
-        footprint = transform_geom(crs, "EPSG:4326", footprint, precision=7)
-    return json.loads(json.dumps(footprint))  # tuples → lists
 
 
 def class_assets(classes_path: Path, item_path: Path, band: dict, classes, cog: bool) -> dict:

@@ -342,14 +342,9 @@ def _check_same_bands(infos: Sequence[Scene]) -> None:
             )
 
 
-def _write_store(
-    folder: Path | None,
-    infos: Sequence[Scene],
-    spec: LabelSpec,
-    classes: Sequence[ClassInfo],
-    options: TileOptions,
-    progress: Progress | None,
-) -> dict | None:
+def _strip_tasks(infos, spec, classes, options: TileOptions) -> tuple[list, list[int]]:
+    """The tiler's tasks (a few window rows of one scene, sharing its file blocks) and the
+    scene of each."""
     size, stride = options.patch_size, options.stride or options.patch_size
     tasks, scene_of_task = [], []
     for index, info in enumerate(infos):
@@ -358,6 +353,30 @@ def _write_store(
         for k in range(0, len(rows), per_task):
             tasks.append((info, spec, classes, options, tuple(rows[k : k + per_task])))
             scene_of_task.append(index)
+    return tasks, scene_of_task
+
+
+def _no_patches(total: int, skipped: Counter, options: TileOptions) -> NoPatchesError:
+    reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
+    size = options.patch_size
+    return NoPatchesError(
+        f"all {total} windows of {size}×{size} px were skipped ({reasons}); lower "
+        f"--min-valid (now {options.min_valid}) or --min-labeled (now "
+        f"{options.min_labeled}), use a smaller --patch-size, or check that the labels "
+        "cover valid pixels of the scene"
+    )
+
+
+def _write_store(
+    folder: Path | None,
+    infos: Sequence[Scene],
+    spec: LabelSpec,
+    classes: Sequence[ClassInfo],
+    options: TileOptions,
+    progress: Progress | None,
+) -> dict | None:
+    size = options.patch_size
+    tasks, scene_of_task = _strip_tasks(infos, spec, classes, options)
     bands = len(infos[0].bands)
     images: store.NpyWriter | _Rows
     masks: store.NpyWriter | _Rows
@@ -386,13 +405,7 @@ def _write_store(
         masks.close()
     windows_arr = np.concatenate(windows).reshape(-1, 3)
     if not len(windows_arr):
-        reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items()))
-        raise NoPatchesError(
-            f"all {total} windows of {size}×{size} px were skipped ({reasons}); lower "
-            f"--min-valid (now {options.min_valid}) or --min-labeled (now "
-            f"{options.min_labeled}), use a smaller --patch-size, or check that the labels "
-            "cover valid pixels of the scene"
-        )
+        raise _no_patches(total, skipped, options)
     counts_arr = np.concatenate(counts)
     splits, sides = _assign(windows_arr, counts_arr, options)
     keep = splits != 255

@@ -231,7 +231,25 @@ def write_report(run: Run, epochs_run: int, stopped_early: bool) -> dict:
             f"Confusion on the {split} split (best epoch {run.best_epoch})",
         )
         write_report_html(run, report)
+        write_model_stac(run)
     return report.to_dict()
+
+
+def write_model_stac(run: Run) -> None:
+    """``RUN/model.stac.json``: the bundle as a STAC Item of the ML Model extension."""
+    from ..bundle import BundleMeta, read_model_json
+    from ..geo.mlm import model_item, training_footprint, write_model_item
+
+    item = model_item(
+        BundleMeta.from_dict(read_model_json(run.folder)),
+        run.files.weights,
+        run.files.stac,
+        framework="PyTorch",
+        framework_version=torch.__version__,
+        parameters=sum(p.numel() for p in run.scored.parameters()),
+        footprint=training_footprint(run.tiles.info.get("sources", [])),
+    )
+    write_model_item(item, run.files.stac)
 
 
 def train(
