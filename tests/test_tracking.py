@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -14,6 +15,20 @@ from scratchsat.training.loop import TrainConfig, train
 from scratchsat.training.tracking import check_trackers
 
 runner = CliRunner()
+FINAL = ("val_calibrated/", "val_uncalibrated/", "test/")  # the end of a run, in every tracker
+
+
+def final_scalars(report: dict) -> dict[str, float]:
+    """What each tracker must show at the end, from report.json: validation before and with
+    the decision offsets, and test, under the same names."""
+    fitted = report["decision_offsets"]
+    out = {
+        f"val_calibrated/{k}": report["val"][k]
+        for k in ("overall_accuracy", "mean_iou", "macro_f1")
+    }
+    out[f"val_uncalibrated/{fitted['metric']}"] = fitted["val_before"]
+    out |= {f"test/{k}": report["test"][k] for k in ("overall_accuracy", "mean_iou", "macro_f1")}
+    return out
 
 
 def test_tensorboard_events_hold_every_epoch_and_the_pictures(seg_tiles, tmp_path):
@@ -35,6 +50,8 @@ def test_tensorboard_events_hold_every_epoch_and_the_pictures(seg_tiles, tmp_pat
         )
     report = json.loads((run / "report.json").read_text())
     assert events.Scalars("test/mean_iou")[0].value == pytest.approx(report["test"]["mean_iou"])
+    final = {t: events.Scalars(t)[0].value for t in tags["scalars"] if t.startswith(FINAL)}
+    assert final == pytest.approx(final_scalars(report))
     assert set(tags["images"]) == {"curves", "confusion"}
     assert "settings/text_summary" in tags["tensors"]
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -48,8 +65,9 @@ def test_tensorboard_events_hold_every_epoch_and_the_pictures(seg_tiles, tmp_pat
 def test_mlflow_run_has_params_metrics_and_artifacts(seg_tiles, tmp_path, monkeypatch):
     import mlflow
 
-    monkeypatch.chdir(tmp_path)  # the default store: ./mlruns
+    monkeypatch.chdir(tmp_path)  # the default store: ./mlruns.db, artifacts in ./mlruns
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
     result = runner.invoke(
         app,
         [
@@ -68,19 +86,26 @@ def test_mlflow_run_has_params_metrics_and_artifacts(seg_tiles, tmp_path, monkey
         ],
     )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "mlruns").is_dir()
-    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    assert "Updating database tables" not in result.output
+    # a store any MLflow client reads with no variable set (a ./mlruns file store needs
+    # MLFLOW_ALLOW_FILE_STORE=true from MLflow 3.7 on; scratchsat had set it for itself only)
+    assert "MLFLOW_ALLOW_FILE_STORE" not in os.environ
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns.db'}")
     experiment = client.get_experiment_by_name("scratchsat")
     (found,) = client.search_runs([experiment.experiment_id])
     assert found.info.status == "FINISHED" and found.info.run_name == "run"
     assert found.data.params["batch_size"] == "8" and found.data.params["width"] == "8"
-    history = client.get_metric_history(found.info.run_id, "val_mean_iou")
+    history = client.get_metric_history(found.info.run_id, "val/mean_iou")  # as TensorBoard
     metrics = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     column = metrics[0].split(",").index("val_mean_iou")
     assert [m.step for m in history] == [1, 2]
     assert [m.value for m in history] == pytest.approx(
         [float(line.split(",")[column]) for line in metrics[1:]]
     )
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    final = {k: v for k, v in found.data.metrics.items() if k.startswith(FINAL)}
+    assert final == pytest.approx(final_scalars(report))
+    assert (tmp_path / "mlruns").is_dir()  # the artifacts, beside the store
     artifacts = {a.path for a in client.list_artifacts(found.info.run_id)}
     assert {"curves.png", "confusion.png", "report.html", "model.json"} <= artifacts
 

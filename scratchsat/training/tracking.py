@@ -2,9 +2,12 @@
 already have. Each is an optional extra; asking for one that is not installed is an error
 before anything is written, and nothing changes when none is asked for.
 
-Both get the same things: the settings as hyper-parameters at the start, every ``metrics.csv``
-column as a scalar per epoch, and at the end the test scores and the pictures (curves,
-confusion matrix, ``report.html``)."""
+Both get the same things under the same names: the settings as hyper-parameters at the
+start, every ``metrics.csv`` column as a scalar per epoch (``val/mean_iou``: validation during
+training, before the decision offsets), and at the end the final scores
+(:func:`final_scalars`: ``val_uncalibrated/…`` and ``val_calibrated/…``, before and with the
+decision offsets, and ``test/…``) and the pictures (curves, confusion matrix,
+``report.html``)."""
 
 from __future__ import annotations
 
@@ -58,6 +61,25 @@ def scalars(row: dict) -> dict[str, float]:
     return out
 
 
+SCORES = ("overall_accuracy", "mean_iou", "macro_f1")
+
+
+def final_scalars(report: dict) -> dict[str, float]:
+    """The run's final scores, named alike in every tracker: validation before the decision
+    offsets (``val_uncalibrated/<metric>``, what the epochs logged) and with them
+    (``val_calibrated/…``, as report.json gives it), and the test split's (``test/…``)."""
+    record = Report.from_dict(report)
+    out = {f"val_calibrated/{k}": record.val[k] for k in SCORES if record.val.get(k) is not None}
+    offsets = record.decision_offsets
+    if offsets:
+        out[f"val_uncalibrated/{offsets['metric']}"] = offsets["val_before"]
+    else:  # no offsets: one validation score
+        out |= {k.replace("val_calibrated", "val_uncalibrated"): v for k, v in out.items()}
+    if record.test:
+        out |= {f"test/{k}": record.test[k] for k in SCORES if record.test.get(k) is not None}
+    return {k: float(v) for k, v in out.items()}
+
+
 class TensorBoard:
     """Event files in ``RUN/tensorboard`` (``tensorboard --logdir RUN``)."""
 
@@ -84,11 +106,8 @@ class TensorBoard:
         import numpy as np
         from matplotlib.image import imread
 
-        record = Report.from_dict(report)
-        final, split = record.final, record.final_split
-        for key in ("overall_accuracy", "mean_iou", "macro_f1"):
-            if final.get(key) is not None:
-                self.writer.add_scalar(f"{split}/{key}", final[key], report["best_epoch"])
+        for tag, value in final_scalars(report).items():
+            self.writer.add_scalar(tag, value, report["best_epoch"])
         for name in RunFolder.PICTURES:
             if (run.folder / name).exists():
                 image = imread(run.folder / name)[..., :3]
@@ -101,38 +120,44 @@ class TensorBoard:
         self.writer.close()
 
 
+LOCAL_STORE = "mlruns.db"  # the default tracking store: SQLite, in the working folder
+LOCAL_ARTIFACTS = "mlruns"  # and the artifacts beside it
+
+
+def local_store() -> str:
+    """``sqlite:///…/mlruns.db`` in the working folder: a store every MLflow client reads
+    with no variable set (MLflow ≥ 3.7 reads a ``./mlruns`` file store only with
+    ``MLFLOW_ALLOW_FILE_STORE=true``)."""
+    return f"sqlite:///{Path(LOCAL_STORE).resolve()}"
+
+
 class MLflow:
     """An MLflow run in the experiment ``scratchsat`` (or ``MLFLOW_EXPERIMENT_NAME``), tracked
-    at ``MLFLOW_TRACKING_URI`` or else in ``./mlruns``."""
+    at ``MLFLOW_TRACKING_URI`` or else in :func:`local_store`, artifacts in ``./mlruns``."""
 
     def __init__(self, run) -> None:
+        import logging
+
         import mlflow
 
         self.mlflow = mlflow
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:  # MLflow's file store, which MLflow ≥ 3.7 wants to be asked for
-            uri = Path("mlruns").resolve().as_uri()
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        logging.getLogger("mlflow").setLevel(logging.WARNING)  # not its database's INFO lines
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or local_store()
         mlflow.set_tracking_uri(uri)
-        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "scratchsat")
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or "scratchsat"
+        if uri == local_store() and mlflow.get_experiment_by_name(name) is None:
+            artifacts = Path(LOCAL_ARTIFACTS).resolve().as_uri()
+            mlflow.create_experiment(name, artifact_location=artifacts)
+        mlflow.set_experiment(name)
         self.active: object | None = mlflow.start_run(run_name=run.folder.resolve().name)
         mlflow.log_params(hyper_parameters(run))
         mlflow.set_tag("scratchsat.run_folder", str(run.folder.resolve()))
 
     def epoch(self, row: dict) -> None:
-        clean = {k.replace("/", "_"): v for k, v in scalars(row).items()}
-        self.mlflow.log_metrics(clean, step=int(row["epoch"]))
+        self.mlflow.log_metrics(scalars(row), step=int(row["epoch"]))
 
     def finish(self, run, report: dict) -> None:
-        record = Report.from_dict(report)
-        final, split = record.final, record.final_split
-        self.mlflow.log_metrics(
-            {
-                f"{split}_{key}": final[key]
-                for key in ("overall_accuracy", "mean_iou", "macro_f1")
-                if final.get(key) is not None
-            }
-        )
+        self.mlflow.log_metrics(final_scalars(report), step=int(report["best_epoch"]))
         for name in (*RunFolder.PICTURES, RunFolder.PAGE, RunFolder.REPORT, RunFolder.MODEL_JSON):
             if (run.folder / name).exists():
                 self.mlflow.log_artifact(str(run.folder / name))
