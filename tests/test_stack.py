@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import gdalinfo, write_raster, write_with_alpha
+from rasterio.enums import ColorInterp
 
 from scratchsat.errors import BandError, NoOverlapError, OutputExistsError, RasterReadError
 from scratchsat.tiles.stack import stack
@@ -151,3 +152,38 @@ def test_alpha_bands_become_nodata_not_bands(tmp_path):
         assert src.descriptions == ("warped_1", "warped_2", "warped_3", "nir")
     assert (data[:3, :, :6] == 0).all() and (data[:3, :, 6:] == 300).all()
     assert (data[3] == 800).all()  # nir has no mask: untouched
+
+
+def test_true_colour_where_the_band_names_say_so_and_a_cog_on_request(tmp_path):
+    """stack wrote no colour interpretation: QGIS drew Sentinel-2 as B01/B02/B03 false colour;
+    and it was not a valid COG, with no --cog. Named red/green/blue bands get their colour
+    interpretation and a .qml that QGIS draws in true colour; --cog passes rio-cogeo."""
+    from typer.testing import CliRunner
+
+    from scratchsat.cli import app
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for name in ("B01", "B02", "B03", "B04", "B08"):
+        band = rng.integers(500, 3000, (1, 600, 700)).astype("uint16")
+        paths.append(str(write_raster(tmp_path / f"T33UUU_20170216T102101_{name}.tif", band)))
+    out = tmp_path / "scene.tif"
+    result = CliRunner().invoke(app, ["stack", *paths, "--out", str(out), "--cog"])
+    assert result.exit_code == 0, result.output
+    with rasterio.open(out) as src:
+        assert src.colorinterp[1:4] == (ColorInterp.blue, ColorInterp.green, ColorInterp.red)
+        assert src.overviews(1)  # a COG has overviews
+    from rio_cogeo.cogeo import cog_validate
+
+    valid, errors, _ = cog_validate(str(out))
+    assert valid, errors
+    style = (tmp_path / "scene.qml").read_text()
+    assert 'type="multibandcolor" redBand="4" greenBand="3" blueBand="2"' in style
+    low = float(style.split("<minValue>")[1].split("<")[0])
+    assert 500 <= low < 700  # a 2 % stretch of the red band, not 0 … 65535
+    again = CliRunner().invoke(app, ["stack", *paths, "--out", str(out)])
+    assert again.exit_code == 1 and "exists already" in again.output
+    plain = stack(paths[:1] + paths[4:], tmp_path / "other.tif")  # B01, B08: no true colour
+    assert not (tmp_path / "other.qml").exists()
+    with rasterio.open(plain) as src:
+        assert ColorInterp.red not in src.colorinterp

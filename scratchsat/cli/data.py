@@ -45,6 +45,9 @@ def stack(
             help="nearest, bilinear (default, for continuous data), cubic, average or mode."
         ),
     ] = "bilinear",
+    cog: Annotated[
+        bool, typer.Option("--cog", help="Write a Cloud-Optimized GeoTIFF with overviews.")
+    ] = False,
     overwrite: Overwrite = False,
 ) -> None:
     """Stack per-band files into one multi-band GeoTIFF on one grid.
@@ -61,6 +64,7 @@ def stack(
             resolution=resolution,
             band_names=comma_list(band_names) if band_names else None,
             resampling=resampling,
+            cog=cog,
             overwrite=overwrite,
             progress=callback,
         )

@@ -139,6 +139,28 @@ def band_style(band: int, low: float, high: float) -> str:
     )
 
 
+def rgb_style(bands: Sequence[int], stretch: Sequence[tuple[float, float]]) -> str:
+    """A QGIS style drawing ``bands`` (red, green, blue; 1-based) in true colour, each
+    stretched from its ``(low, high)`` (its 2nd and 98th percentiles)."""
+    parts = []
+    for colour, (low, high) in zip(("red", "green", "blue"), stretch, strict=True):
+        parts.append(
+            f"      <{colour}ContrastEnhancement>\n"
+            f"        <minValue>{low}</minValue>\n        <maxValue>{high}</maxValue>\n"
+            "        <algorithm>StretchToMinimumMaximum</algorithm>\n"
+            f"      </{colour}ContrastEnhancement>\n"
+        )
+    red, green, blue = bands
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28" styleCategories="Symbology">\n  <pipe>\n'
+        f'    <rasterrenderer type="multibandcolor" redBand="{red}" greenBand="{green}" '
+        f'blueBand="{blue}" opacity="1" alphaBand="-1">\n'
+        + "".join(parts)
+        + "    </rasterrenderer>\n  </pipe>\n</qgis>\n"
+    )
+
+
 def style_path(path: Path) -> Path:
     """Where QGIS looks for the default style of ``path``."""
     return path.with_suffix(".qml")

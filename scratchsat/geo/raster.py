@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import rasterio
+import rasterio.shutil
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Interleaving, MaskFlags, Resampling
 from rasterio.errors import RasterioError, WindowError
@@ -465,3 +466,25 @@ def geotiff_profile(
     if blocksize:
         profile.update(tiled=True, blockxsize=blocksize, blockysize=blocksize)
     return profile
+
+
+def to_cog(path: os.PathLike | str, resampling: str) -> None:
+    """Rewrite ``path`` in place as a Cloud-Optimized GeoTIFF with overviews (DEFLATE, 512 px
+    blocks), made with ``resampling``: nearest for classes, average for measurements."""
+    from pathlib import Path
+
+    path = Path(path)
+    cog = path.with_name(path.name + ".cog")
+    try:
+        rasterio.shutil.copy(
+            path,
+            cog,
+            driver="COG",
+            COMPRESS="DEFLATE",
+            BLOCKSIZE=512,
+            OVERVIEW_RESAMPLING=resampling.upper(),
+            BIGTIFF="IF_SAFER",
+        )
+        os.replace(cog, path)
+    finally:
+        cog.unlink(missing_ok=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from ..geo.classmap import (
     style_path,
 )
 from ..geo.outputs import atomic_output, check_output
-from ..geo.raster import Grid, check_written, geotiff_profile
+from ..geo.raster import Grid, check_written, geotiff_profile, to_cog
 from ..geo.sources import Source
 from .options import PredictOptions
 from .stac import stac_path
@@ -358,21 +357,3 @@ def open_uncertainty(path: Path, crs, transform, width: int, height: int):
         "top_probability: the largest probability"
     )
     return dst
-
-
-def to_cog(path: Path, resampling: str) -> None:
-    """Rewrite ``path`` in place as a Cloud-Optimized GeoTIFF with overviews."""
-    cog = path.with_name(path.name + ".cog")
-    try:
-        rasterio.shutil.copy(
-            path,
-            cog,
-            driver="COG",
-            COMPRESS="DEFLATE",
-            BLOCKSIZE=512,
-            OVERVIEW_RESAMPLING=resampling.upper(),
-            BIGTIFF="IF_SAFER",
-        )
-        os.replace(cog, path)
-    finally:
-        cog.unlink(missing_ok=True)

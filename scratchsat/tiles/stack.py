@@ -19,14 +19,15 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.transform import Affine
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
 from ..errors import BandError, InputError, NoOverlapError
 from ..geo.acquisition import acquired, iso
-from ..geo.outputs import atomic_output, check_output
+from ..geo.classmap import rgb_style, style_path
+from ..geo.outputs import atomic_output, check_output, write_text
 from ..geo.raster import (
     Grid,
     check_written,
@@ -37,10 +38,43 @@ from ..geo.raster import (
     open_raster,
     read_on_grid,
     reads_mask_band,
+    to_cog,
 )
 from ..geo.sources import Source, as_source
 
 RESAMPLING = ("nearest", "bilinear", "cubic", "average", "mode")
+RGB_NAMES = (("B04", "B03", "B02"), ("red", "green", "blue"), ("r", "g", "b"))  # Sentinel-2, …
+
+
+def rgb_bands(names: Sequence[str]) -> tuple[int, int, int] | None:
+    """The 1-based bands of red, green and blue, where the band names say which they are:
+    Sentinel-2's B04, B03, B02, or red, green, blue (R, G, B; any case)."""
+    lower = [str(n).lower() for n in names]
+    for triple in RGB_NAMES:
+        if all(t.lower() in lower for t in triple):
+            red, green, blue = (lower.index(t.lower()) + 1 for t in triple)
+            return red, green, blue
+    return None
+
+
+def write_rgb_style(path: Path, bands: tuple[int, int, int], overwrite: bool) -> Path:
+    """``SCENE.qml``: QGIS draws the stack in true colour, 2–98 % stretched (from a read of at
+    most 1024 px a side), instead of its first three bands in false colour."""
+    with rasterio.open(path) as src:
+        step = max(1, -(-max(src.width, src.height) // 1024))
+        shape = (3, max(1, src.height // step), max(1, src.width // step))
+        data = src.read(list(bands), out_shape=shape, masked=True)
+    stretch = []
+    for band in data:
+        values = band.compressed()
+        values = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        low, high = np.percentile(values, (2, 98)) if len(values) else (0.0, 1.0)
+        stretch.append((float(low), float(high)))
+    style = style_path(path)
+    write_text(style, rgb_style(bands, stretch), overwrite=overwrite)
+    return style
+
+
 Progress = Callable[[int, int], None]
 
 
@@ -189,12 +223,15 @@ def stack(
     resolution: float | None = None,
     band_names: Sequence[str] | None = None,
     resampling: str = "bilinear",
+    cog: bool = False,
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> Path:
     """Stack the bands of ``paths`` (in order) into one tiled, compressed GeoTIFF at ``out``;
     where every input says the same acquisition time (tags or file name), it is kept in the
-    output's ``ACQUISITION_DATE`` tag."""
+    output's ``ACQUISITION_DATE`` tag. Where band names say which bands are red, green and
+    blue (:func:`rgb_bands`), they get that colour interpretation and a ``.qml`` that QGIS
+    draws in true colour. ``cog``: a Cloud-Optimized GeoTIFF with overviews."""
     if not paths:
         raise InputError("stack needs at least one input file")
     if resampling not in RESAMPLING:
@@ -215,6 +252,9 @@ def stack(
             f"{len(names)} band names given ({', '.join(names)}) but the inputs hold "
             f"{total} bands; pass one name per band, in input order"
         )
+    rgb = rgb_bands(names)
+    if rgb is not None:
+        check_output(style_path(Path(out)), overwrite)
     grid = target_grid(inputs, resolution)
     dtype = common_dtype([item.dtype for item in inputs])
     nodata = common_nodata(inputs, dtype, grid)
@@ -228,24 +268,37 @@ def stack(
         nodata=nodata,
     )
     size = grid.width * grid.height * total * np.dtype(dtype).itemsize  # uncompressed
-    with (
-        atomic_output(out, overwrite, check=check_written, size_hint=size) as tmp,
-        gdal_env(),
-        rasterio.open(tmp, "w", **profile) as dst,
-    ):
-        _write_bands(dst, inputs, grid, dtype, nodata, Resampling[resampling], progress)
-        dst.descriptions = tuple(names)
-        times = {item.acquired for item in inputs}
-        if len(times) == 1 and None not in times:  # one acquisition: keep it (mixed: say none)
-            dst.update_tags(ACQUISITION_DATE=iso(times.pop()))  # type: ignore[arg-type]
-        band = 1
-        for item in inputs:
-            for _ in range(item.count):
-                # a local file by its name; a URL or /vsi… path whole, as given
-                source = item.path.name if isinstance(item.path, Path) else str(item.path)
-                dst.update_tags(band, SOURCE=source)
-                band += 1
+    with atomic_output(out, overwrite, check=check_written, size_hint=size) as tmp, gdal_env():
+        with rasterio.open(tmp, "w", **profile) as dst:
+            _write_contents(dst, inputs, names, rgb, grid, Resampling[resampling], progress)
+        if cog:
+            to_cog(tmp, "average")
+    if rgb is not None:
+        write_rgb_style(Path(out), rgb, overwrite)
     return Path(out)
+
+
+def _write_contents(dst, inputs, names, rgb, grid, resampling, progress) -> None:
+    """The bands, their names, sources and colours, and the acquisition time."""
+    _write_bands(dst, inputs, grid, dst.dtypes[0], dst.nodata, resampling, progress)
+    dst.descriptions = tuple(names)
+    if rgb is not None:
+        colours = [ColorInterp.undefined] * dst.count
+        for band, colour in zip(
+            rgb, (ColorInterp.red, ColorInterp.green, ColorInterp.blue), strict=True
+        ):
+            colours[band - 1] = colour
+        dst.colorinterp = colours
+    times = {item.acquired for item in inputs}
+    if len(times) == 1 and None not in times:  # one acquisition: keep it (mixed: say none)
+        dst.update_tags(ACQUISITION_DATE=iso(times.pop()))  # type: ignore[arg-type]
+    band = 1
+    for item in inputs:
+        for _ in range(item.count):
+            # a local file by its name; a URL or /vsi… path whole, as given
+            source = item.path.name if isinstance(item.path, Path) else str(item.path)
+            dst.update_tags(band, SOURCE=source)
+            band += 1
 
 
 def _write_bands(
