@@ -110,3 +110,43 @@ def test_fewer_windows_than_asked_says_why(tmp_path):
     why = shortfall(15, len(found), tally, 16)
     assert why.startswith(f"only {len(found)} of the 15 windows") and "mostly nodata" in why
     assert shortfall(len(found), len(found), tally, 16) is None
+
+
+def test_suggestions_open_as_ranked_outlines_and_skip_cloud(tmp_path, small_run):
+    """suggest's GeoPackage opened in QGIS with one random fill (opaque squares over the
+    imagery), and a suggestion lay on cloud (98 % of its pixels above the scene's B02 p98):
+    the file carries an outline style labelled by rank, and cloud-like windows (half their
+    pixels brighter than the training p98 in every band) are left out, and counted."""
+    from scratchsat import write_scene
+    from scratchsat.prediction.suggest import shortfall
+
+    scene = write_scene(  # away from the training scene: no window is on a labelled patch
+        tmp_path / "s.tif",
+        tmp_path / "l.tif",
+        width=320,
+        height=320,
+        count=6,
+        seed=9,
+        origin=(500_000.0, 5_800_020.0),
+    )
+    with rasterio.open(scene.path, "r+") as dst:  # a 96 px cloud, bright in every band
+        data = dst.read()
+        data[:, 100:196, 100:196] = 60000
+        dst.write(data)
+    out = tmp_path / "next.gpkg"
+    found = suggest(small_run, scene.path, out, n=40)
+    assert len(found) >= 5
+    cloud = box(100, 100, 196, 196)
+    for s in found:  # no suggestion is mostly cloud
+        assert box(s.col, s.row, s.col + 32, s.row + 32).intersection(cloud).area < 0.5 * 32 * 32
+    with fiona.open(out, layer="layer_styles") as styles:
+        (row,) = [dict(f.properties) for f in styles]
+    assert row["f_table_name"] == "suggestions" and row["useAsDefault"]
+    qml = row["styleQML"]
+    assert 'attr="rank"' in qml and 'fieldName="rank"' in qml and 'value="no"' in qml
+    assert qml.count("<category ") == len(found)
+    geojson = tmp_path / "next.geojson"
+    suggest(small_run, scene.path, geojson, n=3)
+    assert 'fieldName="rank"' in (tmp_path / "next.qml").read_text()
+    tally = {"windows": 10, "mostly_nodata": 1, "on_labelled": 2, "cloud_like": 4, "too_close": 0}
+    assert "4 look like cloud" in shortfall(9, 3, tally, 32)

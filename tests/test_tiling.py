@@ -723,3 +723,26 @@ def test_every_class_in_enough_blocks_reaches_validation_and_test(tmp_path):
         messages = [str(w.message) for w in caught]
         assert any("holds no pixel of C (64 px)" in m for m in messages), messages
         assert not any("of B" in m for m in messages), messages
+
+
+def test_the_index_opens_in_qgis_as_outlines_by_split(synth_scene, tmp_path):
+    """index.geojson opened with one random single symbol (opaque squares hiding the imagery,
+    splits not told apart): index.qml beside it draws outlines only, a colour per split."""
+    out = tile(
+        [synth_scene.path],
+        synth_scene.labels_path,
+        tmp_path / "t",
+        options=TileOptions(patch_size=32),
+    )
+    style = (out / "index.qml").read_text()
+    assert 'type="categorizedSymbol" attr="split"' in style
+    values = [part.split('"')[0] for part in style.split('<category render="true" symbol="')[1:]]
+    assert len(values) == 3
+    for split in ("train", "val", "test"):
+        assert f'value="{split}" label="{split}"' in style
+    assert style.count('name="style" type="QString" value="no"') == 3  # no fill: outlines
+    splits = {
+        f["properties"]["split"]
+        for f in json.loads((out / "index.geojson").read_text())["features"]
+    }
+    assert splits <= {"train", "val", "test"}

@@ -112,6 +112,56 @@ def check_uncertainty(path: Source, grid: Grid) -> int:
         return src.descriptions.index("top_probability") + 1
 
 
+def _outline(name: str, rgb: str, width: float, dash: str = "solid") -> str:
+    """A QGIS fill symbol of no fill and an outline of colour ``rgb`` (``"255,255,255"``)."""
+    return (
+        f'      <symbol type="fill" name="{name}" alpha="1" clip_to_extent="1" force_rhr="0">\n'
+        '        <layer class="SimpleFill" enabled="1" pass="0" locked="0">\n'
+        '          <Option type="Map"><Option name="color" type="QString" value="0,0,0,0"/>'
+        f'<Option name="outline_color" type="QString" value="{rgb},255"/>'
+        f'<Option name="outline_width" type="QString" value="{width}"/>'
+        f'<Option name="outline_style" type="QString" value="{dash}"/>'
+        '<Option name="style" type="QString" value="no"/></Option>\n'
+        "        </layer>\n      </symbol>"
+    )
+
+
+def outline_style(
+    field: str, categories: Sequence[tuple[str, str, str, str]], label: str = ""
+) -> str:
+    """A QGIS style drawing footprints as outlines only, categorised on ``field`` — each
+    category ``(value, legend label, "r,g,b", "solid"|"dash")`` — and, with ``label``, each
+    feature labelled by that field (``suggest``: the rank), so the imagery shows through."""
+    cats = "\n".join(
+        f'      <category render="true" symbol="{i}" value="{value}" label="{text}"/>'
+        for i, (value, text, _, _) in enumerate(categories)
+    )
+    symbols = "\n".join(
+        _outline(str(i), rgb, 0.6, dash) for i, (_, _, rgb, dash) in enumerate(categories)
+    )
+    labels = (
+        '  <labeling type="simple">\n    <settings calloutType="simple">\n'
+        f'      <text-style fieldName="{label}" fontSize="10" fontWeight="75" '
+        'textColor="255,255,255,255" namedStyle="Bold">\n'
+        '        <text-buffer bufferDraw="1" bufferSize="0.8" bufferColor="0,0,0,255"/>\n'
+        "      </text-style>\n"
+        '      <placement placement="1" offsetType="0"/>\n'
+        "    </settings>\n  </labeling>\n"
+        if label
+        else ""
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28" styleCategories="Symbology|Labeling" '
+        f'labelsEnabled="{int(bool(label))}">\n'
+        f'  <renderer-v2 type="categorizedSymbol" attr="{field}" symbollevels="0" '
+        'enableorderby="0" forceraster="0">\n'
+        f"    <categories>\n{cats}\n    </categories>\n"
+        f"    <symbols>\n{symbols}\n    </symbols>\n"
+        "  </renderer-v2>\n" + labels + "</qgis>\n"
+    )
+
+
 def vector_style(classes: Sequence[dict]) -> str:
     """A QGIS categorised-renderer style on ``class_code``, filled with the class colours."""
     categories, symbols = [], []
@@ -269,7 +319,7 @@ def write_features(
         ]
         style = vector_style(style_classes)
         if fmt == "GPKG":
-            _store_style(staged, style)  # QGIS loads it as the layer's default style
+            store_style(staged, style)  # QGIS loads it as the layer's default style
         else:
             (folder / out.with_suffix(".qml").name).write_text(style)  # QGIS looks beside
         with fiona.open(staged, **layer) as check:
@@ -299,20 +349,20 @@ STYLE_FIELDS = {  # the layer_styles table QGIS reads a GeoPackage layer's defau
 }
 
 
-def _store_style(gpkg: Path, style: str) -> None:
-    """Store ``style`` as the default QGIS style of the classes layer, inside the GeoPackage."""
+def store_style(gpkg: Path, style: str, layer: str = LAYER, what: str = "") -> None:
+    """Store ``style`` as the default QGIS style of ``layer``, inside the GeoPackage."""
     import fiona
 
     row = {
         "f_table_catalog": "",
         "f_table_schema": "",
-        "f_table_name": LAYER,
+        "f_table_name": layer,
         "f_geometry_column": "geom",
-        "styleName": LAYER,
+        "styleName": layer,
         "styleQML": style,
         "styleSLD": "",
         "useAsDefault": True,
-        "description": "class colours written by scratchsat vectorize",
+        "description": what or "class colours written by scratchsat vectorize",
         "owner": "",
         "ui": "",
         "update_time": None,

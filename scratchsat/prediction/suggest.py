@@ -5,7 +5,12 @@ training patch size on a grid with a half-patch step is scored by its mean norma
 over valid pixels; windows that overlap a patch of the run's tiles folder (any split: those
 pixels are labelled already) or are less than half valid are left out; then windows are taken
 best first, skipping any closer than one patch to a window already taken (a gap of at least a
-patch side between footprints), so the suggestions spread over the scene.
+patch side between footprints), so the suggestions spread over the scene. Windows that look
+like cloud — at least half their valid pixels brighter than the training data's 98th
+percentile in every band — are left out too: nothing to learn land cover from.
+
+The file opens in QGIS as outlines labelled by rank (a style inside the GeoPackage, or a
+``.qml`` beside a GeoJSON or FlatGeobuf), so the imagery under each window shows.
 """
 
 from __future__ import annotations
@@ -21,14 +26,28 @@ from rasterio.windows import Window
 from ..device import pick_device
 from ..errors import InputError, ShortfallWarning
 from ..geo.classmap import class_fields
-from ..geo.outputs import atomic_output, check_output, scratch_folder
+from ..geo.outputs import atomic_output, check_output, scratch_folder, write_text
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
-from ..geo.vectorize import driver_for
+from ..geo.vectorize import driver_for, outline_style, store_style
 from ..tiles.format import is_tiles_folder, read_array, read_dataset_json
-from .engine import load_predictor, predict_scene
+from .engine import load_predictor, predict_scene, scene_indexes
 from .options import DEFAULTS, PredictOptions
 from .writers import UNCERTAINTY_BANDS, Outputs
+
+
+@dataclass
+class Bright:
+    """Which pixels of a band of rows look like cloud: brighter than the training data's 98th
+    percentile (``p98`` of the bundle's bands) in every band."""
+
+    scene: object  # an open rasterio dataset
+    indexes: list[int]  # the scene's bands in the model's order
+    p98: np.ndarray  # (C,)
+
+    def __call__(self, window: Window) -> np.ndarray:
+        data = self.scene.read(self.indexes, window=window)  # type: ignore[attr-defined]
+        return (data > self.p98[:, None, None]).all(axis=0)
 
 
 @dataclass(frozen=True)
@@ -83,10 +102,14 @@ def rank_windows(
     labelled: list[tuple[float, float, float, float]],
     n: int,
     tally: dict[str, int] | None = None,
+    bright: Bright | None = None,
 ) -> list[Suggestion]:
     """The ``n`` best windows of side ``size`` (see the module's docstring). ``tally``, when
-    given, gets how many windows were looked at and why the others were left out."""
-    counts = dict.fromkeys(("windows", "mostly_nodata", "on_labelled", "too_close"), 0)
+    given, gets how many windows were looked at and why the others were left out; ``bright``
+    reads which pixels of a band of rows look like cloud."""
+    counts = dict.fromkeys(
+        ("windows", "mostly_nodata", "on_labelled", "cloud_like", "too_close"), 0
+    )
     step = max(1, size // 2)
     with open_raster(entropy_path) as unsure, open_raster(classes_path) as classes:
         transform, width, height = unsure.transform, unsure.width, unsure.height
@@ -98,6 +121,7 @@ def rank_windows(
             entropy = unsure.read(entropy_band, window=window)
             margin = unsure.read(margin_band, window=window)
             mapped = classes.read(1, window=window)
+            cloud = bright(window) if bright is not None else None
             for col in range(0, max(1, width - size + 1), step):
                 counts["windows"] += 1
                 e = entropy[:, col : col + size]
@@ -108,6 +132,9 @@ def rank_windows(
                 box = _box(transform, row, col, size)
                 if any(_overlap(box, other) for other in labelled):
                     counts["on_labelled"] += 1
+                    continue
+                if cloud is not None and cloud[:, col : col + size][valid].mean() >= 0.5:
+                    counts["cloud_like"] += 1
                     continue
                 m = mapped[:, col : col + size][valid]
                 mix = tuple(float((m == code).mean()) for code in codes)
@@ -136,8 +163,9 @@ def shortfall(n: int, found: int, tally: dict[str, int], size: int) -> str | Non
     return (
         f"only {found} of the {n} windows asked for: of the scene's {tally['windows']} windows "
         f"of {size} px (half a window apart), {tally['mostly_nodata']} are mostly nodata, "
-        f"{tally['on_labelled']} overlap a labelled patch and {tally['too_close']} lie within "
-        "a window of a better one; label these, train again and ask again"
+        f"{tally['on_labelled']} overlap a labelled patch, {tally.get('cloud_like', 0)} look "
+        f"like cloud and {tally['too_close']} lie within a window of a better one; label "
+        "these, train again and ask again"
     )
 
 
@@ -175,6 +203,8 @@ def suggest(
     if siblings:
         raise InputError(f"{out}: suggest writes one file; name it .gpkg, .geojson or .fgb")
     check_output(out, overwrite)
+    if fmt != "GPKG":
+        check_output(out.with_suffix(".qml"), overwrite)
     predictor = load_predictor(bundle, options, pick_device(options.device))
     size = options.patch_size or predictor.meta.patch_size
     if predictor.task != "segmentation":
@@ -190,7 +220,13 @@ def suggest(
         classes = list(predictor.classes)
         codes = [int(c["code"]) for c in classes]
         tally: dict[str, int] = {}
-        found = rank_windows(unsure, mapped, codes, size, labelled, n, tally)
+        with open_raster(source) as src:
+            p98 = [b.get("p98") for b in predictor.meta.bands]
+            bright = None
+            if all(v is not None for v in p98):  # bundles before p98 was kept: no cloud check
+                indexes = scene_indexes(source, src, predictor.meta, warn=False)
+                bright = Bright(src, indexes, np.array(p98, dtype=np.float64))
+            found = rank_windows(unsure, mapped, codes, size, labelled, n, tally, bright)
         why = shortfall(n, len(found), tally, size)
         if why is not None:
             warnings.warn(why, ShortfallWarning, stacklevel=2)
@@ -226,5 +262,15 @@ def suggest(
                     }
                     box = shapely.geometry.box(left, bottom, right, top)
                     dst.write({"geometry": shapely.geometry.mapping(box), "properties": props})
+            if fmt == "GPKG":  # QGIS loads it as the layer's default style
+                store_style(target, rank_style(len(found)), "suggestions", "scratchsat suggest")
             os.replace(target, tmp)
+    if fmt != "GPKG":  # QGIS looks for it beside
+        write_text(out.with_suffix(".qml"), rank_style(len(found)), overwrite=overwrite)
     return found
+
+
+def rank_style(count: int) -> str:
+    """The suggestions' QGIS style: white outlines, each labelled by its rank."""
+    ranks = [(str(r), f"rank {r}", "255,255,255", "solid") for r in range(1, count + 1)]
+    return outline_style("rank", ranks, label="rank")

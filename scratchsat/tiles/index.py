@@ -16,6 +16,7 @@ from ..geo.classmap import class_fields
 from ..geo.labels import IGNORE_INDEX, ClassInfo
 from ..geo.outputs import write_atomically
 from ..geo.raster import geotiff_profile
+from ..geo.vectorize import outline_style
 from ..geo.windows import SPLITS
 
 if TYPE_CHECKING:
@@ -52,7 +53,8 @@ def write_index(
     classes: Sequence[ClassInfo],
     size: int,
 ) -> None:
-    """``index.geojson``: one footprint per patch, in the scenes' CRS where they share one
+    """``index.geojson`` (and ``index.qml``, its QGIS style: outlines coloured by split, the
+    imagery showing through): one footprint per patch, in the scenes' CRS where they share one
     (else in WGS 84), with id, split, scene, offsets, majority class and pixels per class."""
     crses = {s.grid.crs.to_wkt() for s in scenes}
     target = scenes[0].grid.crs if len(crses) == 1 else None
@@ -93,6 +95,13 @@ def write_index(
             f.write("\n]}\n")
 
     write_atomically(path, write)
+    write_atomically(path.with_suffix(".qml"), lambda tmp: tmp.write_text(SPLIT_STYLE))
+
+
+SPLIT_COLOURS = {"train": "255,255,255", "val": "255,170,0", "test": "0,200,255"}
+SPLIT_STYLE = outline_style(  # index.qml: QGIS draws the patches as outlines, by split
+    "split", [(name, name, rgb, "solid") for name, rgb in SPLIT_COLOURS.items()]
+)
 
 
 def write_chips(
