@@ -21,7 +21,9 @@ img { max-width: 100%; }
 
 
 def cell(value: object) -> str:
-    """A table cell: numbers right-aligned with separators, text left-aligned and escaped."""
+    """A table cell: numbers right-aligned with separators, scores and other fractions to
+    three decimals everywhere (0.004 beside 0.367, not 0.00367), text left-aligned and
+    escaped."""
     if isinstance(value, bool) or value is None:
         return f'<td class="text">{escape("–" if value is None else str(value))}</td>'
     if isinstance(value, int):
@@ -29,9 +31,7 @@ def cell(value: object) -> str:
     if isinstance(value, float):
         if abs(value) >= 1000:
             return f"<td>{value:,.0f}</td>"
-        return (
-            f"<td>{value:.3f}</td>" if value == 0 or abs(value) >= 0.01 else f"<td>{value:.3g}</td>"
-        )
+        return f"<td>{value:.3f}</td>"
     if isinstance(value, Raw):
         return f'<td class="text">{value.html}</td>'
     return f'<td class="text">{escape(str(value))}</td>'

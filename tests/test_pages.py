@@ -102,7 +102,27 @@ def test_train_writes_a_report_page_with_everything(small_run, seg_tiles):
     contract = rows_starting(page, "bands, in order")[0][1]
     assert contract == ", ".join(b["name"] for b in info["bands"])
     test_patches = info["splits"]["test"]
-    assert f"its {test_patches} test patches" in (small_run / "report.html").read_text()
+    text = (small_run / "report.html").read_text()
+    assert f"its {test_patches} test patches" in text
+
+
+def test_the_report_page_is_filled_and_formats_numbers_alike(small_run, seg_tiles):
+    """report.html's test-area panel was two-thirds empty and it mixed 0.00367 beside 0.367;
+    its test scores differ from evaluate's without a word why. The panel is cut to the box
+    around the test patches, scores have three decimals, settings show as given, and the
+    page says why evaluate's figures differ."""
+    from scratchsat import htmlpage
+
+    assert htmlpage.cell(0.00367) == "<td>0.004</td>" and htmlpage.cell(0.367) == "<td>0.367</td>"
+    page = Page((small_run / "report.html").read_text())
+    text = (small_run / "report.html").read_text()
+    assert rows_starting(page, "weight_decay") == [["weight_decay", "0.01"]]  # as given
+    assert rows_starting(page, "lr") == [["lr", "0.002"]]
+    splits, windows = np.load(seg_tiles / "splits.npy"), np.load(seg_tiles / "windows.npy")
+    test = windows[splits == 2]
+    left, top = max(0, test[:, 1].min() - 32), max(0, test[:, 2].min() - 32)
+    assert f"columns {left}–" in text and f"rows {top}–" in text
+    assert "evaluate MAP --tiles TILES --split test scores the map" in text
 
 
 def test_info_open_opens_the_report(small_run, seg_tiles, monkeypatch):

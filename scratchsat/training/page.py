@@ -65,8 +65,9 @@ def metric_of(task: str) -> str:
 
 
 def test_area(run: Run) -> tuple[bytes, str] | None:
-    """The scene with most test patches, shrunk: labels beside the model's prediction on its
-    test patches (the rest blank). None without test patches."""
+    """The scene with most test patches, cut to the box around them (a patch of margin) and
+    shrunk: labels beside the model's prediction on its test patches (the rest blank), so the
+    panel is filled by them, not by the scene's empty rest. None without test patches."""
     data = PatchDataset(run.tiles, "test")
     if len(data) == 0 or not all(has_array(p.folder, "windows") for p in data.store.parts):
         return None  # no test patches, or chips (a chip folder has no scene to place them in)
@@ -77,9 +78,12 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
     key = np.bincount(keys).argmax()
     chosen = np.flatnonzero(keys == key)[:MAX_PATCHES]
     source = data.store.parts[int(part[chosen[0]])].info["sources"][int(windows[chosen[0], 0])]
-    width, height = int(source["width"]), int(source["height"])
-    step = max(1, -(-max(width, height) // MAX_SIDE))
     size = run.tiles.patch_size
+    cols, rows_ = windows[chosen, 1], windows[chosen, 2]
+    left, top = max(0, int(cols.min()) - size), max(0, int(rows_.min()) - size)
+    width = min(int(source["width"]), int(cols.max()) + 2 * size) - left
+    height = min(int(source["height"]), int(rows_.max()) + 2 * size) - top
+    step = max(1, -(-max(width, height) // MAX_SIDE))
     truth = np.full((-(-height // step), -(-width // step)), 254, np.uint8)  # 254: outside
     guess = truth.copy()
     model = run.scored
@@ -95,7 +99,7 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
                 if run.tiles.task != "segmentation":  # a class per patch: fill its footprint
                     target = np.full((size, size), target, np.uint8)
                     pred = np.full((size, size), pred, np.uint8)
-                col, row = int(windows[i, 1]), int(windows[i, 2])
+                col, row = int(windows[i, 1]) - left, int(windows[i, 2]) - top
                 r0, c0 = -(-row // step), -(-col // step)
                 first_r, first_c = r0 * step - row, c0 * step - col  # patch pixels on the lattice
                 t = target.astype(np.uint8)[first_r::step, first_c::step]
@@ -127,10 +131,32 @@ def test_area(run: Run) -> tuple[bytes, str] | None:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     caption = (
-        f"{Path(source['path']).name}: its {len(chosen)} test patches, shrunk {step}×; "
-        "grey: unlabelled, white: not in the test split"
+        f"{Path(source['path']).name}, columns {left}–{left + width} and rows {top}–"
+        f"{top + height}: its {len(chosen)} test patches, shrunk {step}×; grey: unlabelled, "
+        "white: not in the test split"
     )
     return buffer.getvalue(), caption
+
+
+SCORES_NOTE = (
+    "Scored patch by patch: each patch of the split is predicted on its own, as in training. "
+    "scratchsat evaluate MAP --tiles TILES --split test scores the map that predict writes over "
+    "the same labelled pixels; there windows overlap and are blended, so a pixel near a patch "
+    "edge sees its neighbours beyond it, and the two scores differ by a little. Report the "
+    "evaluate figures for a map."
+)
+
+
+def as_given(value: object) -> object:
+    """A setting as the user gave it (``0.002``, ``30``), not rounded like a score."""
+    return f"{value:g}" if isinstance(value, float) else value
+
+
+def statistic(value: float | None) -> str | None:
+    """A band statistic in the data's units, to four significant digits (1,483; 0.03452)."""
+    if value is None:
+        return None
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
 
 
 def hex_colour(rgb) -> str:
@@ -160,12 +186,16 @@ def write_report_html(run: Run, report: Report) -> None:
         ]
     )
     config = asdict(run.config)
-    settings = h.pairs(sorted({**config.pop("model_settings", {}), **config}.items()))
+    flat = {**config.pop("model_settings", {}), **config}
+    settings = h.pairs(sorted((k, as_given(v)) for k, v in flat.items()))  # not as scores
     folders = h.table(["tiles folder", "hash"], [[p, d] for p, d in run.folder_hashes.items()])
     splits = h.table(["split", "patches"], [[s, tiles.splits.get(s, 0)] for s in SPLITS])
     bands = h.table(
         ["band", "mean", "std", "p2", "p98"],
-        [[b["name"], b["mean"], b["std"], b.get("p2"), b.get("p98")] for b in tiles.info["bands"]],
+        [
+            [b["name"], *(statistic(b.get(k)) for k in ("mean", "std", "p2", "p98"))]
+            for b in tiles.info["bands"]
+        ],
     )
     contract = h.pairs(
         [
@@ -187,6 +217,7 @@ def write_report_html(run: Run, report: Report) -> None:
         h.section("Curves", h.image(run.files.curves.read_bytes(), "training curves")),
         h.section(
             f"Scores on the {split} split (best epoch)",
+            h.paragraph(SCORES_NOTE),
             scores_table(final, task),
             h.image(run.files.confusion.read_bytes(), "confusion matrix"),
         ),
