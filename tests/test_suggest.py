@@ -116,7 +116,7 @@ def test_suggestions_open_as_ranked_outlines_and_skip_cloud(tmp_path, small_run)
     """suggest's GeoPackage opened in QGIS with one random fill (opaque squares over the
     imagery), and a suggestion lay on cloud (98 % of its pixels above the scene's B02 p98):
     the file carries an outline style labelled by rank, and cloud-like windows (half their
-    pixels brighter than the training p98 in every band) are left out, and counted."""
+    pixels brighter than the training p98 in three quarters of the bands) are left out."""
     from scratchsat import write_scene
     from scratchsat.prediction.suggest import shortfall
 

@@ -7,7 +7,8 @@ pixels are labelled already) or are less than half valid are left out; then wind
 best first, skipping any closer than one patch to a window already taken (a gap of at least a
 patch side between footprints), so the suggestions spread over the scene. Windows that look
 like cloud — at least half their valid pixels brighter than the training data's 98th
-percentile in every band — are left out too: nothing to learn land cover from.
+percentile in three quarters of the bands or more (not all: Sentinel-2's cirrus band B10 stays
+dark under a thick cloud) — are left out too: nothing to learn land cover from.
 
 The file opens in QGIS as outlines labelled by rank (a style inside the GeoPackage, or a
 ``.qml`` beside a GeoJSON or FlatGeobuf), so the imagery under each window shows.
@@ -15,6 +16,7 @@ The file opens in QGIS as outlines labelled by rank (a style inside the GeoPacka
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -39,7 +41,7 @@ from .writers import UNCERTAINTY_BANDS, Outputs
 @dataclass
 class Bright:
     """Which pixels of a band of rows look like cloud: brighter than the training data's 98th
-    percentile (``p98`` of the bundle's bands) in every band."""
+    percentile (``p98`` of the bundle's bands) in at least three quarters of the bands."""
 
     scene: object  # an open rasterio dataset
     indexes: list[int]  # the scene's bands in the model's order
@@ -47,7 +49,8 @@ class Bright:
 
     def __call__(self, window: Window) -> np.ndarray:
         data = self.scene.read(self.indexes, window=window)  # type: ignore[attr-defined]
-        return (data > self.p98[:, None, None]).all(axis=0)
+        bright = (data > self.p98[:, None, None]).sum(axis=0)
+        return bright >= math.ceil(0.75 * len(self.p98))
 
 
 @dataclass(frozen=True)
