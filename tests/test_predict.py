@@ -492,31 +492,26 @@ def test_uncertainty_through_the_cli_with_tta_and_clashing_paths(tmp_path, train
     assert not (tmp_path / "b.tif").exists()
 
 
-def offset_agreement(run, scene, folder, dy=7, dx=13, options=None):
+def offset_agreement(run, scene, folder, options=None):
     """The share of shared pixels on which the map of ``scene`` and the map of the scene cut
-    by ``dy`` rows and ``dx`` columns at the top left agree (the window grid then falls
-    elsewhere, and the network's poolings too)."""
-    from rasterio.windows import Window
+    by 7 rows and 13 columns at the top left agree (the window grid then falls elsewhere, and
+    the network's poolings too): ``benchmarks/artefacts.py``'s measure."""
+    import sys
+    from pathlib import Path
 
     from scratchsat.prediction import predict
 
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    from artefacts import DX, DY, cut_scene
+
     options = options or PredictOptions()
-    with rasterio.open(scene) as src:
-        window = Window(dx, dy, src.width - dx, src.height - dy)
-        profile = src.profile | {
-            "width": src.width - dx,
-            "height": src.height - dy,
-            "transform": src.window_transform(window),
-        }
-        with rasterio.open(folder / "cut.tif", "w", **profile) as dst:
-            dst.write(src.read(window=window))
-            dst.descriptions = src.descriptions
+    cut_scene(scene, folder / "cut.tif")
     (whole,) = predict(run, [scene], folder / "whole.tif", options=options, overwrite=True)
     (cut,) = predict(
         run, [folder / "cut.tif"], folder / "cutmap.tif", options=options, overwrite=True
     )
     with rasterio.open(whole) as a, rasterio.open(cut) as b:
-        shared, other = a.read(1)[dy:, dx:], b.read(1)
+        shared, other = a.read(1)[DY:, DX:], b.read(1)
     both = (shared != 255) & (other != 255)
     return float((shared[both] == other[both]).mean())
 

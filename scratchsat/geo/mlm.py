@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._version import __version__
 from .acquisition import iso
-from .classmap import field_name
-from .stac import EXTENSIONS, STAC_VERSION, asset, wgs84_footprint
+from .stac import EXTENSIONS, STAC_VERSION, asset, classification_classes, wgs84_footprint
 
 if TYPE_CHECKING:  # types only: the bundle is a layer above
     from ..bundle import BundleMeta
@@ -122,15 +121,7 @@ def model_output(meta: BundleMeta, window: int | None, onnx_scale: float | None)
     shape = [-1, len(classes)]
     if meta.task == "segmentation":
         shape += spatial(meta, window, onnx_scale)
-    rows = [
-        {
-            "value": int(c["code"]),
-            "name": field_name(c["name"]),
-            "title": str(c["name"]),
-            "color_hint": str(c["colour"]).lstrip("#").upper(),
-        }
-        for c in classes
-    ]
+    rows = classification_classes(classes)
     return {
         "name": name,
         "tasks": TASKS[meta.task],

@@ -37,3 +37,19 @@ def wgs84_footprint(crs, bounds) -> dict:
     if crs is not None:
         footprint = transform_geom(crs, "EPSG:4326", footprint, precision=7)
     return json.loads(json.dumps(footprint))  # tuples → lists
+
+
+def classification_classes(classes) -> list[dict]:
+    """The classification extension's classes: code as ``value``, a machine ``name``, the
+    class name as ``title`` and its colour as ``color_hint``."""
+    from .classmap import field_name
+
+    return [
+        {
+            "value": int(c["code"]),
+            "name": field_name(c["name"]),
+            "title": str(c["name"]),
+            "color_hint": str(c["colour"]).lstrip("#").upper(),
+        }
+        for c in classes
+    ]

@@ -18,10 +18,16 @@ import rasterio
 from .._version import __version__
 from ..bundle import BundleMeta
 from ..geo.acquisition import acquired, iso
-from ..geo.classmap import field_name, read_classes_tag, style_path
+from ..geo.classmap import read_classes_tag, style_path
 from ..geo.raster import open_raster
 from ..geo.sources import Source
-from ..geo.stac import EXTENSIONS, STAC_VERSION, asset, wgs84_footprint
+from ..geo.stac import (
+    EXTENSIONS,
+    STAC_VERSION,
+    asset,
+    classification_classes,
+    wgs84_footprint,
+)
 
 
 def stac_path(classes: Path) -> Path:
@@ -113,15 +119,7 @@ def stac_item(
 
 def class_assets(classes_path: Path, item_path: Path, band: dict, classes, cog: bool) -> dict:
     """The class map (its band and its classes, nodata included) and its QGIS style."""
-    class_rows = [
-        {
-            "value": int(c["code"]),
-            "name": field_name(c["name"]),
-            "title": str(c["name"]),
-            "color_hint": str(c["colour"]).lstrip("#").upper(),
-        }
-        for c in classes
-    ]
+    class_rows = classification_classes(classes)
     class_rows.append({"value": int(band["nodata"]), "name": "nodata", "nodata": True})
     return {
         "classes": {
