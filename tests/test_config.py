@@ -134,5 +134,5 @@ def test_quiet_is_not_a_config_key(tmp_path):
     )
     assert result.exit_code == 1, result.output
     assert "quiet is not a setting of `scratchsat stack`" in result.output
-    assert result.output.rstrip().endswith("resampling, overwrite")
+    assert result.output.rstrip().endswith("resampling, cog, overwrite")  # no quiet, verbose
     assert result.exception is None or isinstance(result.exception, SystemExit)
