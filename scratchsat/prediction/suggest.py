@@ -224,28 +224,13 @@ def suggest(
         codes = [int(c["code"]) for c in classes]
         tally: dict[str, int] = {}
         with open_raster(source) as src:
-            p98 = [b.get("p98") for b in predictor.meta.bands]
-            bright = None
-            if all(v is not None for v in p98):  # bundles before p98 was kept: no cloud check
-                indexes = scene_indexes(source, src, predictor.meta, warn=False)
-                bright = Bright(src, indexes, np.array(p98, dtype=np.float64))
+            bright = cloud_check(source, src, predictor.meta)
             found = rank_windows(unsure, mapped, codes, size, labelled, n, tally, bright)
         why = shortfall(n, len(found), tally, size)
         if why is not None:
             warnings.warn(why, ShortfallWarning, stacklevel=2)
         shares = {name: "float" for name in class_fields("share_", classes)}
-        schema = {
-            "geometry": "Polygon",
-            "properties": {
-                "rank": "int",
-                "score": "float",
-                "mean_margin": "float",
-                "top_class": "str",
-                **shares,
-                "row": "int",
-                "col": "int",
-            },
-        }
+        schema = suggestion_schema(shares)
         with atomic_output(out, overwrite) as tmp:
             target = tmp.with_name(tmp.name + out.suffix)  # drivers want their suffix
             layer = {"layer": "suggestions"} if fmt == "GPKG" else {}
@@ -271,6 +256,22 @@ def suggest(
     if fmt != "GPKG":  # QGIS looks for it beside
         write_text(out.with_suffix(".qml"), rank_style(len(found)), overwrite=overwrite)
     return found
+
+
+def suggestion_schema(shares: dict[str, str]) -> dict:
+    """The fields of a suggestion: rank, scores, its predicted class mix, its pixel offsets."""
+    fields = {"rank": "int", "score": "float", "mean_margin": "float", "top_class": "str"}
+    return {"geometry": "Polygon", "properties": {**fields, **shares, "row": "int", "col": "int"}}
+
+
+def cloud_check(source, src, meta) -> Bright | None:
+    """The cloud test for the scene ``src`` (open), or None for bundles from before the
+    band statistics kept p98."""
+    p98 = [b.get("p98") for b in meta.bands]
+    if not all(v is not None for v in p98):
+        return None
+    indexes = scene_indexes(source, src, meta, warn=False)
+    return Bright(src, indexes, np.array(p98, dtype=np.float64))
 
 
 def rank_style(count: int) -> str:
