@@ -47,9 +47,11 @@ def time_in_name(name: str) -> dt.datetime | None:
     return None
 
 
-def acquired(name: str, tags: dict) -> tuple[dt.datetime | None, str]:
-    """The acquisition time of a scene called ``name`` with metadata ``tags``, and where it
-    came from (``scene metadata SENSING_TIME``, ``file name``); None where nothing says."""
+def acquired(scene: object, tags: dict) -> tuple[dt.datetime | None, str]:
+    """The acquisition time of ``scene`` (a path, URL or /vsi… path, or its file name) with
+    metadata ``tags``, and where it came from (``scene metadata SENSING_TIME``, ``file
+    name``); None where nothing says."""
+    name = str(scene).replace("\\", "/").rsplit("/", 1)[-1]
     for tag in ACQUISITION_TAGS:
         when = parse_time(tags[tag]) if tags.get(tag) else None
         if when is not None:

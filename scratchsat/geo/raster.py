@@ -488,3 +488,15 @@ def to_cog(path: os.PathLike | str, resampling: str) -> None:
         os.replace(cog, path)
     finally:
         cog.unlink(missing_ok=True)
+
+
+def read_decimated(
+    path, indexes: Sequence[int] | None = None, side: int = 1024
+) -> np.ma.MaskedArray:
+    """The bands ``indexes`` (all by default) of ``path``, masked, read decimated to at most
+    ``side`` pixels a side: enough for statistics and stretches, as GDAL's approximate ones."""
+    with rasterio.open(path) as src:
+        step = max(1, -(-max(src.width, src.height) // side))
+        count = src.count if indexes is None else len(indexes)
+        shape = (count, max(1, src.height // step), max(1, src.width // step))
+        return src.read(indexes, out_shape=shape, masked=True)

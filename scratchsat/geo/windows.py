@@ -79,7 +79,9 @@ def assign_splits(
         present = per_block > 0
         for code, target in targets:
             if target > 0:
-                filled[code] = _stratify(per_block, counts, order, block_split, code, target)
+                filled[code] = _stratify(
+                    per_block, present, counts, order, block_split, code, target
+                )
     train_left = present[block_split == 0].sum(0)  # blocks per class still free for train
     position = 0
     for code, target in targets:
@@ -98,6 +100,7 @@ def assign_splits(
 
 def _stratify(
     per_block: np.ndarray,
+    present: np.ndarray,
     counts: np.ndarray,
     order: np.ndarray,
     block_split: np.ndarray,
@@ -107,7 +110,7 @@ def _stratify(
     """Hand split ``code`` one typical block of each class it lacks (see
     :func:`assign_splits`), while it holds at most twice its ``target`` of windows; the
     windows it now holds."""
-    present, filled = per_block > 0, 0
+    filled = 0
     for c in np.argsort(present.sum(0), kind="stable"):
         holding = present[:, c]
         if holding.sum() < 3 or (block_split[holding] == code).any():

@@ -19,7 +19,7 @@ from .._version import __version__
 from ..bundle import BundleMeta
 from ..geo.acquisition import acquired, iso
 from ..geo.classmap import read_classes_tag, style_path
-from ..geo.raster import open_raster
+from ..geo.raster import open_raster, read_decimated
 from ..geo.sources import Source
 from ..geo.stac import (
     EXTENSIONS,
@@ -40,7 +40,7 @@ def acquisition_time(scene: Source) -> tuple[str | None, str]:
     (:func:`geo.acquisition.acquired`), and what said so."""
     with open_raster(scene) as src:
         tags = src.tags()
-    when, source = acquired(str(scene).replace("\\", "/").rsplit("/", 1)[-1], tags)
+    when, source = acquired(scene, tags)
     if when is None:
         return None, "prediction time (the scene's metadata and name hold no acquisition time)"
     return iso(when), source
@@ -160,10 +160,7 @@ STATISTICS_SIDE = 1024  # statistics from a read at most this many pixels a side
 def band_statistics(path: Path) -> list[dict]:
     """Each band's minimum, maximum, mean, standard deviation and valid percentage, from a
     read decimated to at most ``STATISTICS_SIDE`` pixels a side (approximate, as GDAL's)."""
-    with rasterio.open(path) as src:
-        step = max(1, -(-max(src.width, src.height) // STATISTICS_SIDE))
-        shape = (src.count, max(1, src.height // step), max(1, src.width // step))
-        data = src.read(out_shape=shape, masked=True)
+    data = read_decimated(path, side=STATISTICS_SIDE)
     out = []
     for band in data:
         values = band.compressed().astype(np.float64)

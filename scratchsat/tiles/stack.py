@@ -36,6 +36,7 @@ from ..geo.raster import (
     gdal_env,
     geotiff_profile,
     open_raster,
+    read_decimated,
     read_on_grid,
     reads_mask_band,
     to_cog,
@@ -60,10 +61,7 @@ def rgb_bands(names: Sequence[str]) -> tuple[int, int, int] | None:
 def write_rgb_style(path: Path, bands: tuple[int, int, int], overwrite: bool) -> Path:
     """``SCENE.qml``: QGIS draws the stack in true colour, 2–98 % stretched (from a read of at
     most 1024 px a side), instead of its first three bands in false colour."""
-    with rasterio.open(path) as src:
-        step = max(1, -(-max(src.width, src.height) // 1024))
-        shape = (3, max(1, src.height // step), max(1, src.width // step))
-        data = src.read(list(bands), out_shape=shape, masked=True)
+    data = read_decimated(path, list(bands))
     stretch = []
     for band in data:
         values = band.compressed()
@@ -111,7 +109,7 @@ def _describe(path: Source) -> _Input:
             tuple(src.descriptions[i - 1] for i in bands),
             tuple(bands),
             reads_mask_band(src, bands),
-            acquired(str(path).replace("\\", "/").rsplit("/", 1)[-1], src.tags())[0],
+            acquired(path, src.tags())[0],
         )
 
 
