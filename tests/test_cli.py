@@ -296,3 +296,14 @@ def test_progress_shows_slow_rates_and_the_time_left(monkeypatch):
         callback(10, 100, mpx=0.04)
         callback(20, 100, mpx=0.04)
     assert "eta" in screen.getvalue()
+
+
+def test_an_error_line_keeps_colons_as_they_are(tmp_path):
+    """A path or value with ``:x:`` in it is text in an Error: line, not rich's emoji code."""
+    missing = tmp_path / "a:x:b.tif"
+    proc = subprocess.run(
+        [sys.executable, "-m", "scratchsat", "stack", str(missing), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1 and f"{missing}: no such file" in proc.stderr, proc.stderr

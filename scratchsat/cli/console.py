@@ -24,7 +24,7 @@ from rich.progress import (
 
 from ..errors import ScratchsatError, Terminated
 
-stderr = Console(stderr=True)
+stderr = Console(stderr=True, emoji=False)  # ":x:" in a path is text, not an emoji
 F = TypeVar("F", bound=Callable)
 state = {"quiet": False, "verbose": False}  # --quiet (or a torchrun rank but 0); --verbose
 
@@ -33,7 +33,7 @@ def results(stderr: bool = False) -> Console:
     """The console a command's results (tables, summaries) go to: stdout, or stderr where
     stdout carries JSON. Piped or redirected, it is as wide as a table needs (rich would cut
     to 80 columns); on a terminal, table cells fold rather than cut (:func:`views.table`)."""
-    console = Console(soft_wrap=True, stderr=stderr)
+    console = Console(soft_wrap=True, stderr=stderr, emoji=False)
     if not console.is_terminal:
         console.width = 10_000  # a table takes the width it needs, no more
     return console
