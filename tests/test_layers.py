@@ -3,8 +3,8 @@
 Layers, lowest first; a module may import its own room and lower layers only:
 errors, settings, ranks, runfolder (no torch) → geo (raster I/O, outputs, labels; no torch) →
 tiles (stack, tile, the tiles-folder format; no torch) → device, metrics, models → bundle →
-training, prediction → evaluation → extras (demo, info, pictures, synthetic scenes) → bench →
-cli (the app, its commands, config files and tables).
+training, prediction → evaluation, xarray → extras (demo, info, pictures, synthetic scenes) →
+bench → cli (the app, its commands, config files and tables).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ LAYERS = {
     "training": 5,
     "prediction": 5,
     "evaluation": 6,
+    "xarray": 6,
     "extras": 7,
     "bench": 8,
     "cli": 9,

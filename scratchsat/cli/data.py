@@ -13,6 +13,7 @@ from .app import command
 from .console import progress_bar, results, say
 from .options import (
     Background,
+    Dask,
     DryRun,
     LabelField,
     OptionalLabels,
@@ -71,6 +72,16 @@ def stack(
     say(f"wrote {path}")
 
 
+ShardOption = Annotated[
+    str | None,
+    typer.Option(
+        "--shard",
+        help="K/N: tile only this machine's share of the scenes (sorted, every N-th from the "
+        "K-th) into OUT/shard-K-of-N; under torchrun (RANK, WORLD_SIZE) by default.",
+    ),
+]
+
+
 @command
 @with_fields(TileOptions)
 def tile(
@@ -87,13 +98,8 @@ def tile(
     ] = None,
     label_field: LabelField = None,
     background: Background = None,
-    shard: Annotated[
-        str | None,
-        typer.Option(
-            help="K/N: tile only this machine's share of the scenes (sorted, every N-th from the "
-            "K-th) into OUT/shard-K-of-N; under torchrun (RANK, WORLD_SIZE) by default.",
-        ),
-    ] = None,
+    shard: ShardOption = None,
+    dask: Dask = None,
     overwrite: Overwrite = False,
     dry_run: DryRun = False,
     **options,  # one option per field of TileOptions (see with_fields)
@@ -121,6 +127,7 @@ def tile(
             progress=callback,
             dry_run=dry_run,
             shard=Shard.parse(shard) if shard else None,
+            dask=dask,
         )
     if dry_run:
         from .views import show_tile_dry_run

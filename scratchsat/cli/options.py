@@ -18,6 +18,16 @@ from ..settings import DEVICE_HELP, from_options, options_of
 F = TypeVar("F", bound=Callable)
 
 Device = Annotated[str, typer.Option(help=DEVICE_HELP)]
+Dask = Annotated[
+    str | None,
+    typer.Option(
+        "--dask",
+        metavar="ADDRESS",
+        help="Deal the work out as tasks of a Dask cluster: a scheduler's address "
+        "(tcp://host:8786), or local:N for N worker processes here. Paths must be readable "
+        "(and outputs writable) from every worker. Needs the xarray extra.",
+    ),
+]
 Overwrite = Annotated[
     bool, typer.Option(help="Replace existing outputs (without it, they are kept).")
 ]

@@ -14,6 +14,7 @@ from .app import command
 from .console import progress_bar, results, say, state
 from .options import (
     ClassMap,
+    Dask,
     Device,
     Overwrite,
     RunFolderArgument,
@@ -77,6 +78,7 @@ def predict(
     vector: Vector = None,
     stac: Stac = False,
     workers: Workers = 1,
+    dask: Dask = None,
     overwrite: Overwrite = False,
     dry_run: PredictDryRun = False,
     **options,  # one option per field of PredictOptions (see with_fields)
@@ -88,6 +90,7 @@ def predict(
     """
     from ..prediction import predict as run_predict
     from ..ranks import Ranks
+    from .views import scene_table
 
     ranks = Ranks.from_env()
     state["quiet"] = state["quiet"] or not ranks.main  # under torchrun, rank 0 alone speaks
@@ -104,6 +107,8 @@ def predict(
             overwrite=overwrite,
             progress=callback,
             workers=workers,
+            dask=dask,
+            summary=lambda rows: results().print(scene_table(rows)),
             dry_run=dry_run,
         )
     if dry_run:

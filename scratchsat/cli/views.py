@@ -379,3 +379,12 @@ def train_summary(report: dict, out) -> str:
         f"best epoch {report['best_epoch']}: {split} accuracy {final['overall_accuracy']:.3f}, "
         f"{LABELS[metric]} {final[metric]:.3f}; model bundle in {out}"
     )
+
+
+def scene_table(rows) -> Table:
+    """``predict --dask``'s summary: one row per scene (``prediction.cluster.SceneDone``)."""
+    cells = [
+        [r.scene, r.out, r.worker or "-", f"{r.seconds:.1f}", "failed" if r.error else "written"]
+        for r in rows
+    ]
+    return table("scenes on the Dask cluster", ["scene", "class map", "worker", "s", ""], cells)

@@ -181,6 +181,11 @@ def cover_offsets(length: int, patch_size: int, stride: int) -> np.ndarray:
     return grid_offsets(length, patch_size, stride)
 
 
+def touching(offsets: np.ndarray, size: int, start: int, stop: int) -> np.ndarray:
+    """The ``offsets`` of windows of side ``size`` that cover part of ``[start, stop)``."""
+    return offsets[(offsets < stop) & (offsets + size > start)]
+
+
 def blend_weight(patch_size: int, floor: float = 1e-3) -> np.ndarray:
     """(P, P) float32 weight for blending overlapping window predictions: a separable sine
     bump, high in the middle where a window sees most context, small but never 0 at the edges

@@ -195,25 +195,39 @@ def check_same_contract(path: Path, meta: BundleMeta, other_path: Path, other: B
 
 
 def scene_indexes(path: Source, src, meta: BundleMeta | dict, warn: bool = True) -> list[int]:
-    """The scene's bands (1-based indexes) in the model's order.
+    """The scene's bands (1-based indexes) in the model's order: :func:`match_bands` on the
+    descriptions of its data bands (alpha bands are masks)."""
+    usable = data_bands(src)
+    described = [src.descriptions[i - 1] for i in usable]
+    return match_bands(path, described, usable, src.count, meta, warn)
 
-    Where every data band of the scene has a description and the model's bands have names,
-    bands are matched by name, whatever their order and count (a trained name missing or
-    described twice is a BandError that shows both orders). Otherwise the data bands (alpha
-    bands are masks) are taken in file order when the counts agree, with a
-    :class:`BandOrderWarning`; a scene whose described bands are the model's generic names in
-    another order is refused, as order and names then disagree.
+
+def match_bands(
+    path: object,
+    described: Sequence[str | None],
+    usable: Sequence[int],
+    count: int,
+    meta: BundleMeta | dict,
+    warn: bool = True,
+) -> list[int]:
+    """The bands ``usable`` (1-based indexes of a scene's ``count`` bands; their
+    ``described`` names, None where a band has none) in the model's order.
+
+    Where every usable band has a name and the model's bands have names, bands are matched by
+    name, whatever their order and count (a trained name missing or described twice is a
+    BandError that shows both orders). Otherwise the bands are taken in order when the counts
+    agree, with a :class:`BandOrderWarning`; a scene whose described bands are the model's
+    generic names in another order is refused, as order and names then disagree.
     """
     meta = BundleMeta.from_dict(meta)
     trained = meta.band_list
-    usable = data_bands(src)
-    described = [src.descriptions[i - 1] for i in usable]
+    usable = list(usable)
     generic = meta.band_names == "numbers" or (  # bundles before the key: by the names
         meta.band_names is None and trained == [f"B{i}" for i in range(1, len(trained) + 1)]
     )
     if all(described) and not generic:
         return _match_names(path, trained, [str(d) for d in described], usable)
-    if all(described) and set(described) == set(trained) and described != trained:
+    if all(described) and set(described) == set(trained) and list(described) != trained:
         raise BandError(
             f"{path} describes its bands as {', '.join(map(str, described))}, but the model "
             f"was trained on bands without names, taken in file order ({', '.join(trained)}); "
@@ -231,10 +245,10 @@ def scene_indexes(path: Source, src, meta: BundleMeta | dict, warn: bool = True)
                 f"{path}: {why}, so its {len(usable)} bands were taken in file order as "
                 f"{_shown(trained)}; make sure the order is the training scene's",
                 BandOrderWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         return usable
-    alpha = f" (and {src.count - len(usable)} alpha)" if len(usable) < src.count else ""
+    alpha = f" (and {count - len(usable)} alpha)" if len(usable) < count else ""
     raise BandError(
         f"{path} has {len(usable)} bands{alpha} but the model was trained on {len(trained)} "
         f"({_shown(trained)}); pass a {len(trained)}-band scene with the same bands in the "
@@ -243,7 +257,7 @@ def scene_indexes(path: Source, src, meta: BundleMeta | dict, warn: bool = True)
 
 
 def _match_names(
-    path: Source, trained: Sequence[str], described: Sequence[str], usable: Sequence[int]
+    path: object, trained: Sequence[str], described: Sequence[str], usable: Sequence[int]
 ) -> list[int]:
     missing = [n for n in trained if n not in described]
     twice = sorted({n for n in trained if described.count(n) > 1})

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
 from ..device import Ranks, pick_device
 from ..errors import InputError
+from ..geo.cluster import check_address
 from ..geo.outputs import check_output, write_text
 from ..geo.raster import open_raster
 from ..geo.sources import as_source
@@ -37,6 +38,8 @@ def predict(
     overwrite: bool = False,
     progress: Progress | None = None,
     workers: int = 1,
+    dask: str | None = None,
+    summary: Callable[[list], None] | None = None,
 ) -> list[Path]:
     """Predict scenes with a model bundle; returns the class-map paths written.
 
@@ -46,10 +49,12 @@ def predict(
     one scene, or a folder: ``<scene name>.gpkg``) gets the map's polygons, as
     :func:`~scratchsat.geo.vectorize.vectorize` writes them; ``stac`` a STAC Item beside each
     class map (:mod:`.stac`). With ``workers`` > 1,
-    scenes are predicted in that many processes (each loads the model once). ``progress``
+    scenes are predicted in that many processes (each loads the model once); with ``dask``
+    (a scheduler's address, or ``local:N``) as tasks of a Dask cluster (:mod:`.cluster`),
+    and ``summary`` gets a :class:`~.cluster.SceneDone` per scene at the end. ``progress``
     counts pixels over all scenes.
     """
-    check_options(options, workers)
+    check_options(options, workers, dask)
     plan = outputs_for(
         [as_source(s) for s in scenes],
         Path(out),
@@ -81,7 +86,11 @@ def predict(
         pixels = [pixels[i] for i in mine]
         polygons = [polygons[i] for i in mine]
     tally = Tally(pixels, progress)
-    if workers > 1 and len(plan) > 1:
+    if dask is not None:
+        from .cluster import predict_on_cluster
+
+        predict_on_cluster(bundle, plan, pixels, options, overwrite, tally, dask, summary)
+    elif workers > 1 and len(plan) > 1:
         predict_in_processes(bundle, plan, pixels, options, overwrite, tally, workers)
     else:
         for i, (scene, outputs) in enumerate(plan):
@@ -192,9 +201,16 @@ def dry_run_report(predictor, plan, matched, polygons, options: PredictOptions) 
     return {"dry_run": True, "window": size, "stride": stride, "scenes": rows}
 
 
-def check_options(options: PredictOptions, workers: int = 1) -> None:
+def check_options(options: PredictOptions, workers: int = 1, dask: str | None = None) -> None:
     if workers < 1:
         raise InputError(f"--workers must be at least 1, not {workers}")
+    if dask is not None:
+        check_address(dask, workers)
+        if Ranks.from_env().distributed:
+            raise InputError(
+                "--dask under torchrun: the launcher's processes and the Dask cluster would "
+                "both deal the scenes out; run predict --dask as one command"
+            )
     if not 0 <= options.overlap < 1:
         raise InputError(f"--overlap must be a fraction in [0, 1), not {options.overlap:g}")
     if options.batch_size < 1 or (options.patch_size is not None and options.patch_size < 8):

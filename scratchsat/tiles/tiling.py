@@ -23,6 +23,7 @@ import numpy as np
 from rasterio.windows import Window
 
 from ..errors import BandError, InputError, NoPatchesError, SplitWarning
+from ..geo.cluster import check_address, dask_client, in_order
 from ..geo.labels import IGNORE_INDEX, ClassInfo, LabelSpec, label_classes, read_ids
 from ..geo.outputs import atomic_output, check_output
 from ..geo.processes import worker_pool
@@ -223,11 +224,19 @@ def _run_strip(args) -> Strip:
     return tile_strip(*args)
 
 
-def iter_strips(tasks: Sequence[tuple], workers: int) -> Generator[Strip, None, None]:
-    """Strips in task order. With several ``workers``, each process reads and cuts whole
+def iter_strips(
+    tasks: Sequence[tuple], workers: int, dask: str | None = None
+) -> Generator[Strip, None, None]:
+    """Strips in task order. With ``dask`` (a scheduler's address or ``local:N``), each
+    strip is a task of that Dask cluster (:mod:`..geo.cluster`: a dead worker's strip is cut
+    again by another); with several ``workers``, each process reads and cuts whole
     strips. With one, a thread reads the next strip (GDAL decodes it on all cores, outside the
     GIL) while this one cuts the current strip into a buffer reused from strip to strip, so a
     Strip's patches are only valid until the next one is asked for."""
+    if dask is not None:
+        with dask_client(dask) as client:
+            yield from in_order(client, tile_strip, tasks)
+        return
     if workers > 1:
         with worker_pool(workers) as pool:
             yield from pool.map(_run_strip, tasks, chunksize=1)
@@ -256,6 +265,7 @@ def tile(
     progress: Progress | None = None,
     dry_run: bool = False,
     shard: Shard | None = None,
+    dask: str | None = None,
 ):
     """Cut ``scenes`` and their ``labels`` into a patch store at ``out`` (default
     ``tiles/<first scene's name>``); returns the folder. With ``dry_run`` nothing is written:
@@ -265,9 +275,13 @@ def tile(
     With a ``shard`` (or under a launcher that sets RANK and WORLD_SIZE) only this shard's
     scenes (:meth:`Shard.deal`) are tiled, into ``out/shard-K-of-N``; ``train`` takes the N
     folders together. Splits are drawn per scene (see :func:`_assign`), so each scene's
-    patches and splits are those a single run over all scenes gives it."""
+    patches and splits are those a single run over all scenes gives it. With ``dask`` (a
+    scheduler's address, or ``local:N``), the scenes' strips are read and cut by the workers
+    of that Dask cluster and written here, in order: the same folder as without it."""
     options = options or TileOptions()
     options.check()
+    if dask is not None:
+        check_address(dask, options.workers, "strips")
     if not scenes:
         raise InputError("tile needs at least one scene")
     shard = shard or Shard.from_env()
@@ -310,11 +324,11 @@ def tile(
             "patches of 32 to 256 px are usual"
         )
     if dry_run:
-        summary = _write_store(None, infos, spec, classes, options, progress)
+        summary = _write_store(None, infos, spec, classes, options, progress, dask)
         return {**(summary or {}), "out": str(out)}
     with atomic_output(out, overwrite) as tmp:
         tmp.mkdir()
-        _write_store(tmp, infos, spec, classes, options, progress)
+        _write_store(tmp, infos, spec, classes, options, progress, dask)
     return out
 
 
@@ -374,6 +388,7 @@ def _write_store(
     classes: Sequence[ClassInfo],
     options: TileOptions,
     progress: Progress | None,
+    dask: str | None = None,
 ) -> dict | None:
     size = options.patch_size
     tasks, scene_of_task = _strip_tasks(infos, spec, classes, options)
@@ -389,7 +404,7 @@ def _write_store(
     windows, counts, total = [], [], 0
     # closing: an exception here (Ctrl-C) must stop the workers now, not at garbage collection
     try:
-        with contextlib.closing(iter_strips(tasks, options.workers)) as strips:
+        with contextlib.closing(iter_strips(tasks, options.workers, dask)) as strips:
             for done, (strip, scene) in enumerate(zip(strips, scene_of_task, strict=True), 1):
                 images.append(strip.images)
                 masks.append(strip.masks)
