@@ -31,6 +31,7 @@ from pathlib import Path
 
 import dask.array
 import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor this module reads grids with)
 import xarray as xr
 from dask import delayed
 

@@ -71,3 +71,17 @@ def test_maps_for_gis(tmp_path, small_run, seg_tiles):
         assert (tmp_path / name).exists(), name
     for picture in ("uncertainty.png", "polygons.png"):
         assert (tmp_path / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stac_catalog_on_a_dask_cluster(tmp_path):
+    out = run("stac_dask.py", tmp_path, "--epochs", 2)
+    assert "catalog: 2 items → a 400 × 300 px scene" in out
+    assert figure(r"agreement with predict on the region's GeoTIFF: ([\d.]+)%", out) >= 99.99
+    items = json.loads((tmp_path / "items.json").read_text())["features"]
+    assert len(items) == 2 and all(len(item["assets"]) == 6 for item in items)
+    with (
+        rasterio.open(tmp_path / "mosaic.tif") as mosaic,
+        rasterio.open(tmp_path / "region.tif") as region,
+    ):
+        assert mosaic.transform == region.transform and mosaic.shape == region.shape
+        assert mosaic.colormap(1) and "CLASSES" in mosaic.tags()
