@@ -61,6 +61,11 @@ def predict_dataset(
     input's chunks, else 2048)."""
     check_options(options)
     _, meta, path = load_model(run, _cpu())
+    if meta.task != "segmentation":
+        raise InputError(
+            f"{path} is a {meta.task} model; the xarray path predicts segmentation models. "
+            "Predict it with scratchsat predict (one cell per window)"
+        )
     scene = _scene(data, meta)
     height, width = scene.sizes[scene.rio.y_dim], scene.sizes[scene.rio.x_dim]
     grid = BlockGrid.of(height, width, options.patch_size or meta.patch_size, options.overlap)

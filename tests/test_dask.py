@@ -128,8 +128,15 @@ def test_written_like_predict_writes_a_scene(tmp_path, trained, cluster, unseen)
         assert rio.transform == lazy.transform and rio.nodata == 255
 
 
-def scheduler_transitions(client: Client) -> int:
-    return client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+def scheduler_tasks(client: Client, wait: float = 0) -> int:
+    """Tasks the scheduler holds now, after waiting up to ``wait`` s for it to hold none
+    (finished keys are released a moment after their results are collected)."""
+    deadline = time.monotonic() + wait
+    while True:
+        held = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+        if not held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.1)
 
 
 def test_bands_are_matched_by_name_and_a_mismatch_is_refused_before_any_task(
@@ -144,7 +151,8 @@ def test_bands_are_matched_by_name_and_a_mismatch_is_refused_before_any_task(
     a = sx.predict_dataarray(run, named, options=FLOAT, chunks=(64, 64))
     b = sx.predict_dataarray(run, reordered, options=FLOAT, chunks=(64, 64))
     np.testing.assert_array_equal(a.values, b.values)  # the names put the bands in order
-    before = scheduler_transitions(client)
+    del a, b
+    assert scheduler_tasks(client, wait=20) == 0
     with pytest.raises(BandError, match="the model's band B3 is missing"):
         sx.predict_dataarray(run, named.assign_coords(band=[*names[:2], "X", *names[3:]]))
     with pytest.raises(BandError, match="has 5 bands but the model was trained on 6"):
@@ -153,7 +161,7 @@ def test_bands_are_matched_by_name_and_a_mismatch_is_refused_before_any_task(
         sx.predict_dataarray(run, named.expand_dims(time=2))
     with pytest.raises(InputError, match="has no CRS"):
         sx.predict_dataarray(run, named.drop_vars("spatial_ref"))
-    assert scheduler_transitions(client) == before  # nothing reached the cluster
+    assert scheduler_tasks(client) == 0  # nothing reached the cluster
 
 
 def many_scenes(folder: Path, count: int, height: int = 640) -> list[Path]:
@@ -321,3 +329,39 @@ def test_chunks_and_inputs_that_are_refused(trained, unseen):
         sx.predict_dataarray(run, xr.Dataset({"b": scene}))
     with pytest.raises(InputError, match=r"--overlap must be a fraction"):
         sx.predict_dataarray(run, scene, options=PredictOptions(overlap=1.5))
+
+
+def test_a_classification_model_is_sent_to_predict(trained, unseen, monkeypatch):
+    """One cell per window is predict's; the chunked path blends segmentation windows."""
+    import dataclasses
+
+    from scratchsat.prediction import engine
+
+    run, _ = trained
+    model, meta, path = engine.load_model(run, "cpu")
+    patch = dataclasses.replace(meta, task="classification")
+    monkeypatch.setattr(sx, "load_model", lambda *args: (model, patch, path))
+    with pytest.raises(InputError, match="is a classification model; the xarray path predicts"):
+        sx.predict_dataarray(run, rioxarray.open_rasterio(unseen))
+
+
+def test_a_dask_workers_allocator_thresholds_are_put_back(monkeypatch):
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which halves torch on
+    the CPU (benchmarks/cluster.py); the first model a process loads puts glibc's thresholds
+    back there, and leaves a process without the variable alone."""
+    from scratchsat import device
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(device.ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    device.undo_malloc_trim()
+    assert calls == []
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    device.undo_malloc_trim()
+    assert calls == [(-1, 256 << 20), (-3, 64 << 20)]  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD

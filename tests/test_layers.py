@@ -39,7 +39,12 @@ LAYERS = {
     "": 9,  # "": the package root, which re-exports the API
 }
 NO_TORCH = ("errors", "_version", "settings", "ranks", "runfolder", "geo", "tiles")
-ONLY_IN = {"albumentations": "training.augment", "typer": "cli"}
+ONLY_IN = {
+    "albumentations": "training.augment",
+    "typer": "cli",
+    "xarray": "xarray",
+    "rioxarray": "xarray",
+}
 
 
 def module_name(path: Path) -> str:

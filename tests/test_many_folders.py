@@ -305,3 +305,25 @@ def test_the_scale_benchmark_runs_every_step_for_every_count(tmp_path):
         assert r["seconds_per_scene"] == pytest.approx(r["seconds"] / r["scenes"])
     assert [r["seconds_per_added_scene"] is None for r in rows] == [True] * 5 + [False] * 5
     assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # the scenes are cleaned up
+
+
+def test_the_cluster_benchmark_runs_every_step(tmp_path):
+    """benchmarks/cluster.py end to end at toy sizes: the same scenes through --workers and
+    --dask local:N, the large scene through predict and the xarray path, one JSON."""
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "benchmarks" / "cluster.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), "--scenes", "2", "--size", "96"]
+        + ["--large", "160"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tmp_path / "cluster.json").read_text())
+    steps = [r["step"] for r in result["rows"]]
+    assert (
+        "scenes: predict --dask local:2" in steps and "large scene: xarray, 2 Dask workers" in steps
+    )
+    assert all(r["seconds"] > 0 and r["peak_mb"] > 0 for r in result["rows"])
+    assert "| scenes: predict --workers 2 |" in proc.stdout

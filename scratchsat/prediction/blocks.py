@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..device import pick_device
+from ..device import pick_device, undo_malloc_trim
 from ..geo.raster import valid_mask
 from ..geo.windows import blend_stride, blend_weight, cover_offsets, touching
 from .engine import Predictor, batched, load_predictor
@@ -37,6 +37,7 @@ def cached_predictor(bundle: str, options: PredictOptions) -> Predictor:
     key = (bundle, options)
     with _lock:
         if key not in _loaded:
+            undo_malloc_trim()
             _loaded.clear()
             _loaded[key] = load_predictor(bundle, options, pick_device(options.device))
             LOADS["count"] += 1

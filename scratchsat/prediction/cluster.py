@@ -42,32 +42,30 @@ class SceneDone:
 
 
 def share_cores(client) -> None:
-    """Give each worker's tasks an equal share of its machine's cores for torch (workers of
-    one machine would otherwise each start a thread per core), now and on workers that start
-    later (a dead worker's replacement)."""
+    """Give each worker's tasks an equal share of its machine's cores for torch (Dask's
+    nanny starts workers with ``OMP_NUM_THREADS=1``, and without it workers of one machine
+    would each start a thread per core), now and on workers that start later (a dead
+    worker's replacement)."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class TorchThreads(WorkerPlugin):
         name = "scratchsat-torch-threads"
 
-        def __init__(self, per_host: dict[str, int]) -> None:
-            self.per_host = per_host
+        def __init__(self, tasks_per_host: dict[str, int]) -> None:
+            self.tasks_per_host = tasks_per_host  # worker threads of all workers of a host
 
         def setup(self, worker) -> None:
             import torch
 
             host = worker.address.rsplit(":", 1)[0]
-            own = max(1, (os.cpu_count() or 1) // worker.state.nthreads)
-            threads = self.per_host.get(host) or own
-            torch.set_num_threads(threads)
+            tasks = self.tasks_per_host.get(host, worker.state.nthreads)
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // tasks))  # the worker's cores
 
-    workers = client.scheduler_info(n_workers=-1)["workers"]
     hosts: dict[str, int] = {}
-    for address, info in workers.items():
+    for address, info in client.scheduler_info(n_workers=-1)["workers"].items():
         host = address.rsplit(":", 1)[0]
         hosts[host] = hosts.get(host, 0) + info.get("nthreads", 1)
-    per_host = {host: max(1, (os.cpu_count() or 1) // threads) for host, threads in hosts.items()}
-    client.register_plugin(TorchThreads(per_host))
+    client.register_plugin(TorchThreads(hosts))
 
 
 def _predict_task(bundle: str, options, scene: Source, outputs: Outputs) -> tuple[str, float]:
@@ -98,9 +96,12 @@ def predict_on_cluster(
     model = str(Path(bundle).resolve())
     rows: dict[int, SceneDone] = {}
     with contextlib.ExitStack() as outer:
+        # Temporaries go after the client (stacks unwind last in, first out): closing it
+        # cancels the tasks and stops a local cluster's workers, which could otherwise
+        # create a temporary just removed.
+        staged = outer.enter_context(contextlib.ExitStack())
         client = outer.enter_context(dask_client(address))
         share_cores(client)
-        staged = outer.enter_context(contextlib.ExitStack())  # unwound after the client
         futures, run = {}, uuid.uuid4().hex[:8]
         for i, (scene, outputs) in enumerate(plan):
             stack = staged.enter_context(contextlib.ExitStack())
